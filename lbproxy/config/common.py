@@ -1,0 +1,79 @@
+"""Converters several sections share: timeouts, stick tables, listen addresses.
+
+Frontends, backends and the stats section all use them; keeping them here lets those
+modules import one place instead of each other.
+"""
+
+from __future__ import annotations
+
+import re
+from lbproxy.config.durations import parse_address, parse_duration
+from lbproxy.config.errors import unknown
+from lbproxy.config.fields import (Conv, Section, choice, duration, positive_duration, section,
+                                   size, text, tuple_of)
+from lbproxy.config.nodes import Node
+from lbproxy.config.schema import (STORE_COUNTERS, STORE_RATES, TABLE_TYPES, Address,
+                                   StickTableConfig, StoreItem, TimeoutsConfig)
+
+_STORE_ITEM = re.compile(r"([a-z_]+)\s*(?:\((.*)\))?")
+
+TIMEOUTS: dict[str, Conv[float]] = {
+    key: positive_duration for key in TimeoutsConfig.__dataclass_fields__}
+
+
+def timeouts(base: TimeoutsConfig) -> Conv[TimeoutsConfig]:
+    """A `timeouts:` mapping; the keys it leaves out come from `base` (the defaults)."""
+    return section(TimeoutsConfig, TIMEOUTS, base)
+
+
+def store_item(node: Node) -> StoreItem:
+    """`http_req_rate(10s)` -> StoreItem('http_req_rate', 10.0); `conn_cur` -> no period."""
+    value = text(node).strip()
+    match = _STORE_ITEM.fullmatch(value)
+    if not match:
+        raise ValueError(f"invalid store item '{value}' "
+                         "(expected e.g. http_req_rate(10s) or conn_cur)")
+    kind, period = match[1], match[2]
+    if kind in STORE_RATES:
+        if period is None:
+            raise ValueError(f"'{kind}' is a rate and needs a period, e.g. {kind}(10s)")
+        seconds = parse_duration(period)
+        if seconds <= 0:
+            raise ValueError(f"the period of '{kind}' must be greater than 0")
+        return StoreItem(kind, seconds)
+    if kind in STORE_COUNTERS:
+        if period is not None:
+            raise ValueError(f"'{kind}' is a counter and takes no period")
+        return StoreItem(kind)
+    raise ValueError(unknown("store item", kind, STORE_RATES + STORE_COUNTERS))
+
+
+def _entries(node: Node) -> int:
+    value = size(node)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+_STICK_TABLE = {
+    "type": choice("table type", TABLE_TYPES),
+    "size": _entries,                   # entries; 100k style allowed
+    "expire": duration,
+    "store": tuple_of(store_item, single=True, unique_by="name"),
+}
+
+
+def stick_table(name: str, node: Node) -> StickTableConfig:
+    """A stick table, named after its key under stick_tables or after its owning section."""
+    return Section(node).build(StickTableConfig, _STICK_TABLE, name=name)
+
+
+def listen_address(bound: dict[Address, Node]) -> Conv[Address]:
+    """An address the proxy listens on; `bound` remembers them so none is bound twice."""
+    def conv(node: Node) -> Address:
+        addr = parse_address(text(node), allow_unix=False)
+        first = bound.setdefault(addr, node)
+        if first is not node:
+            raise ValueError(f"address '{addr}' is already bound at {first.location}")
+        return addr
+    return conv

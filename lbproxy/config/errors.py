@@ -1,0 +1,52 @@
+"""Configuration errors, reported like a compiler: all of them, each with FILE:LINE: key.path.
+
+A user fixing a configuration wants every mistake at once, so the loader collects problems
+in `Problems` and raises one `ConfigError` at the end instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+class ConfigError(Exception):
+    """An invalid configuration; `errors` holds one `FILE:LINE: key.path: message` per problem."""
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors: list[str] = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class Problems:
+    """The problems found so far in one load, kept with their position for sorting."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, int, str]] = []
+
+    def add(self, file: str, line: int, text: str) -> None:
+        """Record `text` at FILE:LINE (line 0: the problem is with the file as a whole)."""
+        self._items.append((file, line, text))
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def error(self, files: Sequence[str]) -> ConfigError:
+        """One ConfigError listing the problems in file order (`files`), then line order."""
+        rank = {file: i for i, file in enumerate(files)}
+        items = sorted(self._items, key=lambda item: (rank.get(item[0], -1), item[1]))
+        return ConfigError(f"{file}:{line}: {text}" if line else f"{file}: {text}"
+                           for file, line, text in items)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'X'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown(noun: str, word: str, choices: Sequence[str]) -> str:
+    """The message for a value outside an enumeration: a suggestion, else the whole list."""
+    hint = suggest(word, choices) or (f" (expected one of: {', '.join(choices)})" if choices
+                                      else f" (no {noun}s are defined)")
+    return f"unknown {noun} '{word}'{hint}"

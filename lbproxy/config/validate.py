@@ -1,0 +1,91 @@
+"""From the merged Node tree to a `Config`: the top level and the small sections.
+
+Sections are read in dependency order (defaults before the frontends and backends that
+inherit them, stats before frontends so a bind clash names the first user), whatever their
+order in the files. References (use_backend, default_backend, autoscale pools, named stick
+tables) are checked against the names defined in the files, so one broken backend does not
+also turn every use of it into an error.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from lbproxy.config.autoscale import autoscale
+from lbproxy.config.backend import backend
+from lbproxy.config.common import listen_address, stick_table, timeouts
+from lbproxy.config.fields import (Conv, Section, boolean, choice, integer, mapping_of, nonempty,
+                                   positive_duration, section, text, uri_path)
+from lbproxy.config.frontend import Scope, frontend
+from lbproxy.config.nodes import Node
+from lbproxy.config.schema import (LOG_FORMATS, Address, AuthConfig, Config, DefaultsConfig,
+                                   GlobalConfig, LogConfig, StatsConfig, TimeoutsConfig)
+
+
+def validate(root: Node, sources: tuple[str, ...]) -> Config:
+    """The Config for `root`, reporting every problem on its node (none raised)."""
+    s = Section(root)
+    bound: dict[Address, Node] = {}
+    backends, tables = _names(s, "backends"), _names(s, "stick_tables")
+    defaults = s.get("defaults", _DEFAULTS, DefaultsConfig())
+    scope = Scope(defaults, backends, tables, bound)
+    config = Config(
+        global_=s.get("global", _GLOBAL, GlobalConfig()),
+        defaults=defaults,
+        stats=s.get("stats", _stats(bound)),
+        stick_tables=s.get("stick_tables", mapping_of(stick_table), {}),
+        backends=s.get("backends", mapping_of(lambda name, n: backend(defaults, name, n)), {}),
+        frontends=s.get("frontends", mapping_of(lambda name, n: frontend(scope, name, n)), {}),
+        autoscale=s.get("autoscale", autoscale(backends)),
+        sources=sources,
+    )
+    s.done()
+    return config
+
+
+def _names(s: Section, key: str) -> tuple[str, ...]:
+    """The names defined under `key`, valid or not."""
+    node = s.entries.get(key)
+    return tuple(node.value) if node is not None and isinstance(node.value, dict) else ()
+
+
+def _stats(bound: dict[Address, Node]) -> Conv[StatsConfig]:
+    return section(StatsConfig, {
+        "bind": listen_address(bound),
+        "uri": uri_path,
+        "refresh": positive_duration,
+        "auth": section(AuthConfig, {"username": nonempty, "password": text}),
+        "admin": boolean,
+    })
+
+
+def _workers(node: Node) -> int:
+    """A number of worker processes, or "auto" for one per CPU."""
+    if node.value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(node.value, str):
+        raise ValueError(f"expected a number of processes or 'auto', got '{node.value}'")
+    return integer(1)(node)
+
+
+def _stick_store(node: Node) -> str:
+    value = text(node)
+    url = urlsplit(value)
+    if value != "memory" and not (url.scheme in ("redis", "rediss") and url.hostname):
+        raise ValueError(f"expected 'memory' or a redis:// or rediss:// URL, got '{value}'")
+    return value
+
+
+_GLOBAL = section(GlobalConfig, {
+    "workers": _workers,
+    "max_connections": integer(1),
+    "pidfile": nonempty,
+    "stick_store": _stick_store,
+    "log": section(LogConfig, {"access": nonempty, "format": choice("log format", LOG_FORMATS)}),
+})
+_DEFAULTS = section(DefaultsConfig, {
+    "timeouts": timeouts(TimeoutsConfig()),
+    "retries": integer(0),
+    "redispatch": boolean,
+})
