@@ -7,6 +7,13 @@ every balancing algorithm asks one question.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
+# Response-time histogram bounds in seconds (Prometheus-style upper bounds; +Inf implied).
+# Counted per server with one bisect per response: no lock, no allocation.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
+
 READY = "ready"
 DRAIN = "drain"
 MAINT = "maint"
@@ -18,7 +25,9 @@ class Server:
 
     __slots__ = (
         "name", "address", "cookie", "backup", "maxconn", "config_weight", "weight",
-        "slowstart", "admin", "up", "in_flight", "requests", "__weakref__",
+        "slowstart", "admin", "up", "in_flight", "requests", "responses", "failures",
+        "bytes_in", "bytes_out", "pool", "check", "last_change", "reason", "max_in_flight",
+        "latency_counts", "latency_sum", "__weakref__",
     )
 
     def __init__(self, name: str, address: object, *, weight: int = 1, maxconn: int = 0,
@@ -36,6 +45,33 @@ class Server:
         self.up = up                    # health: True when checks (or none) say UP
         self.in_flight = 0              # requests currently being served
         self.requests = 0               # requests sent, ever
+        self.responses = [0] * 6        # responses by status class: index 1..5 = 1xx..5xx
+        self.failures = 0               # connect errors, timeouts, invalid or lost responses
+        self.bytes_in = 0               # request bytes sent to the server
+        self.bytes_out = 0              # response body bytes received from it
+        self.pool = None                # lbproxy.proxy.upstream.ServerPool, set by the engine
+        self.max_in_flight = 0          # peak of in_flight
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)   # last slot: over the top
+        self.latency_sum = 0.0
+        self.check = "none"             # health: none | checking | up | down (set by health/)
+        self.last_change = 0.0          # wall-clock time of the last state change
+        self.reason = ""                # why: "Layer7 wrong status 500", "connect timeout"...
+
+    def observe_latency(self, seconds: float) -> None:
+        """Count one response time (headers to last byte) in the histogram."""
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    @property
+    def state(self) -> str:
+        """The state operators see: MAINT, DRAIN, DOWN, CHECKING or UP."""
+        if self.admin == MAINT:
+            return "MAINT"
+        if self.admin == DRAIN:
+            return "DRAIN"
+        if not self.up:
+            return "CHECKING" if self.check == "checking" else "DOWN"
+        return "UP"
 
     @property
     def usable(self) -> bool:

@@ -1,0 +1,189 @@
+"""A backend pool as the data plane sees it: servers, their balancers, retry policy.
+
+The balancing algorithm only orders servers (lbproxy/balance/). This class owns what
+is around the choice: the split between normal and backup servers, the connection
+pool of each server, the retry settings the exchange follows, and the changes made
+while running (servers added, drained and removed, weights and states set by the
+runtime API, health checks, DNS discovery and the autoscaler). Every change goes
+through `changed()`, which tells the balancers and the listeners (stats, health).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lbproxy.backends.server import ADMIN_STATES, DRAIN, MAINT, Server
+from lbproxy.balance import make_balancer
+from lbproxy.balance.base import Balancer
+from lbproxy.config.schema import BackendConfig, ServerConfig
+from lbproxy.http.request import RequestInfo
+from lbproxy.proxy.upstream import ServerPool
+
+if TYPE_CHECKING:
+    from lbproxy.proxy.state import ProxyState
+
+log = logging.getLogger("lbproxy.backend")
+
+DRAIN_POLL = 0.05      # seconds between checks that a draining server is idle
+
+
+class Backend:
+    def __init__(self, config: BackendConfig, state: ProxyState) -> None:
+        self.name = config.name
+        self.config = config
+        self.state = state
+        self.server_timeout = config.timeouts.server
+        self.retries = config.retries
+        self.redispatch = config.redispatch
+        self.retry_on = frozenset(config.retry_on)
+        self.servers: list[Server] = [self._make_server(c) for c in config.servers]
+        self.balancer: Balancer = self._balancer([s for s in self.servers if not s.backup])
+        self.backup_balancer: Balancer = self._balancer([s for s in self.servers if s.backup])
+        self.listeners: list[Callable[[Backend, Server, str], None]] = []
+        self._removals: dict[str, asyncio.Task] = {}
+        self.passive = None       # lbproxy.health.passive.PassiveMonitor when configured
+        self.checker = None       # lbproxy.health.active.ActiveChecker when configured
+        self.discovery = None     # lbproxy.backends.discovery.Discovery when configured
+        # counters
+        self.requests = 0
+        self.responses = [0] * 6
+        self.retried = 0
+        self.redispatched = 0
+
+    def _make_server(self, config: ServerConfig) -> Server:
+        server = Server(config.name, config.address, weight=config.weight,
+                        maxconn=config.maxconn, backup=config.backup, cookie=config.cookie,
+                        slowstart=config.slowstart, admin=config.state)
+        server.last_change = time.time()
+        timeouts = self.config.timeouts
+        server.pool = ServerPool(server, self.state, connect_timeout=timeouts.connect,
+                                 server_timeout=timeouts.server,
+                                 reuse=self.config.http_reuse != "never")
+        return server
+
+    def _balancer(self, servers: list[Server]) -> Balancer:
+        config = self.config
+        return make_balancer(config.balance, config.balance_arg, config.hash_type, servers)
+
+    # the hot path
+
+    def pick(self, request: RequestInfo, avoid: Server | None) -> Server | None:
+        """A server for `request`; backups only when no normal server is usable."""
+        server = self.balancer.pick(request, avoid)
+        if server is None and self.backup_balancer.servers and not any(
+                s.usable for s in self.balancer.servers):
+            server = self.backup_balancer.pick(request, avoid)
+        return server
+
+    def balancer_for(self, server: Server) -> Balancer:
+        return self.backup_balancer if server.backup else self.balancer
+
+    # changes while running
+
+    def server(self, name: str) -> Server | None:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        return None
+
+    def changed(self, server: Server, what: str) -> None:
+        """`server` changed (added, removed, state, weight, health): rebuild and notify."""
+        server.last_change = time.time()
+        self.balancer.update([s for s in self.servers if not s.backup])
+        self.backup_balancer.update([s for s in self.servers if s.backup])
+        for listener in self.listeners:
+            listener(self, server, what)
+
+    def add_server(self, config: ServerConfig, up: bool = True) -> Server:
+        """Add a server; `up=False` keeps it out of rotation until health checks pass."""
+        if self.server(config.name) is not None:
+            raise ValueError(f"backend {self.name!r} already has a server {config.name!r}")
+        server = self._make_server(config)
+        server.up = up
+        if not up:
+            server.check = "checking"
+        self.servers.append(server)
+        log.info("backend %s: server %s added (%s)", self.name, server.name, server.address)
+        self.changed(server, "added")
+        return server
+
+    def set_admin(self, server: Server, admin: str) -> None:
+        if admin not in ADMIN_STATES:
+            raise ValueError(f"state must be one of {', '.join(ADMIN_STATES)}")
+        if server.admin != admin:
+            log.info("backend %s: server %s %s -> %s", self.name, server.name,
+                     server.admin, admin)
+            server.admin = admin
+            if admin == MAINT:
+                server.pool.close_idle()
+            self.changed(server, "state")
+
+    def set_weight(self, server: Server, weight: int) -> None:
+        if not 0 <= weight <= 256:
+            raise ValueError("weight must be an integer from 0 to 256")
+        server.config_weight = server.weight = weight
+        self.changed(server, "weight")
+
+    def set_health(self, server: Server, up: bool, reason: str) -> None:
+        """Health checks (active or passive) decided `server` is up or down."""
+        server.reason = reason
+        server.check = "up" if up else "down"
+        if server.up != up:
+            server.up = up
+            log.warning("backend %s: server %s is %s (%s)", self.name, server.name,
+                        "UP" if up else "DOWN", reason)
+            if not up:
+                server.pool.close_idle()
+            self.changed(server, "health")
+
+    def remove_server(self, server: Server, drain: float) -> None:
+        """Drain `server` (no new requests, in-flight ones finish), then remove it once
+        it is idle or `drain` seconds have passed."""
+        if server.name in self._removals:
+            return
+        self.set_admin(server, DRAIN)
+        task = self.state.loop.create_task(self._remove_when_idle(server, drain))
+        self._removals[server.name] = task
+
+    async def _remove_when_idle(self, server: Server, drain: float) -> None:
+        deadline = self.state.time() + drain
+        try:
+            while server.in_flight > 0 and self.state.time() < deadline:
+                await asyncio.sleep(DRAIN_POLL)
+        finally:
+            self._removals.pop(server.name, None)
+            if server in self.servers:
+                self.servers.remove(server)
+                server.pool.close_idle()
+                log.info("backend %s: server %s removed", self.name, server.name)
+                self.changed(server, "removed")
+
+    # life cycle
+
+    def start(self) -> None:
+        """Start what watches the servers: active checks, passive ejection, discovery."""
+        config = self.config
+        if config.health_check is not None:
+            from lbproxy.health.active import ActiveChecker
+            self.checker = ActiveChecker(self)
+            self.checker.start()
+        if config.passive is not None:
+            from lbproxy.health.passive import PassiveMonitor
+            self.passive = PassiveMonitor(self)
+        if config.server_template is not None:
+            from lbproxy.backends.discovery import Discovery
+            self.discovery = Discovery(self)
+            self.discovery.start()
+
+    async def stop(self) -> None:
+        for watcher in (self.checker, self.discovery):
+            if watcher is not None:
+                await watcher.stop()
+        for task in self._removals.values():
+            task.cancel()
+        for server in self.servers:
+            server.pool.close_idle()

@@ -1,0 +1,73 @@
+"""Header names the proxy treats specially, as small integer codes.
+
+The request and response parsers look each lower-cased name up once in these maps; every
+name not in them is passed through untouched, so the common header costs one dict miss.
+"""
+
+from __future__ import annotations
+
+# Request headers (codes for ClientProtocol.on_header).
+HOST = 1
+CONTENT_LENGTH = 2
+TRANSFER_ENCODING = 3
+CONNECTION = 4
+HOP = 5                # hop-by-hop, dropped: keep-alive, proxy-connection, te, trailer
+UPGRADE = 6
+X_FORWARDED_FOR = 7
+X_FORWARDED_PROTO = 8
+X_FORWARDED_HOST = 9
+EXPECT = 10
+
+REQUEST_SPECIAL: dict[bytes, int] = {
+    b"host": HOST,
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"connection": CONNECTION,
+    b"keep-alive": HOP,
+    b"proxy-connection": HOP,
+    b"te": HOP,
+    b"trailer": HOP,
+    b"upgrade": UPGRADE,
+    b"x-forwarded-for": X_FORWARDED_FOR,
+    b"x-forwarded-proto": X_FORWARDED_PROTO,
+    b"x-forwarded-host": X_FORWARDED_HOST,
+    b"expect": EXPECT,
+}
+
+# Response headers (codes for UpstreamProtocol.on_header).
+RESPONSE_SPECIAL: dict[bytes, int] = {
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"connection": CONNECTION,
+    b"keep-alive": HOP,
+    b"proxy-connection": HOP,
+    b"te": HOP,
+    b"trailer": HOP,
+    b"upgrade": UPGRADE,
+}
+
+# Connection-header tokens that name no end-to-end header to strip.
+CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+def connection_tokens(value: bytes) -> list[bytes]:
+    """Lower-cased tokens of a Connection header value."""
+    return [token.strip().lower() for token in value.split(b",") if token.strip()]
+
+
+def strip_named(parts: list[bytes], names: set[bytes]) -> list[bytes]:
+    """Remove headers whose lower-cased name is in `names` from a flat head list.
+
+    `parts` holds (name, b": ", value, b"\\r\\n") quadruples; used only in the rare case
+    where a Connection header names extra hop-by-hop headers.
+    """
+    kept: list[bytes] = []
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() not in names:
+            kept += parts[i:i + 4]
+    return kept
+
+
+def is_token_list_chunked(value: bytes) -> bool:
+    """True when a Transfer-Encoding value is exactly `chunked` (any case)."""
+    return value.strip().lower() == b"chunked"

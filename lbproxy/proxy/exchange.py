@@ -1,0 +1,350 @@
+"""One request/response cycle: route it, pick a server, send it, retry it, answer it.
+
+The client protocol creates an Exchange when a request starts and fills in its head;
+the exchange then owns everything until the response is complete: the upstream lease,
+the request body still to be sent, retries and redispatch, error answers, counters and
+the access log. It also implements RequestInfo (lbproxy/http/request.py), decoding a
+header only when a rule or a balancer asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lbproxy.http.errors import canned
+from lbproxy.http.headers import strip_named
+from lbproxy.proxy.upstream import CONNECT_FAILURE
+
+if TYPE_CHECKING:
+    from lbproxy.backends.backend import Backend
+    from lbproxy.backends.server import Server
+    from lbproxy.proxy.client import ClientProtocol
+    from lbproxy.proxy.upstream import ServerPool, UpstreamProtocol
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# Request body bytes held while no server connection is ready; past it the client waits.
+BODY_BUFFER_LIMIT = 256 * 1024
+PAUSE_BODY = 4                  # ClientProtocol pause reason: body buffered, no upstream yet
+
+
+class Exchange:
+    __slots__ = (
+        # request head, filled by ClientProtocol
+        "client", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b", "xff_b",
+        "length", "chunked", "expect_continue", "extra_hop", "is_head", "norm_path",
+        # request body
+        "body", "body_buffered", "body_size", "request_complete",
+        # dispatch
+        "backend", "server", "upstream", "connecting", "attempts", "request_head",
+        # response
+        "status", "started", "resp_bytes",
+    )
+
+    def __init__(self, client: ClientProtocol) -> None:
+        self.client = client
+        self.method_b = b""
+        self.url_b = b""
+        self.http11 = True
+        self.keep_alive = True
+        self.hparts: list[bytes] = []
+        self.host_b: bytes | None = None
+        self.xff_b: bytes | None = None
+        self.length = -1               # request Content-Length, -1 when absent
+        self.chunked = False
+        self.expect_continue = False
+        self.extra_hop: set[bytes] | None = None
+        self.is_head = False
+        self.norm_path: str | None = None
+        self.body: list[bytes] = []    # encoded body bytes not yet written to the server
+        self.body_buffered = 0
+        self.body_size = 0
+        self.request_complete = False
+        self.backend: Backend | None = None
+        self.server: Server | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.connecting: ServerPool | None = None
+        self.attempts = 0
+        self.request_head: bytes | None = None
+        self.status = 0
+        self.started = 0.0
+        self.resp_bytes = 0            # bytes received from the server for this response
+
+    # request body (called by the client protocol while parsing)
+
+    def request_body(self, data: bytes) -> None:
+        size = len(data)
+        self.body_size += size
+        if self.chunked:
+            self.body += (b"%x\r\n" % size, data, b"\r\n")
+        else:
+            self.body.append(data)
+        if self.upstream is None:
+            self.body_buffered += size
+            if self.body_buffered > BODY_BUFFER_LIMIT:
+                self.client.pause_reading(PAUSE_BODY)
+
+    def request_done(self) -> None:
+        if self.chunked:
+            self.body.append(b"0\r\n\r\n")
+        self.request_complete = True
+
+    def flush_body(self) -> None:
+        """Send body bytes parsed since the last flush, if a server connection is ready."""
+        upstream = self.upstream
+        if upstream is not None and self.body:
+            upstream.send(self.body)
+            self.body = []
+
+    # dispatch
+
+    def start(self) -> None:
+        """The request head is complete and it is this client's turn: route and send."""
+        client = self.client
+        self.started = client.time()
+        frontend = client.frontend
+        frontend.requests += 1
+        backend = frontend.route(self)
+        if backend is None:
+            self.respond(503)
+            return
+        self.backend = backend
+        backend.requests += 1
+        self.dispatch(None)
+
+    def dispatch(self, avoid: Server | None) -> None:
+        server = self.backend.pick(self, avoid)
+        if server is None:
+            self.respond(503)
+            return
+        self.server = server
+        server.in_flight += 1
+        if server.in_flight > server.max_in_flight:
+            server.max_in_flight = server.in_flight
+        server.requests += 1
+        self.backend.balancer_for(server).on_start(server)
+        upstream = server.pool.acquire()
+        if upstream is None:
+            server.pool.connect(self)
+        else:
+            self.attach(upstream)
+
+    def attach(self, upstream: UpstreamProtocol) -> None:
+        """Send the request on `upstream` (a fresh or pooled connection to self.server)."""
+        if self.client.transport is None:      # the client left while we connected
+            self.server.pool.release(upstream)
+            self._release_server(False)
+            return
+        self.upstream = upstream
+        upstream.exchange = self
+        upstream.deadline = self.client.time() + self.backend.server_timeout
+        head = self.request_head
+        if head is None:
+            head = self.request_head = self._build_head()
+        if self.body:
+            self.body.insert(0, head)
+            upstream.send(self.body)
+            self.body = []
+        else:
+            upstream.transport.write(head)
+        if self.body_buffered:
+            self.body_buffered = 0
+            self.client.resume_reading(PAUSE_BODY)
+        if self.client.write_paused:
+            upstream.read_paused = True
+            upstream.transport.pause_reading()
+
+    def _build_head(self) -> bytes:
+        client = self.client
+        frontend = client.frontend
+        parts = [self.method_b, b" ", self.url_b, b" HTTP/1.1\r\n"]
+        parts += self.hparts if self.extra_hop is None else strip_named(self.hparts,
+                                                                        self.extra_hop)
+        if self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.length >= 0:
+            parts += (b"content-length: ", b"%d" % self.length, b"\r\n")
+        if frontend.x_forwarded_for:
+            if self.xff_b is None:
+                parts += (b"x-forwarded-for: ", client.src_b, b"\r\n")
+            else:
+                parts += (b"x-forwarded-for: ", self.xff_b, b", ", client.src_b, b"\r\n")
+        if frontend.x_forwarded_proto:
+            parts.append(b"x-forwarded-proto: https\r\n" if client.ssl_fc
+                         else b"x-forwarded-proto: http\r\n")
+        if frontend.x_forwarded_host and self.host_b is not None:
+            parts += (b"x-forwarded-host: ", self.host_b, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # outcomes
+
+    def response_head(self, status: int, head: list[bytes]) -> None:
+        """The server's response head is being relayed: decide the client's keep-alive."""
+        self.status = status
+        if not (self.keep_alive and self.request_complete) or self.client.state.stopping:
+            self.keep_alive = False
+            head.append(b"connection: close\r\n")
+        elif not self.http11:
+            head.append(b"connection: keep-alive\r\n")
+
+    def response_done(self, upstream: UpstreamProtocol, reusable: bool) -> None:
+        self.upstream = None
+        server = self.server
+        if reusable and self.request_complete:
+            server.pool.release(upstream)
+        else:
+            upstream.close()
+        server.observe_latency(self.client.time() - self.started)
+        passive = self.backend.passive
+        if passive is not None:
+            passive.observe(server, self.status)
+        self._release_server(self.status < 500)
+        self.finish()
+
+    def upstream_failed(self, kind: str) -> None:
+        """The server connection failed: retry, answer 502/503/504, or cut the client."""
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.close()
+        server = self.server
+        server.failures += 1
+        passive = self.backend.passive
+        if passive is not None:
+            passive.observe(server, kind)
+        self._release_server(False)
+        if self.status:                        # the client already has part of a response
+            self.client.abort()
+            return
+        backend = self.backend
+        if (self.attempts < backend.retries and kind in backend.retry_on
+                and (kind == CONNECT_FAILURE or self._replayable())):
+            self.attempts += 1
+            backend.retried += 1
+            avoid = server if backend.redispatch else None
+            if avoid is not None:
+                backend.redispatched += 1
+            self.dispatch(avoid)
+            return
+        self.respond(503 if kind == CONNECT_FAILURE else 504
+                     if kind == "response-timeout" else 502)
+
+    def _replayable(self) -> bool:
+        """May be sent again: idempotent and nothing of its body was consumed."""
+        return self.method_b in IDEMPOTENT and self.body_size == 0 and self.request_complete
+
+    def _release_server(self, ok: bool) -> None:
+        server = self.server
+        if server is None:
+            return
+        server.in_flight -= 1
+        self.backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
+                                                    ok)
+
+    def respond(self, status: int, response: bytes | None = None) -> None:
+        """Answer from the proxy itself (an error page, a deny, a redirect)."""
+        self.status = status
+        keep = self.keep_alive and self.request_complete and not self.client.state.stopping
+        self.keep_alive = keep
+        self.client.send_one(response if response is not None else canned(status, keep))
+        self.finish()
+
+    def abandon(self) -> None:
+        """The client went away: let go of the server connection and the server slot."""
+        if self.connecting is not None:
+            self.connecting = None
+            self._release_server(False)
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.close()
+            self._release_server(False)
+
+    def finish(self) -> None:
+        status = self.status
+        client = self.client
+        frontend = client.frontend
+        frontend.responses[status // 100] += 1
+        frontend.bytes_out += self.resp_bytes
+        if self.backend is not None:
+            self.backend.responses[status // 100] += 1
+            if self.server is not None:
+                self.server.responses[status // 100] += 1
+                self.server.bytes_out += self.resp_bytes
+        if frontend.access_log is not None:
+            frontend.access_log.log(self)
+        client.exchange_done(self)
+
+    # RequestInfo: decoded on demand
+
+    @property
+    def method(self) -> str:
+        return self.method_b.decode("latin-1")
+
+    @property
+    def url(self) -> str:
+        return self.url_b.decode("latin-1")
+
+    @property
+    def path(self) -> str:
+        return self.url.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        url = self.url
+        return url.split("?", 1)[1] if "?" in url else ""
+
+    @property
+    def host(self) -> str:
+        if self.host_b is None:
+            return ""
+        value = self.host_b.decode("latin-1").strip().lower()
+        if value.startswith("["):
+            return value[: value.find("]") + 1]
+        return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+    @property
+    def src(self) -> str:
+        return self.client.src
+
+    @property
+    def src_port(self) -> int:
+        return self.client.src_port
+
+    @property
+    def dst_port(self) -> int:
+        return self.client.dst_port
+
+    @property
+    def ssl_fc(self) -> bool:
+        return self.client.ssl_fc
+
+    @property
+    def ssl_fc_sni(self) -> str | None:
+        return self.client.ssl_fc_sni
+
+    def _raw_values(self, name: str) -> list[str]:
+        if name == "host":
+            return [] if self.host_b is None else [self.host_b.decode("latin-1")]
+        if name == "x-forwarded-for":
+            return [] if self.xff_b is None else [self.xff_b.decode("latin-1")]
+        wanted = name.encode("latin-1")
+        parts = self.hparts
+        return [parts[i + 2].decode("latin-1") for i in range(0, len(parts), 4)
+                if parts[i].lower() == wanted]
+
+    def header(self, name: str) -> str | None:
+        values = self._raw_values(name)
+        return values[0] if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        return [part.strip() for value in self._raw_values(name) for part in value.split(",")]
+
+    def cookie(self, name: str) -> str | None:
+        for value in self._raw_values("cookie"):
+            for pair in value.split(";"):
+                key, _, cookie_value = pair.strip().partition("=")
+                if key == name:
+                    return cookie_value
+        return None

@@ -1,0 +1,96 @@
+"""A frontend as the data plane sees it: limits, timeouts, routing and counters.
+
+Everything the client protocol reads per request is a plain attribute here, copied
+once from the frozen config, so the hot path does no nested lookups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lbproxy.config.schema import FrontendConfig
+from lbproxy.proxy.client import ClientProtocol
+
+if TYPE_CHECKING:
+    from lbproxy.backends.backend import Backend
+    from lbproxy.proxy.listener import Listener
+    from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.state import ProxyState
+    from lbproxy.runtime.accesslog import AccessLog
+
+
+class Frontend:
+    def __init__(self, config: FrontendConfig, state: ProxyState,
+                 backends: dict[str, Backend], access_log: AccessLog | None) -> None:
+        self.name = config.name
+        self.config = config
+        self.state = state
+        self.access_log = access_log
+        timeouts = config.timeouts
+        self.timeout_client = timeouts.client
+        self.timeout_http_request = timeouts.http_request
+        self.timeout_keep_alive = timeouts.http_keep_alive
+        limits = config.limits
+        self.max_header_size = limits.max_header_size
+        self.max_headers = limits.max_headers
+        self.max_body_size = limits.max_body_size
+        forwarded = config.forwarded
+        self.x_forwarded_for = forwarded.x_forwarded_for
+        self.x_forwarded_proto = forwarded.x_forwarded_proto
+        self.x_forwarded_host = forwarded.x_forwarded_host
+        self.default_backend = (backends[config.default_backend]
+                                if config.default_backend else None)
+        self.maxconn = config.maxconn
+        self.listeners: list[Listener] = []
+        # counters
+        self.connections = 0            # open now
+        self.connections_total = 0
+        self.max_connections_seen = 0
+        self.bytes_in = 0               # request bytes from clients
+        self.bytes_out = 0              # response bytes from servers, relayed to clients
+        self.requests = 0
+        self.responses = [0] * 6
+        self.rejected = 0
+
+    def route(self, exchange: Exchange) -> Backend | None:
+        """The backend for a request; None answers 503."""
+        return self.default_backend
+
+    def protocol(self) -> ClientProtocol:
+        return ClientProtocol(self)
+
+    # connection limits: at maxconn the listeners pause and clients wait in the backlog
+
+    def connection_opened(self) -> None:
+        self.connections += 1
+        self.connections_total += 1
+        if self.connections > self.max_connections_seen:
+            self.max_connections_seen = self.connections
+        state = self.state
+        state.connections += 1
+        if 0 < self.maxconn <= self.connections:
+            self.pause()
+        if state.connections >= state.max_connections:
+            for frontend in state.frontends:
+                frontend.pause()
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        state = self.state
+        state.connections -= 1
+        if state.connections < state.max_connections and not state.stopping:
+            for frontend in state.frontends:
+                if frontend.paused and not 0 < frontend.maxconn <= frontend.connections:
+                    frontend.resume()
+
+    @property
+    def paused(self) -> bool:
+        return any(not listener.accepting for listener in self.listeners)
+
+    def pause(self) -> None:
+        for listener in self.listeners:
+            listener.pause()
+
+    def resume(self) -> None:
+        for listener in self.listeners:
+            listener.resume()

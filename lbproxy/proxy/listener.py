@@ -1,0 +1,94 @@
+"""Listening sockets, bound by us (not by asyncio) so that they outlive their server.
+
+A Listener serves its socket through an asyncio server built on a `dup()` of it. To
+stop accepting (maxconn reached) it closes that server: only the duplicate descriptor
+goes away, the kernel socket and its backlog stay, and new clients wait there as with
+HAProxy's maxconn. Resuming builds a new server on a new duplicate. The same property
+lets a reload keep a socket while it replaces everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+
+from lbproxy.config.schema import Address
+
+BACKLOG = 4096   # connections over maxconn wait here
+
+
+def bind_socket(address: Address, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening TCP socket for `address` ("" host = all interfaces)."""
+    host = address.host or None
+    infos = socket.getaddrinfo(host, address.port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and host is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    """One bound socket and the asyncio server currently accepting on it."""
+
+    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.sock = sock
+        self.factory = factory
+        self.ssl_context = ssl_context
+        self.server: asyncio.AbstractServer | None = None
+        self._resuming: asyncio.Task | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        dup = self.sock.dup()
+        try:
+            self.server = await loop.create_server(self.factory, sock=dup, backlog=BACKLOG,
+                                                   ssl=self.ssl_context)
+        except BaseException:
+            dup.close()
+            raise
+
+    @property
+    def accepting(self) -> bool:
+        return self.server is not None or self._resuming is not None
+
+    def pause(self) -> None:
+        """Stop accepting; clients queue in the kernel backlog."""
+        if self._resuming is not None:
+            self._resuming.cancel()
+            self._resuming = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def resume(self) -> None:
+        if not self.accepting and self.sock.fileno() >= 0:
+            self._resuming = asyncio.get_running_loop().create_task(self._resume())
+
+    async def _resume(self) -> None:
+        try:
+            await self.start()
+        finally:
+            self._resuming = None
+
+    def close(self) -> None:
+        self.pause()
+        self.sock.close()

@@ -1,0 +1,67 @@
+"""The access log: one line per answered request, JSON or Common Log Format.
+
+With `format: off` the frontends hold no AccessLog at all, so a request pays nothing
+for logging, not even a method call.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
+
+from lbproxy.config.schema import LogConfig
+
+if TYPE_CHECKING:
+    from lbproxy.proxy.exchange import Exchange
+
+
+class AccessLog:
+    def __init__(self, config: LogConfig) -> None:
+        self.target = config.access
+        self.clf = config.format == "clf"
+        self.stream: TextIO = self._open()
+
+    def _open(self) -> TextIO:
+        if self.target == "stdout":
+            return sys.stdout
+        if self.target == "stderr":
+            return sys.stderr
+        return open(self.target, "a", buffering=1, encoding="utf-8")
+
+    def reopen(self) -> None:
+        """SIGUSR1: reopen a log file after rotation."""
+        if self.stream not in (sys.stdout, sys.stderr):
+            self.stream.close()
+            self.stream = self._open()
+
+    def log(self, exchange: Exchange) -> None:
+        client = exchange.client
+        now = time.time()
+        duration_ms = round((client.time() - exchange.started) * 1000, 3) \
+            if exchange.started else 0.0
+        if self.clf:
+            stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+            line = (f'{client.src} - - [{stamp}] "{exchange.method} {exchange.url} '
+                    f'HTTP/1.{int(exchange.http11)}" {exchange.status} {exchange.resp_bytes}')
+        else:
+            line = json.dumps({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now * 1000) % 1000:03d}Z",
+                "client": client.src, "client_port": client.src_port,
+                "frontend": client.frontend.name,
+                "backend": exchange.backend.name if exchange.backend else None,
+                "server": exchange.server.name if exchange.server else None,
+                "method": exchange.method, "url": exchange.url,
+                "status": exchange.status, "bytes": exchange.resp_bytes,
+                "duration_ms": duration_ms, "retries": exchange.attempts,
+            }, separators=(",", ":"))
+        self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def make_access_log(config: LogConfig) -> AccessLog | None:
+    return None if config.format == "off" else AccessLog(config)

@@ -1,0 +1,58 @@
+"""Running the proxy as a process: event loop, signals, pidfile.
+
+SIGTERM/SIGINT stop gracefully (CONFIG.md "Signals"); SIGUSR1 reopens the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+from lbproxy.config.schema import Config
+from lbproxy.runtime.engine import Engine
+
+log = logging.getLogger("lbproxy")
+
+
+def run_loop(main: Awaitable[int]) -> int:
+    """Run `main` on uvloop (the default loop only if uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def serve(config: Config, on_ready: Callable[[Engine], Awaitable[None]] | None = None) -> int:
+    """Run an Engine for `config` until SIGTERM or SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    engine = Engine(config, loop)
+    try:
+        await engine.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 1
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if engine.access_log is not None:
+        loop.add_signal_handler(signal.SIGUSR1, engine.access_log.reopen)
+    pidfile = config.global_.pidfile
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    log.info("lbproxy serving on %s", ", ".join(f"{h}:{p}" for h, p in engine.addresses))
+    try:
+        if on_ready is not None:
+            await on_ready(engine)
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+        await engine.stop()
+    finally:
+        if pidfile and os.path.exists(pidfile):
+            os.unlink(pidfile)
+    log.info("stopped")
+    return 0

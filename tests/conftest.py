@@ -1,0 +1,43 @@
+"""Fixtures shared by the integration tests: demo backends and proxies on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lbproxy.demo.backend import BackendThread
+from tests.harness import ProxyThread
+
+pytest_plugins = ["tests.redis_server"]
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[..., BackendThread]]:
+    """Factory: backends(n, **options) starts n demo backends, stopped after the test."""
+    started: list[BackendThread] = []
+
+    def start(count: int = 1, **options: object) -> list[BackendThread]:
+        new = [BackendThread(name=f"app{len(started) + i + 1}", **options).start()
+               for i in range(count)]
+        started.extend(new)
+        return new
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[dict | str], ProxyThread]]:
+    """Factory: proxy(config) starts a proxy in a thread, stopped after the test."""
+    started: list[ProxyThread] = []
+
+    def start(config: dict | str) -> ProxyThread:
+        p = ProxyThread(config).__enter__()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

@@ -1,0 +1,145 @@
+"""lbproxy as users run it: the CLI, exit codes, SIGTERM, streaming memory, the demo."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from tests.harness import Reader, connect, get, simple_config, wait_for, write_config
+from tests.process import LbproxyProcess, free_port, port_open
+
+
+def run_config(backend_ports: list[int], tmp_path, **frontend) -> tuple[str, int]:
+    config = simple_config(backend_ports, **frontend)
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    return write_config(config, str(tmp_path)), port
+
+
+def test_check_accepts_a_valid_config(tmp_path):
+    path, _ = run_config([9], tmp_path)
+    result = subprocess.run([sys.executable, "-m", "lbproxy", "check", "-c", path],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "configuration is valid"
+
+
+def test_check_and_run_refuse_an_invalid_config(tmp_path):
+    port = free_port()
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"frontends:\n  web:\n    bind: ['127.0.0.1:{port}']\n"
+                    f"    default_backend: app\nbackends:\n  app:\n"
+                    f"    balance: roundrobbin\n    servers: []\n")
+    for command in ("check", "run"):
+        result = subprocess.run([sys.executable, "-m", "lbproxy", command, "-c", str(path)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert (f"{path}:7: backends.app.balance: unknown algorithm 'roundrobbin' "
+                f"(did you mean 'roundrobin'?)") in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not port_open(port)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(backends, tmp_path):
+    (app,) = backends(1)
+    path, port = run_config([app.port], tmp_path)
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
+        with connect(port) as sock:
+            sock.sendall(b"GET /slow/800 HTTP/1.1\r\nHost: t\r\n\r\n")
+            wait_for(lambda: app.stats.requests == 1)
+            lb.signal(signal.SIGTERM)
+            wait_for(lambda: not port_open(port))        # stopped accepting at once
+            response = Reader(sock).read_response()
+            assert response.status == 200 and response.body == b"slept 800 ms\n"
+            assert response.header("connection") == "close"
+        assert lb.wait() == 0
+
+
+def test_large_bodies_stream_with_bounded_memory(backends, tmp_path):
+    (app,) = backends(1)
+    path, port = run_config([app.port], tmp_path)
+    size = 256 * 1024 * 1024
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
+        assert get(port, "/").status == 200
+        rss_before = lb.rss_kb()
+        peak = [rss_before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], lb.rss_kb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        with connect(port, timeout=60) as sock:          # download
+            sock.sendall(f"GET /bytes/{size} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            received = 0
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            received = len(head.split(b"\r\n\r\n", 1)[1])
+            while received < size:
+                chunk = sock.recv(1 << 20)
+                assert chunk
+                received += len(chunk)
+        block = b"z" * (1 << 20)
+        digest = hashlib.sha256()
+        with connect(port, timeout=60) as sock:          # upload
+            sock.sendall(f"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n"
+                         .encode())
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+                digest.update(block)
+            response = Reader(sock).read_response()
+        done.set()
+        sampler.join()
+        assert response.status == 200
+        assert b'"body_length": %d' % size in response.body
+        assert digest.hexdigest().encode() in response.body
+        assert peak[0] - rss_before < 20 * 1024, f"RSS grew {peak[0] - rss_before} KB"
+
+
+def test_demo_serves_three_backends_and_stops_on_ctrl_c():
+    port = free_port()
+    with LbproxyProcess("demo", "--port", str(port), wait_port=port) as lb:
+        servers = {get(port).header("x-server") for _ in range(6)}
+        assert servers == {"app1", "app2", "app3"}
+        lb.signal(signal.SIGINT)
+        assert lb.wait() == 0
+        out = lb.proc.stdout.read().decode()
+        assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_access_log_json_lines(backends, tmp_path):
+    import json
+
+    (app,) = backends(1)
+    log_path = tmp_path / "access.log"
+    path, port = run_config([app.port], tmp_path,
+                            **{"global": {"log": {"access": str(log_path), "format": "json"}}})
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
+        assert get(port, "/bytes/7?x=1").status == 200
+        wait_for(lambda: log_path.exists() and log_path.read_text().strip())
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+    record = json.loads(log_path.read_text().splitlines()[0])
+    assert record["status"] == 200 and record["url"] == "/bytes/7?x=1"
+    assert record["backend"] == "app" and record["server"] == "app1"
+    assert record["method"] == "GET" and record["client"] == "127.0.0.1"
+
+
+def test_busy_port_fails_whole(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = simple_config([9])
+        config["frontends"]["web"]["bind"] = [f"127.0.0.1:{port}"]
+        path = write_config(config, str(tmp_path))
+        result = subprocess.run([sys.executable, "-m", "lbproxy", "run", "-c", path],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr

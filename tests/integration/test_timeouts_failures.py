@@ -1,0 +1,169 @@
+"""Timeouts on both sides, and what clients see when servers fail."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from tests.harness import Reader, connect, free_port, get, simple_config, wait_for
+
+
+class RawServer:
+    """A TCP server answering every connection with fixed bytes (or nothing), then closing."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.recv(65536)
+                if self.answer is not None:
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_slow_headers_get_408(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], timeouts={"http_request": "300ms"}))
+    with connect(p.port) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")     # never finishes the head
+        reader = Reader(sock)
+        assert reader.read_response().status == 408
+        assert reader.closed()
+        assert 0.25 < time.monotonic() - started < 2.0
+    assert app.stats.requests == 0
+
+
+def test_idle_keep_alive_connection_is_closed_quietly(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], timeouts={"http_keep_alive": "300ms"}))
+    with connect(p.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read_response().status == 200
+        started = time.monotonic()
+        assert reader.closed(timeout=3)
+        assert reader.buf == b""                            # no 408 for an idle client
+        assert 0.25 < time.monotonic() - started < 2.0
+
+
+def test_slow_request_body_gets_408(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], timeouts={"client": "300ms"}))
+    with connect(p.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        reader = Reader(sock)
+        assert reader.read_response().status == 408
+        assert reader.closed()
+
+
+def test_server_timeout_gives_504(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], backend={"timeouts": {"server": "300ms"}}))
+    started = time.monotonic()
+    assert get(p.port, "/slow/3000").status == 504
+    assert time.monotonic() - started < 2.0
+    assert get(p.port, "/").status == 200                  # the proxy is fine after it
+
+
+def test_connect_failure_gives_503(proxy):
+    p = proxy(simple_config([free_port()], backend={"retries": 1}))
+    response = get(p.port)
+    assert response.status == 503
+    assert b"503 Service Unavailable" in response.body
+
+
+def test_connect_failure_is_retried_on_another_server(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([free_port(), app.port]))
+    assert [get(p.port).status for _ in range(6)] == [200] * 6
+    assert app.stats.requests == 6
+    backend = p.engine.backends["app"]
+    assert backend.retried >= 3 and backend.redispatched >= 3
+
+
+def test_invalid_response_gives_502(proxy):
+    junk = RawServer(b"this is not HTTP\r\n\r\n")
+    try:
+        p = proxy(simple_config([junk.port]))
+        assert get(p.port).status == 502
+    finally:
+        junk.close()
+
+
+def test_empty_response_is_retried_then_502(proxy):
+    mute = RawServer(None)              # reads the request, closes without answering
+    try:
+        p = proxy(simple_config([mute.port], backend={"retries": 2}))
+        assert get(p.port).status == 502
+        assert mute.connections == 3    # first try + 2 retries (GET is idempotent)
+    finally:
+        mute.close()
+
+
+def test_post_is_not_sent_twice(proxy):
+    mute = RawServer(None)
+    try:
+        p = proxy(simple_config([mute.port], backend={"retries": 2}))
+        with connect(p.port) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+            assert Reader(sock).read_response().status == 502
+        assert mute.connections == 1
+    finally:
+        mute.close()
+
+
+def test_server_dying_mid_response_cuts_only_that_client(backends, proxy):
+    truncated = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+    (app,) = backends(1)
+    try:
+        config = simple_config([truncated.port])
+        p = proxy(config)
+        with connect(p.port) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            reader = Reader(sock)
+            assert reader.closed()
+            assert reader.buf.startswith(b"HTTP/1.1 200 OK")   # head relayed, then cut
+        p2 = proxy(simple_config([app.port]))
+        assert get(p2.port).status == 200
+    finally:
+        truncated.close()
+
+
+def test_maxconn_queues_new_clients_in_the_backlog(backends, proxy):
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], maxconn=2))
+    first, second = connect(p.port), connect(p.port)
+    try:
+        wait_for(lambda: p.engine.frontends["web"].connections == 2)
+        third = connect(p.port)              # the kernel accepts it into the backlog
+        third.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        third.settimeout(0.5)
+        try:
+            assert third.recv(100) == b""    # not served while two are open...
+            raise AssertionError("served over maxconn")
+        except socket.timeout:
+            pass
+        first.close()                        # ...and served as soon as one closes
+        third.settimeout(5)
+        assert Reader(third).read_response().status == 200
+        third.close()
+    finally:
+        first.close()
+        second.close()
