@@ -1,0 +1,99 @@
+"""The proxies a benchmark compares, each with an equivalent generated config.
+
+Equivalent means: one frontend on 127.0.0.1:PORT, round robin over the given servers,
+keep-alive to the servers, X-Forwarded-For added, no access log, one thread or worker.
+A target's `command` writes its config into a work directory and returns the argv that
+runs it in the foreground; `missing` says why it cannot run here (None when it can).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    missing: Callable[[], str | None]
+    command: Callable[[Path, int, list[int]], list[str]]   # (workdir, listen port, server ports) -> argv
+
+
+def _binary(name: str) -> Callable[[], str | None]:
+    return lambda: None if shutil.which(name) else f"`{name}` not installed (apt-get install -y {name})"
+
+
+def _always() -> None:
+    return None
+
+
+def _servers(template: str, servers: list[int], separator: str = "") -> str:
+    """One config line per server: `template` with {i} (1-based) and {port} filled in."""
+    return separator.join(template.format(i=i, port=port) for i, port in enumerate(servers, 1))
+
+
+def _write(workdir: Path, filename: str, text: str) -> str:
+    path = workdir / filename
+    path.write_text(text)
+    return str(path)
+
+
+def lbproxy_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+    listed = _servers('{{name: app{i}, address: "127.0.0.1:{port}"}}', servers, ", ")
+    config = _write(
+        workdir, "lbproxy.yaml",
+        'global: {log: {access: stdout, format: "off"}}\n'
+        "frontends:\n"
+        f'  web: {{bind: ["127.0.0.1:{port}"], default_backend: app}}\n'
+        "backends:\n"
+        f"  app: {{balance: roundrobin, servers: [{listed}]}}\n")
+    return [sys.executable, "-m", "lbproxy", "run", "-c", config]
+
+
+def haproxy_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+    listed = _servers("    server app{i} 127.0.0.1:{port}\n", servers)
+    config = _write(
+        workdir, "haproxy.cfg",
+        "global\n    nbthread 1\n    maxconn 4096\n"
+        "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse safe\n"
+        "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
+        f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend app\n"
+        f"backend app\n    balance roundrobin\n{listed}")
+    return ["haproxy", "-db", "-f", config]
+
+
+def nginx_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+    listed = _servers("    server 127.0.0.1:{port};\n", servers)
+    temp_paths = "".join(f"  {kind}_temp_path {workdir}/{kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # as root nginx's worker would drop to `nobody` and lose access to the private work dir
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    config = _write(
+        workdir, "nginx.conf",
+        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
+        "worker_rlimit_nofile 16384;\nevents { worker_connections 8192; }\n"
+        "http {\n  access_log off;\n" + temp_paths +
+        f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n"
+        "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
+        '      proxy_set_header Connection "";\n      proxy_set_header Host $http_host;\n'
+        "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }\n  }\n}\n")
+    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
+
+
+def naive_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+    """It has no balancing: it forwards to the first server."""
+    return [sys.executable, "-m", "bench.naive_aiohttp_proxy", "--port", str(port),
+            "--upstream", f"http://127.0.0.1:{servers[0]}"]
+
+
+PROXIES: dict[str, Target] = {
+    "lbproxy": Target("lbproxy", _always, lbproxy_command),
+    "haproxy": Target("haproxy", _binary("haproxy"), haproxy_command),
+    "nginx": Target("nginx", _binary("nginx"), nginx_command),
+    "naive-aiohttp": Target("naive-aiohttp", _always, naive_command),
+}
