@@ -7,13 +7,13 @@ import logging
 import sys
 
 from lbproxy.config.errors import ConfigError
-from lbproxy.config.load import load_config
 from lbproxy.config.schema import Config
+from lbproxy.runtime.validate import load_checked
 
 
 def _load(path: str) -> Config | None:
     try:
-        return load_config(path)
+        return load_checked(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None

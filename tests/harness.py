@@ -15,7 +15,7 @@ from typing import Any
 import uvloop
 import yaml
 
-from lbproxy.config.load import load_config
+from lbproxy.runtime.validate import load_checked
 from lbproxy.runtime.engine import Engine
 
 
@@ -64,7 +64,7 @@ class ProxyThread:
     def __init__(self, config: dict | str) -> None:
         path = write_config(config)
         try:
-            self.config = load_config(path)
+            self.config = load_checked(path)
         finally:
             os.unlink(path)
         self.engine: Engine | None = None
@@ -232,6 +232,6 @@ def request(port: int, raw: bytes) -> Response:
 
 
 def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> Response:
-    lines = [f"GET {path} HTTP/1.1", "Host: test"] + [f"{k}: {v}" for k, v in
-                                                    (headers or {}).items()]
+    headers = {"Host": "test", **(headers or {})}
+    lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
     return request(port, ("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -21,24 +21,13 @@ from lbproxy.config.validate import validate
 # entry when its feature lands. A key is refused only when in use: present with a value
 # other than null, false or an empty list/map.
 UNSUPPORTED: frozenset[str] = frozenset({
-    "stick_tables",
-    "frontends.*.acls",
-    "frontends.*.http_request",
-    "frontends.*.http_response",
-    "frontends.*.use_backend",
     "frontends.*.accept_proxy",
-    "frontends.*.stick_table",
     "frontends.*.bind[].tls",
     "backends.*.cookie",
-    "backends.*.health_check",
-    "backends.*.passive",
-    "backends.*.server_template",
-    "backends.*.stick_table",
     "backends.*.servers[].tls",
 })
 # Keys refused only for some values, judged on the validated Config.
 UNSUPPORTED_WHEN: dict[str, Callable[[Config], bool]] = {
-    "global.stick_store": lambda config: config.global_.stick_store != "memory",
     "global.workers": lambda config: config.global_.workers > 1,
 }
 

@@ -71,6 +71,7 @@ class ClientProtocol(asyncio.Protocol):
         self.parsing: Exchange | None = None    # request being received
         self.current: Exchange | None = None    # request being answered
         self.pipeline: deque[Exchange] | None = None
+        self.entries: list | None = None         # stick-table entries this connection holds
 
     # asyncio callbacks
 
@@ -99,6 +100,10 @@ class ClientProtocol(asyncio.Protocol):
             if exchange is not None:
                 exchange.abandon()
         self.current = self.parsing = self.pipeline = None
+        if self.entries is not None:
+            for entry in self.entries:
+                entry.on_disconnect()
+            self.entries = None
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
@@ -266,6 +271,16 @@ class ClientProtocol(asyncio.Protocol):
         elif self.parsing is None:
             self.phase = IDLE
             self.deadline = self.time() + self.frontend.timeout_keep_alive
+
+    def hold_entry(self, entry: object) -> None:
+        """A rule tracked `entry`: count this connection in it until the connection closes."""
+        entries = self.entries
+        if entries is None:
+            entries = self.entries = []
+        elif entry in entries:
+            return
+        entry.on_connect()
+        entries.append(entry)
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lbproxy.http.errors import canned
 from lbproxy.http.headers import strip_named
 from lbproxy.proxy.upstream import CONNECT_FAILURE
+from lbproxy.tables.stick_table import StickTable, is_http_error
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -39,6 +40,8 @@ class Exchange:
         "backend", "server", "upstream", "connecting", "attempts", "request_head",
         # response
         "status", "started", "resp_bytes",
+        # stick counters tracked by rules (track_sc0..2), None until one is
+        "tracked",
     )
 
     def __init__(self, client: ClientProtocol) -> None:
@@ -69,6 +72,7 @@ class Exchange:
         self.status = 0
         self.started = 0.0
         self.resp_bytes = 0            # bytes received from the server for this response
+        self.tracked: list | None = None
 
     # request body (called by the client protocol while parsing)
 
@@ -106,7 +110,8 @@ class Exchange:
         frontend.requests += 1
         backend = frontend.route(self)
         if backend is None:
-            self.respond(503)
+            if not self.status:                # not answered by a rule
+                self.respond(503)
             return
         self.backend = backend
         backend.requests += 1
@@ -179,9 +184,8 @@ class Exchange:
 
     # outcomes
 
-    def response_head(self, status: int, head: list[bytes]) -> None:
+    def response_head(self, head: list[bytes]) -> None:
         """The server's response head is being relayed: decide the client's keep-alive."""
-        self.status = status
         if not (self.keep_alive and self.request_complete) or self.client.state.stopping:
             self.keep_alive = False
             head.append(b"connection: close\r\n")
@@ -242,13 +246,52 @@ class Exchange:
         self.backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
                                                     ok)
 
+    def may_keep_alive(self) -> bool:
+        """Whether the client connection may stay open after a proxy-made answer."""
+        return self.keep_alive and self.request_complete and not self.client.state.stopping
+
     def respond(self, status: int, response: bytes | None = None) -> None:
         """Answer from the proxy itself (an error page, a deny, a redirect)."""
         self.status = status
-        keep = self.keep_alive and self.request_complete and not self.client.state.stopping
-        self.keep_alive = keep
+        keep = self.keep_alive = self.may_keep_alive()
         self.client.send_one(response if response is not None else canned(status, keep))
         self.finish()
+
+    # changes made by rules
+
+    def set_url(self, url: str) -> None:
+        self.url_b = url.encode("latin-1", "replace")
+        self.norm_path = None
+
+    def raw_header(self, lname: bytes) -> bytes | None:
+        parts = self.hparts
+        for i in range(0, len(parts), 4):
+            if parts[i].lower() == lname:
+                return parts[i + 2]
+        return None
+
+    def track(self, counter: int, table: StickTable, key: str) -> None:
+        """track_scN: count this request in `table` under `key` (once per counter)."""
+        tracked = self.tracked
+        if tracked is None:
+            tracked = self.tracked = [None, None, None]
+        elif tracked[counter] is not None:
+            return
+        entry = table.track(key)
+        entry.on_request()
+        tracked[counter] = entry
+        self.client.hold_entry(entry)
+
+    def response_headers(self, parts: list[bytes]) -> list[bytes]:
+        """Apply the frontend's http_response rules to the response header list."""
+        for test, edit in self.client.frontend.response_rules:
+            if test is None or test(self):
+                parts = edit(self, parts)
+        return parts
+
+    @property
+    def srv_name(self) -> str:
+        return self.server.name if self.server is not None else ""
 
     def abandon(self) -> None:
         """The client went away: let go of the server connection and the server slot."""
@@ -272,6 +315,9 @@ class Exchange:
             if self.server is not None:
                 self.server.responses[status // 100] += 1
                 self.server.bytes_out += self.resp_bytes
+        if self.tracked is not None and is_http_error(status):
+            for entry in {id(e): e for e in self.tracked if e is not None}.values():
+                entry.on_error()
         if frontend.access_log is not None:
             frontend.access_log.log(self)
         client.exchange_done(self)

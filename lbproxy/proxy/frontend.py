@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.proxy.client import ClientProtocol
+from lbproxy.routing.actions import ANSWERED, FrontendRules
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 
 class Frontend:
-    def __init__(self, config: FrontendConfig, state: ProxyState,
-                 backends: dict[str, Backend], access_log: AccessLog | None) -> None:
+    def __init__(self, config: FrontendConfig, state: ProxyState, backends: dict[str, Backend],
+                 access_log: AccessLog | None, rules: FrontendRules) -> None:
         self.name = config.name
         self.config = config
         self.state = state
@@ -38,6 +39,9 @@ class Frontend:
         self.x_forwarded_for = forwarded.x_forwarded_for
         self.x_forwarded_proto = forwarded.x_forwarded_proto
         self.x_forwarded_host = forwarded.x_forwarded_host
+        self.request_rules = rules.request
+        self.response_rules = rules.response
+        self.use_backend = [(test, backends[name]) for test, name in rules.use_backend]
         self.default_backend = (backends[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
@@ -50,10 +54,24 @@ class Frontend:
         self.bytes_out = 0              # response bytes from servers, relayed to clients
         self.requests = 0
         self.responses = [0] * 6
-        self.rejected = 0
+        self.rejected = 0               # malformed requests refused
+        self.denied = 0                 # requests denied by a rule
 
     def route(self, exchange: Exchange) -> Backend | None:
-        """The backend for a request; None answers 503."""
+        """Run the http_request rules, then pick the backend (None: no backend, 503).
+
+        When a rule answers the request itself (deny, return, redirect) the exchange
+        has its status set and the caller stops there."""
+        for test, action in self.request_rules:
+            if test is None or test(exchange):
+                outcome = action(exchange)
+                if outcome:
+                    if outcome == ANSWERED:
+                        return None
+                    break                       # allow: skip the remaining rules
+        for test, backend in self.use_backend:
+            if test is None or test(exchange):
+                return backend
         return self.default_backend
 
     def protocol(self) -> ClientProtocol:

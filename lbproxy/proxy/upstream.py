@@ -239,9 +239,13 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.out.append(CONTINUE)
             return
         self.in_body = True
+        exchange.status = status
+        hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
+                                                                        self.extra_hop)
+        if exchange.client.frontend.response_rules:
+            hparts = exchange.response_headers(hparts)
         head = [STATUS_LINES[status] if status < 600 else status_line(status)]
-        head += self.hparts if self.extra_hop is None else strip_named(self.hparts,
-                                                                       self.extra_hop)
+        head += hparts
         if exchange.is_head or status == 204 or status == 304 or self.length >= 0:
             pass
         elif exchange.http11:
@@ -249,7 +253,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.chunked_out = True
         else:
             exchange.keep_alive = False      # HTTP/1.0 client: the close delimits the body
-        exchange.response_head(status, head)
+        exchange.response_head(head)
         head.append(b"\r\n")
         self.out.append(b"".join(head))
         if exchange.is_head:

@@ -12,12 +12,16 @@ import logging
 import socket
 
 from lbproxy.backends.backend import Backend
+from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import Config
 from lbproxy.proxy.client import IDLE
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.state import ProxyState
+from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
+from lbproxy.runtime.validate import compile_frontends, table_configs
+from lbproxy.tables import open_store
 
 log = logging.getLogger("lbproxy")
 
@@ -34,8 +38,15 @@ class Engine:
         self.backends: dict[str, Backend] = {
             name: Backend(backend_config, self.state)
             for name, backend_config in config.backends.items()}
+        self.store = open_store(config.global_.stick_store)
+        table_list, errors = table_configs(config)
+        self.tables = self.store.sync(table_list)
+        rules, rule_errors = compile_frontends(config, RuleRuntime(self.backends), self.tables)
+        if errors or rule_errors:
+            raise ConfigError(errors + rule_errors)
         self.frontends: dict[str, Frontend] = {
-            name: Frontend(frontend_config, self.state, self.backends, self.access_log)
+            name: Frontend(frontend_config, self.state, self.backends, self.access_log,
+                           rules[name])
             for name, frontend_config in config.frontends.items()}
         self.state.frontends = list(self.frontends.values())
         self.listeners: list[Listener] = []
@@ -58,6 +69,7 @@ class Engine:
             await listener.start()
             frontend.listeners.append(listener)
             self.listeners.append(listener)
+        await self.store.start()
         for backend in self.backends.values():
             backend.start()
         if self.config.stats is not None:
@@ -96,6 +108,7 @@ class Engine:
             await backend.stop()
         if self.admin is not None:
             await self.admin.stop()
+        await self.store.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self.access_log is not None:

@@ -1,0 +1,205 @@
+"""TLS contexts: termination with certificates chosen by SNI, and origination to servers.
+
+OpenSSL takes the certificate from the SSL context, and the one supported way to change it
+during a handshake is the SNI callback replacing `ssl_object.context` (SSL_set_SSL_CTX). So
+each certificate gets its own context, all configured alike (after the switch OpenSSL reads
+some settings, such as ALPN selection, from the new context), and the first one, the
+default, carries the callback.
+
+The ssl module offers no way to read the SNI a client sent once the handshake is over, so
+the callback records it on the `ssl.SSLObject` itself, the object uvloop and asyncio both
+pass to the callback and return from `transport.get_extra_info("ssl_object")`; `sni_of`
+reads it back. An attribute lives and dies with its connection: no global table to clean.
+
+Everything that can be wrong with the files is found when the configuration is compiled and
+reported as `ConfigError` lines naming the file; nothing here runs per request except the
+SNI callback (two dict lookups).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from lbproxy.config.errors import ConfigError
+from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
+
+TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+# Client-initiated renegotiation costs the server a handshake per request: a known DoS.
+SERVER_OPTIONS = (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+                  | ssl.OP_NO_RENEGOTIATION)
+_SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
+
+SniCallback = Callable[[ssl.SSLObject, "str | None", ssl.SSLContext], None]
+
+
+def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
+    """The context to listen with: the first certificate's, switching to another by SNI.
+
+    `where` is the "FILE:LINE: key.path" of the `tls` section; every problem with every
+    certificate is reported at once in one ConfigError.
+    """
+    problems: list[str] = []
+    names = [_certificate_names(pair, f"{where}.certificates[{i}]", problems)
+             for i, pair in enumerate(config.certificates)]
+    if config.ciphers is not None and not _ciphers_valid(config.ciphers):
+        problems.append(f"{where}.ciphers: no cipher matches '{config.ciphers}'")
+    if problems:
+        raise ConfigError(problems)
+    contexts = [_termination_context(config, pair, f"{where}.certificates[{i}]")
+                for i, pair in enumerate(config.certificates)]
+    exact: dict[str, ssl.SSLContext] = {}
+    wildcard: dict[str, ssl.SSLContext] = {}     # "example.com" for "*.example.com"
+    for context, dns_names in zip(contexts, names):
+        for name in dns_names:
+            if name.startswith("*."):
+                wildcard.setdefault(name[2:], context)   # setdefault: the first listed wins
+            else:
+                exact.setdefault(name, context)
+    default = contexts[0]
+    default.sni_callback = _sni_selector(exact, wildcard)
+    return default
+
+
+def sni_of(ssl_object: ssl.SSLObject | None) -> str | None:
+    """The server name the client sent (as sent), or None: no TLS or no SNI."""
+    return getattr(ssl_object, _SNI_ATTRIBUTE, None)
+
+
+def client_context(config: ServerTLSConfig, where: str) -> ssl.SSLContext:
+    """The context to connect to a server with.
+
+    verify "required": the chain must lead to `ca` (else the system store) and the
+    certificate must match the name given as `server_hostname` when connecting (see
+    `server_hostname`; for an IP address asyncio checks the IP itself). verify "none":
+    encryption only, like HAProxy's `verify none`. `where` is the `tls` section's position.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.verify == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif config.ca is None:
+        context.load_default_certs()
+    else:
+        try:
+            context.load_verify_locations(cafile=config.ca)
+        except ssl.SSLError:
+            raise ConfigError([f"{where}.ca: no PEM certificate in {config.ca}"]) from None
+        except OSError as exc:
+            raise ConfigError([f"{where}.ca: cannot read {config.ca}: {exc.strerror}"]) from None
+    return context
+
+
+def server_hostname(config: ServerTLSConfig, address_host: str) -> str | None:
+    """The SNI to send a server: `sni`, else the address's host name; None for an IP or a
+    Unix socket (asyncio then verifies an IP against the certificate's IP addresses; a Unix
+    socket with verify "required" needs `sni`, as there is no name to check)."""
+    if config.sni is not None:
+        return config.sni
+    if not address_host:
+        return None
+    try:
+        ipaddress.ip_address(address_host)
+    except ValueError:
+        return address_host
+    return None
+
+
+# --- termination ----------------------------------------------------------------------------
+
+def _termination_context(config: BindTLSConfig, pair: CertConfig, where: str) -> ssl.SSLContext:
+    """A server context with `pair` loaded and the bind's versions, ciphers and ALPN."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[config.min_version]
+    context.options |= SERVER_OPTIONS
+    if config.ciphers is not None:
+        context.set_ciphers(config.ciphers)
+    context.set_alpn_protocols(list(config.alpn))
+    try:
+        context.load_cert_chain(pair.cert, pair.key)
+    except OSError as exc:   # cryptography accepted the files but OpenSSL does not
+        raise ConfigError([f"{where}: cannot load {pair.cert}: {exc}"]) from None
+    return context
+
+
+def _ciphers_valid(ciphers: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def _certificate_names(pair: CertConfig, where: str, problems: list[str]) -> tuple[str, ...]:
+    """Check that `pair` is a readable certificate with its key; return its DNS names.
+
+    Checked with `cryptography` rather than by OpenSSL's load_cert_chain, whose errors
+    ("[SSL] PEM lib") do not say which file is wrong.
+    """
+    cert_pem = _read(pair.cert, f"{where}.cert", problems)
+    key_pem = cert_pem if pair.key == pair.cert else _read(pair.key, f"{where}.key", problems)
+    if cert_pem is None or key_pem is None:
+        return ()
+    try:
+        certificate = x509.load_pem_x509_certificates(cert_pem)[0]   # the leaf comes first
+    except ValueError:
+        problems.append(f"{where}.cert: no PEM certificate in {pair.cert}")
+        return ()
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        problems.append(f"{where}.key: {pair.key} is encrypted; give an unencrypted key")
+    except (ValueError, UnsupportedAlgorithm):
+        problems.append(f"{where}.key: no usable PEM private key in {pair.key}")
+    else:
+        if key.public_key() != certificate.public_key():
+            problems.append(f"{where}: key {pair.key} does not match certificate {pair.cert}")
+    return _dns_names(certificate)
+
+
+def _read(path: str, where: str, problems: list[str]) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        problems.append(f"{where}: cannot read {path}: {exc.strerror}")
+        return None
+
+
+def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    """SAN dNSName entries, else the subject CN (RFC 6125: the CN only counts without SANs),
+    lower-cased for matching."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names: list[str] = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not names:
+        names = [str(attribute.value) for attribute
+                 in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(name.lower().rstrip(".") for name in names)
+
+
+def _sni_selector(exact: dict[str, ssl.SSLContext],
+                  wildcard: dict[str, ssl.SSLContext]) -> SniCallback:
+    """The SNI callback: record the name, then switch to the context of an exact match, else
+    of a wildcard covering exactly one more label; else keep the default certificate."""
+    def select(ssl_object: ssl.SSLObject, server_name: str | None,
+               context: ssl.SSLContext) -> None:
+        if server_name is None:
+            return
+        setattr(ssl_object, _SNI_ATTRIBUTE, server_name)
+        name = server_name.lower().rstrip(".")
+        chosen = exact.get(name)
+        if chosen is None:
+            chosen = wildcard.get(name.partition(".")[2])
+        if chosen is not None and chosen is not context:
+            ssl_object.context = chosen
+    return select
