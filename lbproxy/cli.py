@@ -1,4 +1,4 @@
-"""The `lbproxy` command: run | check | demo."""
+"""The `lbproxy` command: run | check | demo | autoscale."""
 
 from __future__ import annotations
 
@@ -41,6 +41,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, backends=args.backends)
 
 
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    from lbproxy.autoscale.controller import run_autoscaler
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if config.autoscale is None:
+        print(f"{args.config}: no autoscale: section", file=sys.stderr)
+        return 1
+    return run_autoscaler(config, dry_run=args.dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbproxy",
                                      description="asyncio HTTP reverse-proxy load balancer")
@@ -55,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     demo.add_argument("--backends", type=int, default=3, help="demo app servers (default 3)")
     demo.set_defaults(func=cmd_demo)
+    autoscale = sub.add_parser("autoscale", help="run the autoscaler sidecar")
+    autoscale.add_argument("-c", "--config", required=True, help="YAML file or conf/ directory")
+    autoscale.add_argument("--dry-run", action="store_true",
+                           help="log decisions, create and remove nothing")
+    autoscale.set_defaults(func=cmd_autoscale)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
