@@ -36,7 +36,7 @@ SERVER_OPTIONS = (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
                   | ssl.OP_NO_RENEGOTIATION)
 _SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
 
-SniCallback = Callable[[ssl.SSLObject, "str | None", ssl.SSLContext], None]
+SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
 
 
 def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:

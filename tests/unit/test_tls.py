@@ -1,0 +1,295 @@
+"""TLS contexts on real loopback handshakes: SNI certificate choice, versions, ALPN, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lbproxy.config.errors import ConfigError
+from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
+from lbproxy.proxy.tls import client_context, server_context, server_hostname, sni_of
+
+WHERE = "conf/a.yaml:7: frontends.web.bind[1].tls"
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+@dataclass
+class Handshake:
+    peer: bytes            # DER of the certificate the client received
+    sni: str | None        # sni_of() on the server side's transport
+    alpn: str | None
+
+
+async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext,
+                     hostname: str | None) -> Handshake:
+    """Accept one TLS connection with `server`, connect with `client` sending `hostname`."""
+    loop = asyncio.get_running_loop()
+    seen: asyncio.Future[str | None] = loop.create_future()
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            seen.set_result(sni_of(transport.get_extra_info("ssl_object")))
+
+    listener = await loop.create_server(Recorder, "127.0.0.1", 0, ssl=server)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client,
+                                                  server_hostname=hostname)
+        ssl_object = writer.get_extra_info("ssl_object")
+        result = Handshake(ssl_object.getpeercert(binary_form=True), await seen,
+                           ssl_object.selected_alpn_protocol())
+        writer.close()
+        return result
+    finally:
+        listener.close()
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, hostname: str | None,
+              loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+              ) -> Handshake:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_handshake(server, client, hostname))
+
+
+def server_refusal(server: ssl.SSLContext, client: ssl.SSLContext,
+                   hostname: str = "a.test") -> str | None:
+    """OpenSSL's reason for the server refusing a handshake, None if it completes.
+
+    Through memory BIOs (the SSLObject path uvloop uses): over sockets both loops only
+    report the client's side, a reset.
+    """
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    client_side = client.wrap_bio(to_client, to_server, server_hostname=hostname)
+    for _ in range(4):      # TLS 1.2 needs two round trips
+        try:
+            client_side.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        try:
+            server_side.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            return exc.reason
+    return None
+
+
+def any_certificate(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client accepting any certificate (the tests identify it by its DER), offering
+    http/1.1 by ALPN and, with `maximum`, old protocol versions."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    if maximum is not None:
+        with warnings.catch_warnings(action="ignore", category=DeprecationWarning):
+            context.minimum_version = context.maximum_version = maximum
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")   # OpenSSL 3 refuses TLS < 1.2 otherwise
+    return context
+
+
+def der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Callable[..., CertConfig]:
+    """pair(cert, combined=False): write a trustme certificate and key; their CertConfig."""
+    def write(cert: trustme.LeafCert, combined: bool = False) -> CertConfig:
+        stem = tmp_path / f"cert{len(list(tmp_path.iterdir()))}"
+        if combined:
+            cert.private_key_and_cert_chain_pem.write_to_path(f"{stem}.pem")
+            return CertConfig(f"{stem}.pem", f"{stem}.pem")
+        cert.cert_chain_pems[0].write_to_path(f"{stem}.pem")
+        cert.private_key_pem.write_to_path(f"{stem}.key")
+        return CertConfig(f"{stem}.pem", f"{stem}.key")
+    return write
+
+
+# --- certificate choice ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_each_sni_name_gets_its_certificate(ca: trustme.CA, pair: Callable[..., CertConfig],
+                                            loop_factory: Callable[[], asyncio.AbstractEventLoop]
+                                            ) -> None:
+    a, b = ca.issue_cert("a.test"), ca.issue_cert("b.test", "alias.test")
+    context = server_context(BindTLSConfig((pair(a), pair(b, combined=True))), WHERE)
+    for name, cert in [("a.test", a), ("b.test", b), ("alias.test", b), ("A.Test", a),
+                       ("unknown.test", a)]:
+        seen = handshake(context, any_certificate(), name, loop_factory)
+        assert (seen.peer, seen.sni) == (der(cert), name)
+    seen = handshake(context, any_certificate(), None, loop_factory)   # IP: no SNI sent
+    assert (seen.peer, seen.sni) == (der(a), None)
+
+
+def test_wildcard_covers_exactly_one_label(ca: trustme.CA, pair: Callable[..., CertConfig]) -> None:
+    default, wild = ca.issue_cert("default.test"), ca.issue_cert("*.wild.test")
+    context = server_context(BindTLSConfig((pair(default), pair(wild))), WHERE)
+    for name, cert in [("x.wild.test", wild), ("a.b.wild.test", default), ("wild.test", default)]:
+        assert handshake(context, any_certificate(), name).peer == der(cert), name
+
+
+def test_exact_name_wins_over_wildcard(ca: trustme.CA, pair: Callable[..., CertConfig]) -> None:
+    wild, exact = ca.issue_cert("*.example.test"), ca.issue_cert("api.example.test")
+    context = server_context(BindTLSConfig((pair(wild), pair(exact))), WHERE)
+    assert handshake(context, any_certificate(), "api.example.test").peer == der(exact)
+    assert handshake(context, any_certificate(), "www.example.test").peer == der(wild)
+
+
+def test_subject_cn_is_used_without_san(tmp_path: Path, ca: trustme.CA,
+                                        pair: Callable[..., CertConfig]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cn-only.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "cn.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = server_context(BindTLSConfig((pair(ca.issue_cert("other.test")),
+                                            CertConfig(str(path), str(path)))), WHERE)
+    seen = handshake(context, any_certificate(), "cn-only.test")
+    assert seen.peer == cert.public_bytes(serialization.Encoding.DER)
+
+
+# --- versions and ALPN ----------------------------------------------------------------------
+
+def test_min_version_refuses_older_clients(ca: trustme.CA, pair: Callable[..., CertConfig]) -> None:
+    certificates = (pair(ca.issue_cert("a.test")),)
+    tls12 = server_context(BindTLSConfig(certificates, min_version="TLSv1.2"), WHERE)
+    tls13 = server_context(BindTLSConfig(certificates, min_version="TLSv1.3"), WHERE)
+    tls11_client = any_certificate(maximum=ssl.TLSVersion.TLSv1_1)
+    tls12_client = any_certificate(maximum=ssl.TLSVersion.TLSv1_2)
+    assert server_refusal(tls12, tls11_client) == "UNSUPPORTED_PROTOCOL"
+    assert server_refusal(tls12, tls12_client) is None
+    assert server_refusal(tls13, tls12_client) == "UNSUPPORTED_PROTOCOL"
+
+
+def test_alpn_and_ciphers_apply_after_an_sni_switch(ca: trustme.CA,
+                                                    pair: Callable[..., CertConfig]) -> None:
+    config = BindTLSConfig((pair(ca.issue_cert("a.test")), pair(ca.issue_cert("b.test"))),
+                           ciphers="ECDHE+AESGCM")
+    context = server_context(config, WHERE)
+    for name in ("a.test", "b.test"):
+        assert handshake(context, any_certificate(), name).alpn == "http/1.1"
+    client = any_certificate(maximum=ssl.TLSVersion.TLSv1_2)
+    assert server_refusal(context, client, "b.test") is None
+    client.set_ciphers("ECDHE+CHACHA20")
+    assert server_refusal(context, client, "b.test") == "NO_SHARED_CIPHER"
+
+
+# --- configuration errors -------------------------------------------------------------------
+
+def errors(call: Callable[[], object]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        call()
+    return info.value.errors
+
+
+def test_every_file_problem_is_reported_with_its_file(tmp_path: Path, ca: trustme.CA,
+                                                      pair: Callable[..., CertConfig]) -> None:
+    good, other = pair(ca.issue_cert("a.test")), pair(ca.issue_cert("b.test"))
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(ca.issue_cert("c.test").private_key_pem.bytes())
+    key = serialization.load_pem_private_key(encrypted.read_bytes(), None)
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")))
+    missing = str(tmp_path / "missing.pem")
+    config = BindTLSConfig((
+        CertConfig(missing, good.key),
+        CertConfig(good.cert, missing),
+        CertConfig(good.cert, other.key),
+        CertConfig(str(junk), good.key),
+        CertConfig(good.cert, str(junk)),
+        CertConfig(good.cert, str(encrypted)),
+    ), ciphers="NO-SUCH-CIPHER")
+    assert errors(lambda: server_context(config, WHERE)) == [
+        f"{WHERE}.certificates[0].cert: cannot read {missing}: No such file or directory",
+        f"{WHERE}.certificates[1].key: cannot read {missing}: No such file or directory",
+        f"{WHERE}.certificates[2]: key {other.key} does not match certificate {good.cert}",
+        f"{WHERE}.certificates[3].cert: no PEM certificate in {junk}",
+        f"{WHERE}.certificates[4].key: no usable PEM private key in {junk}",
+        f"{WHERE}.certificates[5].key: {encrypted} is encrypted; give an unencrypted key",
+        f"{WHERE}.ciphers: no cipher matches 'NO-SUCH-CIPHER'",
+    ]
+
+
+def test_client_ca_problems_name_the_file(tmp_path: Path) -> None:
+    where = "conf/a.yaml:30: backends.app.servers[0].tls"
+    missing, junk = tmp_path / "missing.pem", tmp_path / "junk.pem"
+    junk.write_text("junk\n")
+    assert errors(lambda: client_context(ServerTLSConfig(ca=str(missing)), where)) == [
+        f"{where}.ca: cannot read {missing}: No such file or directory"]
+    assert errors(lambda: client_context(ServerTLSConfig(ca=str(junk)), where)) == [
+        f"{where}.ca: no PEM certificate in {junk}"]
+
+
+# --- TLS to servers -------------------------------------------------------------------------
+
+@pytest.fixture
+def app_server(ca: trustme.CA, pair: Callable[..., CertConfig]) -> ssl.SSLContext:
+    """A TLS server for app.internal and 127.0.0.1, signed by `ca` (not in the system store)."""
+    return server_context(BindTLSConfig((pair(ca.issue_cert("app.internal", "127.0.0.1")),)),
+                          WHERE)
+
+
+def connect(server: ssl.SSLContext, config: ServerTLSConfig, host: str = "127.0.0.1") -> Handshake:
+    """Connect as the data plane would: client_context, SNI from server_hostname."""
+    return handshake(server, client_context(config, WHERE), server_hostname(config, host))
+
+
+def test_verify_required_refuses_an_untrusted_certificate(app_server: ssl.SSLContext) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(app_server, ServerTLSConfig(verify="required", sni="app.internal"))
+
+
+def test_verify_required_accepts_the_configured_ca(app_server: ssl.SSLContext, ca: trustme.CA,
+                                                   tmp_path: Path) -> None:
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    trusted = ServerTLSConfig(sni="app.internal", ca=str(tmp_path / "ca.pem"))
+    assert connect(app_server, trusted).sni == "app.internal"
+    without_sni = ServerTLSConfig(ca=trusted.ca)     # an IP is checked against IP SANs
+    assert connect(app_server, without_sni).sni is None
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(app_server, ServerTLSConfig(sni="other.internal", ca=trusted.ca))
+
+
+def test_verify_none_accepts_any_certificate_and_still_sends_sni(
+        app_server: ssl.SSLContext) -> None:
+    assert connect(app_server, ServerTLSConfig(verify="none", sni="x.test")).sni == "x.test"
+
+
+@pytest.mark.parametrize("sni, host, expected", [
+    ("app.internal", "10.0.0.7", "app.internal"),
+    (None, "app.service.local", "app.service.local"),
+    (None, "10.0.0.7", None),
+    (None, "::1", None),
+    (None, "", None),                      # unix socket
+])
+def test_server_hostname(sni: str | None, host: str, expected: str | None) -> None:
+    assert server_hostname(ServerTLSConfig(sni=sni), host) == expected
