@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import ADMIN_STATES, DRAIN, MAINT, Server
+from lbproxy.backends.persistence import CookiePersistence
+from lbproxy.backends.server import ADMIN_STATES, DRAIN, MAINT, READY, Server
 from lbproxy.balance import make_balancer
 from lbproxy.balance.base import Balancer
 from lbproxy.config.schema import BackendConfig, ServerConfig
@@ -24,11 +27,13 @@ from lbproxy.http.request import RequestInfo
 from lbproxy.proxy.upstream import ServerPool
 
 if TYPE_CHECKING:
+    from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.state import ProxyState
 
 log = logging.getLogger("lbproxy.backend")
 
 DRAIN_POLL = 0.05      # seconds between checks that a draining server is idle
+RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each rebuilds the balancer)
 
 
 class Backend:
@@ -40,6 +45,9 @@ class Backend:
         self.retries = config.retries
         self.redispatch = config.redispatch
         self.retry_on = frozenset(config.retry_on)
+        self.maxconn = config.maxconn
+        self.queue_timeout = config.timeouts.queue
+        self.persistence = CookiePersistence(config.cookie) if config.cookie else None
         self.servers: list[Server] = [self._make_server(c) for c in config.servers]
         self.balancer: Balancer = self._balancer([s for s in self.servers if not s.backup])
         self.backup_balancer: Balancer = self._balancer([s for s in self.servers if s.backup])
@@ -48,6 +56,11 @@ class Backend:
         self.passive = None       # lbproxy.health.passive.PassiveMonitor when configured
         self.checker = None       # lbproxy.health.active.ActiveChecker when configured
         self.discovery = None     # lbproxy.backends.discovery.Discovery when configured
+        self.in_flight = 0
+        self.queue: deque[tuple[float, Exchange]] = deque()   # (deadline, waiting exchange)
+        self.max_queue = 0
+        self._ramping: dict[Server, float] = {}                # slowstart: server -> since
+        self._next_ramp = 0.0
         # counters
         self.requests = 0
         self.responses = [0] * 6
@@ -72,12 +85,75 @@ class Backend:
     # the hot path
 
     def pick(self, request: RequestInfo, avoid: Server | None) -> Server | None:
-        """A server for `request`; backups only when no normal server is usable."""
+        """A server for `request`: the sticky one, else the balancer's choice; backups
+        only when no normal server is usable; None when full or nothing is usable."""
+        if 0 < self.maxconn <= self.in_flight:
+            return None
+        if self.persistence is not None and avoid is None:
+            server = self.persistence.stuck_server(request.sent_id, self.servers)
+            if server is not None:
+                return server
         server = self.balancer.pick(request, avoid)
         if server is None and self.backup_balancer.servers and not any(
                 s.usable for s in self.balancer.servers):
             server = self.backup_balancer.pick(request, avoid)
         return server
+
+    def can_queue(self) -> bool:
+        """No server now, but one will free up: the backend or a usable server is full."""
+        return self.queue_timeout > 0 and (0 < self.maxconn <= self.in_flight or any(
+            s.usable for s in self.servers))
+
+    def enqueue(self, exchange: Exchange) -> None:
+        """Wait (FIFO) for a free slot, at most `timeouts.queue`, then 503."""
+        self.queue.append((self.state.time() + self.queue_timeout, exchange))
+        if len(self.queue) > self.max_queue:
+            self.max_queue = len(self.queue)
+
+    def released(self) -> None:
+        """A request finished: serve waiting ones while servers have room."""
+        queue = self.queue
+        while queue:
+            exchange = queue[0][1]
+            if not exchange.queued:            # its client left
+                queue.popleft()
+                continue
+            server = self.pick(exchange, None)
+            if server is None:
+                return
+            queue.popleft()
+            exchange.queued = False
+            exchange.use(server)
+
+    def tick(self, now: float) -> None:
+        """Called by the sweeper: expire queued requests, step slowstart ramps."""
+        queue = self.queue
+        while queue and (queue[0][0] <= now or not queue[0][1].queued):
+            _, exchange = queue.popleft()
+            if exchange.queued:
+                exchange.queued = False
+                exchange.respond(503)
+        if self._ramping and now >= self._next_ramp:
+            self._next_ramp = now + RAMP_INTERVAL
+            self._ramp(now)
+
+    def _ramp(self, now: float) -> None:
+        """Slowstart: a server that came up gets weight x elapsed/slowstart (at least 1)."""
+        for server, since in list(self._ramping.items()):
+            elapsed = now - since
+            if elapsed >= server.slowstart or server.config_weight == 0:
+                server.weight = server.config_weight
+                del self._ramping[server]
+            else:
+                server.weight = max(1, math.ceil(server.config_weight * elapsed
+                                                 / server.slowstart))
+        self.changed(None, "weight")
+        self.released()
+
+    def _start_ramp(self, server: Server) -> None:
+        if server.slowstart > 0 and server.config_weight > 0:
+            self._ramping[server] = self.state.time()
+            server.weight = max(1, math.ceil(server.config_weight * 0.01))
 
     def balancer_for(self, server: Server) -> Balancer:
         return self.backup_balancer if server.backup else self.balancer
@@ -90,13 +166,17 @@ class Backend:
                 return server
         return None
 
-    def changed(self, server: Server, what: str) -> None:
-        """`server` changed (added, removed, state, weight, health): rebuild and notify."""
-        server.last_change = time.time()
+    def changed(self, server: Server | None, what: str) -> None:
+        """`server` changed (added, removed, state, weight, health; None: several
+        weights): rebuild the balancers, notify listeners, serve the queue."""
         self.balancer.update([s for s in self.servers if not s.backup])
         self.backup_balancer.update([s for s in self.servers if s.backup])
+        if server is None:
+            return
+        server.last_change = time.time()
         for listener in self.listeners:
             listener(self, server, what)
+        self.released()
 
     def add_server(self, config: ServerConfig, up: bool = True) -> Server:
         """Add a server; `up=False` keeps it out of rotation until health checks pass."""
@@ -117,6 +197,8 @@ class Backend:
         if server.admin != admin:
             log.info("backend %s: server %s %s -> %s", self.name, server.name,
                      server.admin, admin)
+            if admin == READY and server.admin == MAINT:
+                self._start_ramp(server)
             server.admin = admin
             if admin == MAINT:
                 server.pool.close_idle()
@@ -134,6 +216,8 @@ class Backend:
         server.check = "up" if up else "down"
         if server.up != up:
             server.up = up
+            if up:
+                self._start_ramp(server)
             log.warning("backend %s: server %s is %s (%s)", self.name, server.name,
                         "UP" if up else "DOWN", reason)
             if not up:
@@ -158,6 +242,7 @@ class Backend:
             self._removals.pop(server.name, None)
             if server in self.servers:
                 self.servers.remove(server)
+                self._ramping.pop(server, None)
                 server.pool.close_idle()
                 log.info("backend %s: server %s removed", self.name, server.name)
                 self.changed(server, "removed")

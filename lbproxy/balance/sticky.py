@@ -17,8 +17,6 @@ backend's decision, not these helpers'.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from lbproxy.backends.server import Server
 from lbproxy.config.schema import CookieConfig
 from lbproxy.http.request import RequestInfo
@@ -36,15 +34,6 @@ def server_id(cfg: CookieConfig, request: RequestInfo) -> str | None:
         return value or None
     sid, separator, _ = value.partition(PREFIX_SEPARATOR)
     return sid if separator and sid else None
-
-
-def find_server(cfg: CookieConfig, request: RequestInfo,
-                servers: Iterable[Server]) -> Server | None:
-    """The server the request is stuck to, whatever its state, or None."""
-    sid = server_id(cfg, request)
-    if sid is None:
-        return None
-    return next((server for server in servers if server.cookie == sid), None)
 
 
 def response_headers(cfg: CookieConfig, server: Server,

@@ -23,7 +23,6 @@ from lbproxy.config.validate import validate
 UNSUPPORTED: frozenset[str] = frozenset({
     "frontends.*.accept_proxy",
     "frontends.*.bind[].tls",
-    "backends.*.cookie",
     "backends.*.servers[].tls",
 })
 # Keys refused only for some values, judged on the validated Config.

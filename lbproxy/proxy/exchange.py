@@ -42,6 +42,8 @@ class Exchange:
         "status", "started", "resp_bytes",
         # stick counters tracked by rules (track_sc0..2), None until one is
         "tracked",
+        # waiting in the backend queue (maxconn); sticky-cookie server id the client sent
+        "queued", "sent_id",
     )
 
     def __init__(self, client: ClientProtocol) -> None:
@@ -73,6 +75,8 @@ class Exchange:
         self.started = 0.0
         self.resp_bytes = 0            # bytes received from the server for this response
         self.tracked: list | None = None
+        self.queued = False
+        self.sent_id: str | None = None
 
     # request body (called by the client protocol while parsing)
 
@@ -115,14 +119,27 @@ class Exchange:
             return
         self.backend = backend
         backend.requests += 1
+        persistence = backend.persistence
+        if persistence is not None:
+            self.sent_id = persistence.sent_id(self)
+            self.hparts = persistence.request_headers(self.hparts)
         self.dispatch(None)
 
     def dispatch(self, avoid: Server | None) -> None:
-        server = self.backend.pick(self, avoid)
-        if server is None:
+        backend = self.backend
+        server = backend.pick(self, avoid)
+        if server is not None:
+            self.use(server)
+        elif backend.can_queue():
+            self.queued = True
+            backend.enqueue(self)
+        else:
             self.respond(503)
-            return
+
+    def use(self, server: Server) -> None:
+        """Send the request to `server`: a pooled connection, or a new one."""
         self.server = server
+        self.backend.in_flight += 1
         server.in_flight += 1
         if server.in_flight > server.max_in_flight:
             server.max_in_flight = server.in_flight
@@ -242,9 +259,12 @@ class Exchange:
         server = self.server
         if server is None:
             return
+        backend = self.backend
         server.in_flight -= 1
-        self.backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
-                                                    ok)
+        backend.in_flight -= 1
+        backend.balancer_for(server).on_finish(server, self.client.time() - self.started, ok)
+        if backend.queue:
+            backend.released()
 
     def may_keep_alive(self) -> bool:
         """Whether the client connection may stay open after a proxy-made answer."""
@@ -283,7 +303,10 @@ class Exchange:
         self.client.hold_entry(entry)
 
     def response_headers(self, parts: list[bytes]) -> list[bytes]:
-        """Apply the frontend's http_response rules to the response header list."""
+        """Sticky cookies and the frontend's http_response rules on the response headers."""
+        persistence = self.backend.persistence
+        if persistence is not None:
+            parts = persistence.response_headers(parts, self.server, self.sent_id)
         for test, edit in self.client.frontend.response_rules:
             if test is None or test(self):
                 parts = edit(self, parts)
@@ -295,6 +318,7 @@ class Exchange:
 
     def abandon(self) -> None:
         """The client went away: let go of the server connection and the server slot."""
+        self.queued = False
         if self.connecting is not None:
             self.connecting = None
             self._release_server(False)

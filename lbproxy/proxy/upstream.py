@@ -242,7 +242,7 @@ class UpstreamProtocol(asyncio.Protocol):
         exchange.status = status
         hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
                                                                         self.extra_hop)
-        if exchange.client.frontend.response_rules:
+        if exchange.client.frontend.response_rules or exchange.backend.persistence:
             hparts = exchange.response_headers(hparts)
         head = [STATUS_LINES[status] if status < 600 else status_line(status)]
         head += hparts

@@ -49,6 +49,7 @@ class Engine:
                            rules[name])
             for name, frontend_config in config.frontends.items()}
         self.state.frontends = list(self.frontends.values())
+        self.state.backends = list(self.backends.values())
         self.listeners: list[Listener] = []
         self.admin = None         # lbproxy.admin.app.AdminServer when `stats:` is configured
         self._housekeeping: asyncio.Task | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lbproxy.backends.server import Server
-from lbproxy.balance.sticky import (INSERT, PREFIX, REWRITE, find_server, forward_cookie,
+from lbproxy.backends.persistence import CookiePersistence
+from lbproxy.balance.sticky import (INSERT, PREFIX, REWRITE, forward_cookie,
                                     response_headers, rewrite_set_cookie, server_id)
 from lbproxy.config.schema import COOKIE_MODES, CookieConfig
 from tests.fakes import FakeRequest
@@ -31,8 +32,9 @@ def with_cookie(value: str) -> FakeRequest:
     ("insert", "other=a2", None),
     ("prefix", "SERVERID=a2", None),  # the server's own value, never prefixed
 ])
-def test_find_server(mode, cookie, stuck):
-    found = find_server(config(mode, name="SERVERID"), with_cookie(cookie), POOL)
+def test_stuck_server(mode, cookie, stuck):
+    sent = server_id(config(mode, name="SERVERID"), with_cookie(cookie))
+    found = CookiePersistence.stuck_server(sent, POOL)
     assert (found.name if found else None) == stuck
 
 
