@@ -24,6 +24,7 @@ from lbproxy.balance import make_balancer
 from lbproxy.balance.base import Balancer
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.request import RequestInfo
+from lbproxy.proxy.tls import client_context, server_hostname
 from lbproxy.proxy.upstream import ServerPool
 
 if TYPE_CHECKING:
@@ -73,9 +74,14 @@ class Backend:
                         slowstart=config.slowstart, admin=config.state)
         server.last_change = time.time()
         timeouts = self.config.timeouts
+        context = hostname = None
+        if config.tls is not None:
+            context = client_context(config.tls, f"{config.where}.tls")
+            hostname = server_hostname(config.tls, config.address.host)
         server.pool = ServerPool(server, self.state, connect_timeout=timeouts.connect,
                                  server_timeout=timeouts.server,
-                                 reuse=self.config.http_reuse != "never")
+                                 reuse=self.config.http_reuse != "never", ssl=context,
+                                 server_hostname=hostname)
         return server
 
     def _balancer(self, servers: list[Server]) -> Balancer:

@@ -21,9 +21,6 @@ from lbproxy.config.validate import validate
 # entry when its feature lands. A key is refused only when in use: present with a value
 # other than null, false or an empty list/map.
 UNSUPPORTED: frozenset[str] = frozenset({
-    "frontends.*.accept_proxy",
-    "frontends.*.bind[].tls",
-    "backends.*.servers[].tls",
 })
 # Keys refused only for some values, judged on the validated Config.
 UNSUPPORTED_WHEN: dict[str, Callable[[Config], bool]] = {

@@ -23,15 +23,19 @@ from lbproxy.http.headers import (
     connection_tokens, is_token_list_chunked,
 )
 from lbproxy.proxy.exchange import Exchange
+from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from lbproxy.proxy.tls import sni_of
 
 if TYPE_CHECKING:
     from lbproxy.proxy.frontend import Frontend
+    from lbproxy.proxy.upstream import UpstreamProtocol
 
 # Connection phases, for timeouts and error handling.
 IDLE = 0        # between requests (keep-alive timeout)
 HEAD = 1        # receiving a request head (http_request timeout -> 408)
 BODY = 2        # receiving a request body (client timeout)
 WAITING = 3     # request received, response not finished
+TUNNEL = 4      # after a 101: raw bytes both ways (idle timeout: max of client, server)
 
 # Pause reasons (bits): reading stops while any is set.
 PAUSE_PIPELINE = 1      # a pipelined request waits for the one before it
@@ -72,6 +76,11 @@ class ClientProtocol(asyncio.Protocol):
         self.current: Exchange | None = None    # request being answered
         self.pipeline: deque[Exchange] | None = None
         self.entries: list | None = None         # stick-table entries this connection holds
+        # bytes of a PROXY protocol header still being received (accept_proxy binds)
+        self.proxy_header: bytes | None = b"" if frontend.config.accept_proxy else None
+        self.peer_trusted = False                # peer in forwarded.trusted_proxies
+        self.upgrading: Exchange | None = None   # an Upgrade request whose answer is pending
+        self.tunnel: UpstreamProtocol | None = None   # the server end of a tunnel after 101
 
     # asyncio callbacks
 
@@ -82,11 +91,14 @@ class ClientProtocol(asyncio.Protocol):
             self.src = peer[0]
             self.src_port = peer[1]
         self.src_b = self.src.encode()
+        self.peer_trusted = self.frontend.is_trusted(self.src)
         sock = transport.get_extra_info("sockname")
         if sock:
             self.dst_port = sock[1]
-        if transport.get_extra_info("sslcontext") is not None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
             self.ssl_fc = True
+            self.ssl_fc_sni = sni_of(ssl_object)
         self.state.clients.add(self)
         self.frontend.connection_opened()
         self.deadline = self.time() + self.frontend.timeout_http_request
@@ -107,6 +119,18 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            self.deadline = self.time() + self.tunnel_timeout
+            return
+        if self.upgrading is not None:           # bytes after an Upgrade request: held
+            self.upgrading.body.append(data)
+            self.upgrading.flush_body()
+            return
+        if self.proxy_header is not None:
+            data = self._proxy_protocol(data)
+            if not data:
+                return
         phase = self.phase
         if phase == BODY:
             self.deadline = self.time() + self.frontend.timeout_client
@@ -129,6 +153,25 @@ class ClientProtocol(asyncio.Protocol):
                 current.start()
             elif current.body:
                 current.flush_body()
+
+    def _proxy_protocol(self, data: bytes) -> bytes:
+        """Consume the PROXY header: the addresses it carries replace the peer's."""
+        buffered = self.proxy_header + data
+        try:
+            header = parse_proxy_header(buffered)
+        except ProxyProtocolError:
+            self.frontend.rejected += 1
+            self.close()
+            return b""
+        if header is None:
+            self.proxy_header = buffered
+            return b""
+        self.proxy_header = None
+        if not header.local:
+            self.src, self.src_port, self.dst_port = header.src, header.src_port, header.dst_port
+            self.src_b = self.src.encode()
+            self.peer_trusted = self.frontend.is_trusted(self.src)
+        return buffered[header.consumed:]
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -186,6 +229,8 @@ class ClientProtocol(asyncio.Protocol):
                     exchange.extra_hop.add(token)
         elif code == X_FORWARDED_FOR:
             exchange.xff_b = value if exchange.xff_b is None else exchange.xff_b + b", " + value
+        elif code == UPGRADE:
+            exchange.upgrade_b = value
         elif code == EXPECT:
             exchange.expect_continue = value.strip().lower() == b"100-continue"
             exchange.hparts += (name, b": ", value, b"\r\n")
@@ -193,8 +238,7 @@ class ClientProtocol(asyncio.Protocol):
             if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
                     else frontend.x_forwarded_host):
                 exchange.hparts += (name, b": ", value, b"\r\n")
-        # keep-alive, proxy-connection, te, trailer, upgrade: hop-by-hop, dropped
-        # (an Upgrade request raises HttpParserUpgrade and is handled in _upgrade).
+        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing
@@ -213,6 +257,8 @@ class ClientProtocol(asyncio.Protocol):
             self._reject_in_parser(400)
         if 0 < frontend.max_body_size < exchange.length:
             self._reject_in_parser(413)
+        if self.peer_trusted and exchange.xff_b is not None:
+            exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
         self.head_received = 0
         self.phase = BODY
         self.deadline = self.time() + frontend.timeout_client
@@ -338,7 +384,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def timed_out(self) -> None:
         phase = self.phase
-        if phase == IDLE:
+        if phase == IDLE or phase == TUNNEL:
             self.close()                    # nothing was asked: close quietly
         elif phase == HEAD or (phase == BODY and (self.current is None
                                                   or self.current.status == 0)):
@@ -347,9 +393,10 @@ class ClientProtocol(asyncio.Protocol):
             self.abort()
 
     def _upgrade(self, rest: bytes) -> bool:
-        """An Upgrade or CONNECT request ended the parse. CONNECT is refused; other
-        upgrades are proxied as plain HTTP (Upgrade is hop-by-hop) and parsing resumes
-        with a fresh parser. Returns True when the caller has nothing left to do."""
+        """An Upgrade or CONNECT request ended the parse. CONNECT is refused. An Upgrade
+        request is forwarded with its Upgrade header; what the client sends next is held
+        for the server until the answer decides: 101 starts a tunnel, anything else ends
+        the connection after it. Returns True when the caller has nothing left to do."""
         if self.parser.get_method() == b"CONNECT":
             # The CONNECT request is the last one parsed: drop it before answering.
             if self.pipeline:
@@ -358,8 +405,28 @@ class ClientProtocol(asyncio.Protocol):
                 self.current = None
             self.reject(501)
             return True
+        exchange = self.pipeline[-1] if self.pipeline else self.current
+        if exchange is not None and exchange.upgrade_b is not None:
+            exchange.keep_alive = False
+            self.upgrading = exchange
+            if rest:
+                exchange.body.append(rest)
+            return False
         self.parser = httptools.HttpRequestParser(self)
         if rest:
             self.data_received(rest)
             return True
         return False
+
+    def start_tunnel(self, upstream: UpstreamProtocol) -> None:
+        """The server answered 101: relay raw bytes both ways from now on."""
+        self.upgrading = None
+        self.tunnel = upstream
+        self.phase = TUNNEL
+        self.deadline = self.time() + self.tunnel_timeout
+
+    @property
+    def tunnel_timeout(self) -> float:
+        current = self.current
+        server_timeout = current.backend.server_timeout if current is not None else 0.0
+        return max(self.frontend.timeout_client, server_timeout)

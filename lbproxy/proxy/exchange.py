@@ -34,6 +34,7 @@ class Exchange:
         # request head, filled by ClientProtocol
         "client", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b", "xff_b",
         "length", "chunked", "expect_continue", "extra_hop", "is_head", "norm_path",
+        "upgrade_b",
         # request body
         "body", "body_buffered", "body_size", "request_complete",
         # dispatch
@@ -44,6 +45,8 @@ class Exchange:
         "tracked",
         # waiting in the backend queue (maxconn); sticky-cookie server id the client sent
         "queued", "sent_id",
+        # the client address X-Forwarded-For gives when the peer is a trusted proxy
+        "forwarded_src",
     )
 
     def __init__(self, client: ClientProtocol) -> None:
@@ -61,6 +64,7 @@ class Exchange:
         self.extra_hop: set[bytes] | None = None
         self.is_head = False
         self.norm_path: str | None = None
+        self.upgrade_b: bytes | None = None   # the Upgrade header of a tunnel request
         self.body: list[bytes] = []    # encoded body bytes not yet written to the server
         self.body_buffered = 0
         self.body_size = 0
@@ -77,6 +81,7 @@ class Exchange:
         self.tracked: list | None = None
         self.queued = False
         self.sent_id: str | None = None
+        self.forwarded_src: str | None = None
 
     # request body (called by the client protocol while parsing)
 
@@ -182,6 +187,8 @@ class Exchange:
         parts = [self.method_b, b" ", self.url_b, b" HTTP/1.1\r\n"]
         parts += self.hparts if self.extra_hop is None else strip_named(self.hparts,
                                                                         self.extra_hop)
+        if self.upgrade_b is not None:
+            parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade_b, b"\r\n")
         if self.chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         elif self.length >= 0:
@@ -222,6 +229,17 @@ class Exchange:
             passive.observe(server, self.status)
         self._release_server(self.status < 500)
         self.finish()
+
+    def tunnel_started(self, upstream: UpstreamProtocol) -> None:
+        """The server switched protocols: count the 101 and hand both ends to the tunnel.
+        The server slot stays taken until the tunnel closes (abandon releases it)."""
+        client = self.client
+        client.frontend.responses[1] += 1
+        self.backend.responses[1] += 1
+        self.server.responses[1] += 1
+        if client.frontend.access_log is not None:
+            client.frontend.access_log.log(self)
+        client.start_tunnel(upstream)
 
     def upstream_failed(self, kind: str) -> None:
         """The server connection failed: retry, answer 502/503/504, or cut the client."""
@@ -376,7 +394,7 @@ class Exchange:
 
     @property
     def src(self) -> str:
-        return self.client.src
+        return self.forwarded_src or self.client.src
 
     @property
     def src_port(self) -> int:

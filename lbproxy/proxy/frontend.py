@@ -6,6 +6,7 @@ once from the frozen config, so the hot path does no nested lookups.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
@@ -39,6 +40,8 @@ class Frontend:
         self.x_forwarded_for = forwarded.x_forwarded_for
         self.x_forwarded_proto = forwarded.x_forwarded_proto
         self.x_forwarded_host = forwarded.x_forwarded_host
+        self.trusted_proxies = [ipaddress.ip_network(net, strict=False)
+                                for net in forwarded.trusted_proxies]
         self.request_rules = rules.request
         self.response_rules = rules.response
         self.use_backend = [(test, backends[name]) for test, name in rules.use_backend]
@@ -47,8 +50,9 @@ class Frontend:
         self.maxconn = config.maxconn
         self.listeners: list[Listener] = []
         # counters
+        self.accepted = 0               # connections accepted (TLS ones before the handshake)
         self.connections = 0            # open now
-        self.connections_total = 0
+        self.connections_total = 0      # accepted and, for TLS, past the handshake
         self.max_connections_seen = 0
         self.bytes_in = 0               # request bytes from clients
         self.bytes_out = 0              # response bytes from servers, relayed to clients
@@ -74,8 +78,41 @@ class Frontend:
                 return backend
         return self.default_backend
 
+    def is_trusted(self, ip: str) -> bool:
+        """Whether `ip` is one of forwarded.trusted_proxies (whose X-Forwarded-For we believe)."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_proxies)
+
+    def forwarded_client(self, xff: bytes) -> str | None:
+        """The client behind trusted proxies: the right-most X-Forwarded-For address that is
+        not itself a trusted proxy (earlier entries could be forged by the client)."""
+        for item in reversed(xff.decode("latin-1").split(",")):
+            candidate = item.strip()
+            try:
+                ipaddress.ip_address(candidate)
+            except ValueError:
+                return None
+            if not self.is_trusted(candidate):
+                return candidate
+        return None
+
     def protocol(self) -> ClientProtocol:
+        self.accepted += 1
         return ClientProtocol(self)
+
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed (or are under way): asyncio drops a failed handshake
+        silently, before the protocol hears of the connection, so it shows only as an
+        accepted connection that was never made."""
+        return self.accepted - self.connections_total
 
     # connection limits: at maxconn the listeners pause and clients wait in the backlog
 

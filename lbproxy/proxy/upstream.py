@@ -17,7 +17,7 @@ import httptools
 from lbproxy.http.errors import STATUS_LINES, status_line
 from lbproxy.http.headers import (
     CONNECTION, CONNECTION_OPTIONS, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
-    connection_tokens, strip_named,
+    UPGRADE, connection_tokens, strip_named,
 )
 
 if TYPE_CHECKING:
@@ -140,6 +140,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.chunked_out = False
         self.server_close = False
         self.extra_hop: set[bytes] | None = None
+        self.upgrade_b: bytes | None = None   # the server's Upgrade header (for a 101)
+        self.tunnel = False                    # relaying raw bytes after a 101
         self.done = False
         self.reusable = False
 
@@ -157,6 +159,10 @@ class UpstreamProtocol(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
+        if self.tunnel:                  # the server ended the tunnel: end the client's
+            self.exchange = None
+            exchange.client.close()
+            return
         self.exchange = None
         if self.in_body and not self.done and self.length < 0 and not self.chunked_in:
             # A response without length ends when the server closes: that is success.
@@ -173,16 +179,27 @@ class UpstreamProtocol(asyncio.Protocol):
         if exchange is None:             # a server speaking out of turn is not reusable
             self.close()
             return
+        if self.tunnel:
+            client = exchange.client
+            client.send_one(data)
+            client.deadline = self.time() + client.tunnel_timeout
+            return
         self.received = True
         self.deadline = self.time() + self.pool.server_timeout
         exchange.resp_bytes += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.tunnel:                  # the bytes after the 101 head are tunnel data
+                self.out.append(data[upgrade.args[0]:])
+                self._flush(exchange)
+                self.deadline = 0.0
+                exchange.tunnel_started(self)
+                return
+            self._fail(exchange)
+            return
         except httptools.HttpParserError:
-            self._flush(exchange)
-            self.exchange = None
-            self.close()
-            exchange.upstream_failed(JUNK_RESPONSE)
+            self._fail(exchange)
             return
         if self.out:
             self._flush(exchange)
@@ -203,6 +220,7 @@ class UpstreamProtocol(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        self.upgrade_b = None
         self.hparts.clear()
         self.in_body = self.informational = self.chunked_in = self.chunked_out = False
         self.server_close = False
@@ -220,6 +238,8 @@ class UpstreamProtocol(asyncio.Protocol):
             self.hparts += (name, b": ", value, b"\r\n")
         elif code == TRANSFER_ENCODING:
             self.chunked_in = True
+        elif code == UPGRADE:
+            self.upgrade_b = value
         elif code == CONNECTION:
             for token in connection_tokens(value):
                 if token == b"close":
@@ -228,12 +248,15 @@ class UpstreamProtocol(asyncio.Protocol):
                     if self.extra_hop is None:
                         self.extra_hop = set()
                     self.extra_hop.add(token)
-        # keep-alive, proxy-connection, te, trailer, upgrade: hop-by-hop, dropped
+        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         status = self.parser.get_status_code()
         if status < 200:
+            if status == 101 and exchange.upgrade_b is not None and self.upgrade_b:
+                self._switch_protocols(exchange)
+                return
             self.informational = True
             if status == 100 and exchange.expect_continue:
                 self.out.append(CONTINUE)
@@ -261,6 +284,16 @@ class UpstreamProtocol(asyncio.Protocol):
             self.done = True
             self.reusable = False
 
+    def _switch_protocols(self, exchange: Exchange) -> None:
+        """Relay the 101 with its Upgrade header; parsing stops at the end of this head
+        (httptools raises HttpParserUpgrade) and the connection becomes a tunnel."""
+        exchange.status = 101
+        self.tunnel = True
+        hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
+                                                                        self.extra_hop)
+        self.out.append(b"".join([STATUS_LINES[101], *hparts, b"connection: upgrade\r\n",
+                                  b"upgrade: ", self.upgrade_b, b"\r\n\r\n"]))
+
     def on_body(self, body: bytes) -> None:
         if self.done:
             return
@@ -273,7 +306,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.informational:
             self.informational = False
             return
-        if self.done:
+        if self.done or self.tunnel:
             return
         if self.chunked_out:
             self.out.append(b"0\r\n\r\n")
@@ -281,6 +314,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self.reusable = not self.server_close and self.parser.should_keep_alive()
 
     # helpers
+
+    def _fail(self, exchange: Exchange) -> None:
+        self._flush(exchange)
+        self.exchange = None
+        self.close()
+        exchange.upstream_failed(JUNK_RESPONSE)
 
     def _flush(self, exchange: Exchange) -> None:
         out = self.out

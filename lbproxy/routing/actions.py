@@ -15,7 +15,7 @@ from typing import Any
 
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import (DenyArgs, FrontendConfig, HeaderArgs, RedirectArgs,
-                                   ReplacePathArgs, ReturnArgs, RuleConfig, TrackArgs)
+                                   ReplacePathArgs, RuleConfig, TrackArgs)
 from lbproxy.http.errors import error_response
 from lbproxy.routing.acl import compile_acl
 from lbproxy.routing.condition import compile_condition

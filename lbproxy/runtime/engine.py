@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError
@@ -20,7 +21,7 @@ from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.state import ProxyState
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
-from lbproxy.runtime.validate import compile_frontends, table_configs
+from lbproxy.runtime.validate import bind_contexts, compile_frontends, table_configs
 from lbproxy.tables import open_store
 
 log = logging.getLogger("lbproxy")
@@ -56,17 +57,20 @@ class Engine:
 
     async def start(self) -> None:
         """Bind all listeners (all or none), then serve."""
-        bound: list[tuple[Frontend, socket.socket]] = []
+        bound: list[tuple[Frontend, socket.socket, ssl.SSLContext | None]] = []
         try:
             for frontend in self.frontends.values():
-                for bind in frontend.config.bind:
-                    bound.append((frontend, bind_socket(bind.address)))
-        except OSError:
-            for _, sock in bound:
+                contexts, errors = bind_contexts(frontend.config)
+                if errors:
+                    raise ConfigError(errors)
+                for bind, context in zip(frontend.config.bind, contexts):
+                    bound.append((frontend, bind_socket(bind.address), context))
+        except (OSError, ConfigError):
+            for _, sock, _ in bound:
                 sock.close()
             raise
-        for frontend, sock in bound:
-            listener = Listener(sock, frontend.protocol)
+        for frontend, sock, ssl_context in bound:
+            listener = Listener(sock, frontend.protocol, ssl_context)
             await listener.start()
             frontend.listeners.append(listener)
             self.listeners.append(listener)

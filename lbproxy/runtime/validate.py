@@ -1,15 +1,18 @@
 """Everything `lbproxy check` verifies beyond the schema: rules compile (ACL names,
-conditions, fetches, templates) and stick tables are named once. `run`, `check` and a
-reload all go through `load_checked`, so they accept and refuse the same files."""
+conditions, fetches, templates), stick tables are named once, certificates and keys
+load. `run`, `check` and a reload all go through `load_checked`, so they accept and
+refuse the same files."""
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable
 
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.load import load_config
-from lbproxy.config.schema import Config, StickTableConfig
+from lbproxy.config.schema import Config, FrontendConfig, StickTableConfig
+from lbproxy.proxy.tls import client_context, server_context
 from lbproxy.routing.actions import FrontendRules
 from lbproxy.routing.runtime import RuleRuntime
 
@@ -47,13 +50,47 @@ def compile_frontends(config: Config, runtime: RuleRuntime,
     return rules, errors
 
 
+def bind_contexts(frontend: FrontendConfig) -> tuple[list[ssl.SSLContext | None], list[str]]:
+    """The TLS context of each bind of `frontend` (None for plain TCP)."""
+    contexts: list[ssl.SSLContext | None] = []
+    errors: list[str] = []
+    for bind in frontend.bind:
+        if bind.tls is None:
+            contexts.append(None)
+            continue
+        if frontend.accept_proxy:
+            errors.append(f"{bind.where}.tls: accept_proxy together with tls is not "
+                          f"supported yet")
+        try:
+            contexts.append(server_context(bind.tls, f"{bind.where}.tls"))
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            contexts.append(None)
+    return contexts, errors
+
+
+def tls_errors(config: Config) -> list[str]:
+    """Certificate, key and CA problems of every bind and server, with their files."""
+    errors: list[str] = []
+    for frontend in config.frontends.values():
+        errors += bind_contexts(frontend)[1]
+    for backend in config.backends.values():
+        for server in backend.servers:
+            if server.tls is not None:
+                try:
+                    client_context(server.tls, f"{server.where}.tls")
+                except ConfigError as exc:
+                    errors.extend(exc.errors)
+    return errors
+
+
 def load_checked(path: str | os.PathLike[str]) -> Config:
     """load_config plus the checks above; raises ConfigError with every problem."""
     config = load_config(path)
     tables, errors = table_configs(config)
     _, rule_errors = compile_frontends(config, RuleRuntime(config.backends),
                                        {table.name: table for table in tables})
-    errors += rule_errors
+    errors += rule_errors + tls_errors(config)
     if errors:
         raise ConfigError(errors)
     return config
