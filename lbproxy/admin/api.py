@@ -1,0 +1,174 @@
+"""The runtime API: read backends and servers, add, drain, remove and retune servers, reload.
+
+Handlers validate everything before changing anything (a bad PATCH changes nothing),
+then call the Backend's mutation methods, which notify balancers and listeners. Input
+follows the config's rules (`parse_address`, `check_name`, weight 0-256), so a server
+added here looks exactly like one from the YAML. Every change logs one audit line with
+who asked and from where. Authentication and the admin switch are enforced by the
+app's middleware before a handler runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from lbproxy.admin.base import ENGINE, SAMPLER, ApiError, json_response, viewer
+from lbproxy.admin.model import backend_json, server_json
+from lbproxy.backends.backend import Backend
+from lbproxy.backends.server import ADMIN_STATES, Server
+from lbproxy.config.backend import MAX_WEIGHT
+from lbproxy.config.durations import parse_address, parse_duration
+from lbproxy.config.fields import check_name
+from lbproxy.config.schema import ServerConfig
+
+log = logging.getLogger("lbproxy.api")
+
+DEFAULT_DRAIN = 30.0     # seconds a DELETE without ?drain= lets in-flight requests finish
+NEW_SERVER_KEYS = ("name", "address", "weight", "cookie")
+PATCH_KEYS = ("state", "weight")
+
+routes = web.RouteTableDef()
+
+
+def _backend(request: web.Request) -> Backend:
+    name = request.match_info["backend"]
+    backend = request.app[ENGINE].backends.get(name)
+    if backend is None:
+        raise ApiError(404, f"no backend {name!r}")
+    return backend
+
+
+def _server(request: web.Request) -> tuple[Backend, Server]:
+    backend = _backend(request)
+    name = request.match_info["server"]
+    server = backend.server(name)
+    if server is None:
+        raise ApiError(404, f"backend {backend.name!r} has no server {name!r}")
+    return backend, server
+
+
+async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, object]:
+    """The JSON object in the body, refusing keys outside `allowed` as the config does."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown key {unknown[0]!r} (expected one of: {', '.join(allowed)})")
+    return body
+
+
+def _weight(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WEIGHT:
+        raise ApiError(400, f"weight must be an integer from 0 to {MAX_WEIGHT}")
+    return value
+
+
+def new_server_config(body: Mapping[str, object]) -> ServerConfig:
+    """A ServerConfig from a POST body, with the config file's rules and messages."""
+    name, address, cookie = body.get("name"), body.get("address"), body.get("cookie")
+    if not isinstance(name, str):
+        raise ApiError(400, "name is required (a string)")
+    if address is None:
+        raise ApiError(400, "address is required, e.g. '127.0.0.1:9001'")
+    if cookie is not None and (not isinstance(cookie, str) or not cookie.strip()):
+        raise ApiError(400, "cookie must be a non-empty string")
+    try:
+        check_name(name)
+        parsed = parse_address(address, allow_unix=True)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    weight = _weight(body["weight"]) if "weight" in body else 1
+    return ServerConfig(name=name, address=parsed, weight=weight, cookie=cookie,
+                        where="runtime API")
+
+
+def _audit(request: web.Request, what: str) -> None:
+    log.info("api: %s (by %s from %s)", what, viewer(request) or "-", request.remote)
+
+
+@routes.get("/api/backends")
+async def list_backends(request: web.Request) -> web.Response:
+    sampler = request.app[SAMPLER]
+    return json_response({"backends": [backend_json(backend, sampler) for backend in
+                                       request.app[ENGINE].backends.values()]})
+
+
+@routes.get("/api/backends/{backend}")
+async def get_backend(request: web.Request) -> web.Response:
+    return json_response(backend_json(_backend(request), request.app[SAMPLER]))
+
+
+@routes.get("/api/backends/{backend}/servers/{server}")
+async def get_server(request: web.Request) -> web.Response:
+    _, server = _server(request)
+    return json_response(server_json(server, request.app[SAMPLER].recent(server)))
+
+
+@routes.post("/api/backends/{backend}/servers")
+async def add_server(request: web.Request) -> web.Response:
+    """201 with the new server. With health checks it starts CHECKING and gets traffic
+    only once the checks pass; without, it is UP at once."""
+    backend = _backend(request)
+    config = new_server_config(await _body(request, NEW_SERVER_KEYS))
+    if backend.server(config.name) is not None:
+        raise ApiError(409, f"backend {backend.name!r} already has a server {config.name!r}")
+    server = backend.add_server(config, up=backend.config.health_check is None)
+    _audit(request, f"backend {backend.name}: added server {server.name} ({server.address}, "
+                    f"weight {server.config_weight})")
+    location = f"/api/backends/{backend.name}/servers/{server.name}"
+    return json_response(server_json(server, request.app[SAMPLER].recent(server)), 201,
+                         headers={"Location": location})
+
+
+@routes.delete("/api/backends/{backend}/servers/{server}")
+async def remove_server(request: web.Request) -> web.Response:
+    """202: the server drains (no new requests) and is removed once idle or after `drain`."""
+    backend, server = _server(request)
+    try:
+        drain = parse_duration(request.query.get("drain", DEFAULT_DRAIN))
+    except ValueError as exc:
+        raise ApiError(400, f"drain: {exc}") from None
+    backend.remove_server(server, drain)
+    _audit(request, f"backend {backend.name}: removing server {server.name} (drain {drain:g}s)")
+    return json_response({"removing": server.name, "drain": drain}, 202)
+
+
+@routes.patch("/api/backends/{backend}/servers/{server}")
+async def update_server(request: web.Request) -> web.Response:
+    backend, server = _server(request)
+    body = await _body(request, PATCH_KEYS)
+    if not body:
+        raise ApiError(400, f"nothing to change (expected one of: {', '.join(PATCH_KEYS)})")
+    state = body.get("state")
+    if "state" in body and state not in ADMIN_STATES:
+        raise ApiError(400, f"state must be one of: {', '.join(ADMIN_STATES)}")
+    weight = _weight(body["weight"]) if "weight" in body else None
+    if isinstance(state, str):
+        backend.set_admin(server, state)
+    if weight is not None:
+        backend.set_weight(server, weight)
+    changes = ", ".join(f"{key} {value}" for key, value in body.items())
+    _audit(request, f"backend {backend.name}: server {server.name} set {changes}")
+    return json_response(server_json(server, request.app[SAMPLER].recent(server)))
+
+
+@routes.post("/api/reload")
+async def reload(request: web.Request) -> web.Response:
+    """Same as SIGHUP: 200 when the new config is live, 400 with its errors when the old one
+    keeps running."""
+    engine = request.app[ENGINE]
+    engine_reload = getattr(engine, "reload", None)
+    if engine_reload is None:
+        raise ApiError(501, "reload is not available in this build")
+    errors = await engine_reload()
+    _audit(request, "reload " + ("failed: " + "; ".join(errors) if errors else "done"))
+    if errors:
+        return json_response({"errors": errors}, 400)
+    return json_response({"reloaded": True})

@@ -1,0 +1,142 @@
+"""`/metrics`: Prometheus exposition built at scrape time from the data plane's counters.
+
+The data plane never calls prometheus_client: a custom Collector walks the frontends,
+backends and servers when scraped and yields metric families from the plain counters
+they keep, so a request costs nothing extra and needs no lock (the scrape runs on the
+proxy's own loop, between callbacks). It has its own CollectorRegistry, not the global
+one, so two engines in one process (tests) do not collide. Labels are only frontend,
+backend and server names (from the config or the runtime API) and status classes, so
+cardinality is bounded by what the operator declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from lbproxy.admin.model import STATUS_CLASSES, queue_length
+from lbproxy.backends.server import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from lbproxy.runtime.engine import Engine
+
+_BOUNDS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+Rows = list[tuple[list[str], Any]]       # (label values, live object) per series
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One metric: its name after `lbproxy_`, whether it only grows, and how to read it."""
+
+    name: str
+    counter: bool
+    doc: str
+    read: Callable[[Any], float]
+
+
+FRONTEND = (
+    Spec("frontend_http_requests_total", True, "HTTP requests received.", lambda f: f.requests),
+    Spec("frontend_bytes_in_total", True, "Request bytes received from clients.",
+         lambda f: f.bytes_in),
+    Spec("frontend_bytes_out_total", True, "Response bytes sent to clients.",
+         lambda f: f.bytes_out),
+    Spec("frontend_sessions_total", True, "Client connections accepted.",
+         lambda f: f.connections_total),
+    Spec("frontend_current_sessions", False, "Client connections open now.",
+         lambda f: f.connections),
+    Spec("frontend_max_sessions", False, "Most client connections open at once.",
+         lambda f: f.max_connections_seen),
+    Spec("frontend_denied_requests_total", True,
+         "Requests refused by the proxy (rules, limits, bad input).", lambda f: f.rejected),
+)
+BACKEND = (
+    Spec("backend_http_requests_total", True, "HTTP requests sent to the backend.",
+         lambda b: b.requests),
+    Spec("backend_retries_total", True, "Requests retried.", lambda b: b.retried),
+    Spec("backend_redispatches_total", True, "Retries sent to another server.",
+         lambda b: b.redispatched),
+    Spec("backend_queue_length", False, "Requests waiting for a server slot.", queue_length),
+    Spec("backend_current_sessions", False, "Requests in flight to its servers.",
+         lambda b: b.in_flight),
+    Spec("backend_active_servers", False, "Servers that may receive traffic.",
+         lambda b: sum(server.usable for server in b.servers)),
+)
+SERVER = (
+    Spec("server_up", False, "1 when the server is UP (healthy and ready), else 0.",
+         lambda s: s.state == "UP"),
+    Spec("server_weight", False, "Effective weight.", lambda s: s.weight),
+    Spec("server_current_sessions", False, "Requests in flight.", lambda s: s.in_flight),
+    Spec("server_max_sessions", False, "Most requests in flight at once.",
+         lambda s: s.max_in_flight),
+    Spec("server_http_requests_total", True, "HTTP requests sent.", lambda s: s.requests),
+    Spec("server_bytes_in_total", True, "Request bytes sent to the server.",
+         lambda s: s.bytes_in),
+    Spec("server_bytes_out_total", True, "Response bytes received from it.",
+         lambda s: s.bytes_out),
+    Spec("server_check_failures_total", True,
+         "Connect errors, timeouts and invalid responses.", lambda s: s.failures),
+)
+
+
+def _families(specs: Sequence[Spec], labels: list[str], rows: Rows) -> Iterator[Metric]:
+    for spec in specs:
+        kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
+        family = kind(f"lbproxy_{spec.name}", spec.doc, labels=labels)
+        for values, obj in rows:
+            family.add_metric(values, float(spec.read(obj)))
+        yield family
+
+
+def _responses(kind: str, labels: list[str], rows: Rows) -> Metric:
+    family = CounterMetricFamily(f"lbproxy_{kind}_http_responses_total",
+                                 "HTTP responses by status class.", labels=[*labels, "code"])
+    for values, obj in rows:
+        for code, count in zip(STATUS_CLASSES, obj.responses):
+            family.add_metric([*values, code], count)
+    return family
+
+
+def _latency(labels: list[str], rows: Rows) -> Metric:
+    """Each server's histogram; Prometheus buckets are cumulative, the server's are not."""
+    family = HistogramMetricFamily("lbproxy_server_response_time_seconds",
+                                   "Response time, headers sent to last byte.", labels=labels)
+    for values, server in rows:
+        cumulative, buckets = 0, []
+        for bound, count in zip(_BOUNDS, server.latency_counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        family.add_metric(values, buckets, server.latency_sum)
+    return family
+
+
+class EngineCollector(Collector):
+    """Reads the engine's live objects each time the registry is collected."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        backends = self.engine.backends.values()
+        frontends: Rows = [([f.name], f) for f in self.engine.frontends.values()]
+        backend_rows: Rows = [([b.name], b) for b in backends]
+        servers: Rows = [([b.name, s.name], s) for b in backends for s in b.servers]
+        for kind, specs, labels, rows in (
+                ("frontend", FRONTEND, ["frontend"], frontends),
+                ("backend", BACKEND, ["backend"], backend_rows),
+                ("server", SERVER, ["backend", "server"], servers)):
+            yield from _families(specs, labels, rows)
+            yield _responses(kind, labels, rows)
+        yield _latency(["backend", "server"], servers)
+
+
+def make_registry(engine: Engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine))
+    return registry
