@@ -62,11 +62,12 @@ class ProxyThread:
     """An Engine on its own uvloop in a daemon thread."""
 
     def __init__(self, config: dict | str) -> None:
-        path = write_config(config)
+        self.path = write_config(config)        # kept, so that a reload can read it again
         try:
-            self.config = load_checked(path)
-        finally:
-            os.unlink(path)
+            self.config = load_checked(self.path)
+        except BaseException:
+            os.unlink(self.path)
+            raise
         self.engine: Engine | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -103,10 +104,17 @@ class ProxyThread:
         done.wait(5)
         return result[0]
 
+    def rewrite(self, config: dict | str) -> None:
+        """Replace the configuration file the proxy reloads from."""
+        with open(self.path, "w") as f:
+            f.write(config if isinstance(config, str) else yaml.safe_dump(config))
+
     def stop(self, grace: float = 5.0) -> None:
         if self.loop is not None and not self._stopped.is_set():
             self.loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(grace + 5)
+        if os.path.exists(self.path):
+            os.unlink(self.path)
 
     def _run(self) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -117,7 +125,7 @@ class ProxyThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.engine = Engine(self.config, self.loop)
+            self.engine = Engine(self.config, self.loop, self.path)
             await self.engine.start()
         except BaseException as exc:
             self._error = exc

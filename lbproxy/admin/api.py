@@ -163,11 +163,7 @@ async def update_server(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     """Same as SIGHUP: 200 when the new config is live, 400 with its errors when the old one
     keeps running."""
-    engine = request.app[ENGINE]
-    engine_reload = getattr(engine, "reload", None)
-    if engine_reload is None:
-        raise ApiError(501, "reload is not available in this build")
-    errors = await engine_reload()
+    errors = await request.app[ENGINE].reload()
     _audit(request, "reload " + ("failed: " + "; ".join(errors) if errors else "done"))
     if errors:
         return json_response({"errors": errors}, 400)

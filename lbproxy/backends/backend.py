@@ -40,15 +40,8 @@ RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each rebuilds t
 class Backend:
     def __init__(self, config: BackendConfig, state: ProxyState) -> None:
         self.name = config.name
-        self.config = config
         self.state = state
-        self.server_timeout = config.timeouts.server
-        self.retries = config.retries
-        self.redispatch = config.redispatch
-        self.retry_on = frozenset(config.retry_on)
-        self.maxconn = config.maxconn
-        self.queue_timeout = config.timeouts.queue
-        self.persistence = CookiePersistence(config.cookie) if config.cookie else None
+        self._settings(config)
         self.servers: list[Server] = [self._make_server(c) for c in config.servers]
         self.balancer: Balancer = self._balancer([s for s in self.servers if not s.backup])
         self.backup_balancer: Balancer = self._balancer([s for s in self.servers if s.backup])
@@ -68,11 +61,72 @@ class Backend:
         self.retried = 0
         self.redispatched = 0
 
+    def _settings(self, config: BackendConfig) -> None:
+        self.config = config
+        self.server_timeout = config.timeouts.server
+        self.retries = config.retries
+        self.redispatch = config.redispatch
+        self.retry_on = frozenset(config.retry_on)
+        self.maxconn = config.maxconn
+        self.queue_timeout = config.timeouts.queue
+        self.persistence = CookiePersistence(config.cookie) if config.cookie else None
+
+    async def reconfigure(self, config: BackendConfig) -> None:
+        """Apply a reloaded config in place: servers are matched by name and keep their
+        health, counters, pool and slowstart; servers gone from the config drain and go;
+        new ones start CHECKING when there are health checks; servers added while
+        running (API, discovery) stay."""
+        old = self.config
+        self._settings(config)
+        wanted = {server.name: server for server in config.servers}
+        checked = config.health_check is not None
+        for server in list(self.servers):
+            server_config = wanted.pop(server.name, None)
+            if server_config is None:
+                if not server.dynamic:
+                    self.remove_server(server, drain=config.timeouts.server)
+                continue
+            self._update_server(server, server_config)
+        for server_config in wanted.values():
+            self.add_server(server_config, up=not checked, dynamic=False)
+        if (old.balance, old.balance_arg, old.hash_type) != (
+                config.balance, config.balance_arg, config.hash_type):
+            self.balancer = self._balancer([s for s in self.servers if not s.backup])
+            self.backup_balancer = self._balancer([s for s in self.servers if s.backup])
+        if (old.health_check, old.passive, old.server_template) != (
+                config.health_check, config.passive, config.server_template):
+            await self._stop_watchers()
+            self.start()
+        self.changed(None, "reload")
+        self.released()
+
+    def _update_server(self, server: Server, config: ServerConfig) -> None:
+        """New settings for an existing server; a new address or TLS gets a new pool."""
+        if (config.address, config.tls) != (server.address, server.pool_config):
+            old_pool = server.pool
+            server.address = config.address
+            self._attach_pool(server, config)
+            old_pool.close_idle()
+        if server.config_weight != config.weight:
+            server.config_weight = config.weight
+            if server not in self._ramping:
+                server.weight = config.weight
+        server.maxconn = config.maxconn
+        server.backup = config.backup
+        server.cookie = config.cookie or config.name
+        server.slowstart = config.slowstart
+        if server.admin != config.state:
+            self.set_admin(server, config.state)
+
     def _make_server(self, config: ServerConfig) -> Server:
         server = Server(config.name, config.address, weight=config.weight,
                         maxconn=config.maxconn, backup=config.backup, cookie=config.cookie,
                         slowstart=config.slowstart, admin=config.state)
         server.last_change = time.time()
+        self._attach_pool(server, config)
+        return server
+
+    def _attach_pool(self, server: Server, config: ServerConfig) -> None:
         timeouts = self.config.timeouts
         context = hostname = None
         if config.tls is not None:
@@ -82,7 +136,7 @@ class Backend:
                                  server_timeout=timeouts.server,
                                  reuse=self.config.http_reuse != "never", ssl=context,
                                  server_hostname=hostname)
-        return server
+        server.pool_config = config.tls
 
     def _balancer(self, servers: list[Server]) -> Balancer:
         config = self.config
@@ -184,11 +238,13 @@ class Backend:
             listener(self, server, what)
         self.released()
 
-    def add_server(self, config: ServerConfig, up: bool = True) -> Server:
-        """Add a server; `up=False` keeps it out of rotation until health checks pass."""
+    def add_server(self, config: ServerConfig, up: bool = True, dynamic: bool = True) -> Server:
+        """Add a server; `up=False` keeps it out of rotation until health checks pass.
+        `dynamic` servers (API, discovery) are not config's to remove on a reload."""
         if self.server(config.name) is not None:
             raise ValueError(f"backend {self.name!r} already has a server {config.name!r}")
         server = self._make_server(config)
+        server.dynamic = dynamic
         server.up = up
         if not up:
             server.check = "checking"
@@ -270,10 +326,14 @@ class Backend:
             self.discovery = Discovery(self)
             self.discovery.start()
 
-    async def stop(self) -> None:
+    async def _stop_watchers(self) -> None:
         for watcher in (self.checker, self.discovery):
             if watcher is not None:
                 await watcher.stop()
+        self.checker = self.discovery = self.passive = None
+
+    async def stop(self) -> None:
+        await self._stop_watchers()
         for task in self._removals.values():
             task.cancel()
         for server in self.servers:

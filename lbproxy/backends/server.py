@@ -27,7 +27,7 @@ class Server:
         "name", "address", "cookie", "backup", "maxconn", "config_weight", "weight",
         "slowstart", "admin", "up", "in_flight", "requests", "responses", "failures",
         "bytes_in", "bytes_out", "pool", "check", "last_change", "reason", "max_in_flight",
-        "latency_counts", "latency_sum", "__weakref__",
+        "latency_counts", "latency_sum", "dynamic", "pool_config", "__weakref__",
     )
 
     def __init__(self, name: str, address: object, *, weight: int = 1, maxconn: int = 0,
@@ -45,11 +45,13 @@ class Server:
         self.up = up                    # health: True when checks (or none) say UP
         self.in_flight = 0              # requests currently being served
         self.requests = 0               # requests sent, ever
+        self.dynamic = False            # added while running (API, discovery): kept on reload
         self.responses = [0] * 6        # responses by status class: index 1..5 = 1xx..5xx
         self.failures = 0               # connect errors, timeouts, invalid or lost responses
         self.bytes_in = 0               # request bytes sent to the server
         self.bytes_out = 0              # response body bytes received from it
         self.pool = None                # lbproxy.proxy.upstream.ServerPool, set by the engine
+        self.pool_config = None         # the ServerTLSConfig the pool was built with
         self.max_in_flight = 0          # peak of in_flight
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)   # last slot: over the top
         self.latency_sum = 0.0

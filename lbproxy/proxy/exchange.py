@@ -173,7 +173,7 @@ class Exchange:
             upstream.send(self.body)
             self.body = []
         else:
-            upstream.transport.write(head)
+            upstream.send([head])
         if self.body_buffered:
             self.body_buffered = 0
             self.client.resume_reading(PAUSE_BODY)

@@ -25,8 +25,25 @@ class Frontend:
     def __init__(self, config: FrontendConfig, state: ProxyState, backends: dict[str, Backend],
                  access_log: AccessLog | None, rules: FrontendRules) -> None:
         self.name = config.name
-        self.config = config
         self.state = state
+        self.listeners: list[Listener] = []
+        self.configure(config, backends, access_log, rules)
+        # counters
+        self.accepted = 0               # connections accepted (TLS ones before the handshake)
+        self.connections = 0            # open now
+        self.connections_total = 0      # accepted and, for TLS, past the handshake
+        self.max_connections_seen = 0
+        self.bytes_in = 0               # request bytes from clients
+        self.bytes_out = 0              # response bytes from servers, relayed to clients
+        self.requests = 0
+        self.responses = [0] * 6
+        self.rejected = 0               # malformed requests refused
+        self.denied = 0                 # requests denied by a rule
+
+    def configure(self, config: FrontendConfig, backends: dict[str, Backend],
+                  access_log: AccessLog | None, rules: FrontendRules) -> None:
+        """Take (new) settings and rules; counters and connections are kept (reload)."""
+        self.config = config
         self.access_log = access_log
         timeouts = config.timeouts
         self.timeout_client = timeouts.client
@@ -48,18 +65,6 @@ class Frontend:
         self.default_backend = (backends[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
-        self.listeners: list[Listener] = []
-        # counters
-        self.accepted = 0               # connections accepted (TLS ones before the handshake)
-        self.connections = 0            # open now
-        self.connections_total = 0      # accepted and, for TLS, past the handshake
-        self.max_connections_seen = 0
-        self.bytes_in = 0               # request bytes from clients
-        self.bytes_out = 0              # response bytes from servers, relayed to clients
-        self.requests = 0
-        self.responses = [0] * 6
-        self.rejected = 0               # malformed requests refused
-        self.denied = 0                 # requests denied by a rule
 
     def route(self, exchange: Exchange) -> Backend | None:
         """Run the http_request rules, then pick the backend (None: no backend, 503).

@@ -60,11 +60,21 @@ class Listener:
         loop = asyncio.get_running_loop()
         dup = self.sock.dup()
         try:
-            self.server = await loop.create_server(self.factory, sock=dup, backlog=BACKLOG,
+            self.server = await loop.create_server(self._protocol, sock=dup, backlog=BACKLOG,
                                                    ssl=self.ssl_context)
         except BaseException:
             dup.close()
             raise
+
+    def _protocol(self) -> asyncio.Protocol:
+        # Looked up per connection, so a reload can hand the socket to a new frontend.
+        return self.factory()
+
+    async def restart(self, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve the same socket with another TLS context (reload); the backlog waits."""
+        self.pause()
+        self.ssl_context = ssl_context
+        await self.start()
 
     @property
     def accepting(self) -> bool:

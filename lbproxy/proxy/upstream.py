@@ -329,7 +329,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def send(self, parts: list[bytes]) -> None:
         """Write request bytes to the server in one call (see ClientProtocol.send)."""
-        self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pool.server.bytes_in += len(data)
+        self.transport.write(data)
 
     def timed_out(self) -> None:
         exchange = self.exchange

@@ -1,27 +1,38 @@
-"""Builds the live objects from a Config and runs them: listeners, frontends, backends.
+"""Builds the live objects from a Config, runs them, reloads them and stops them.
 
-`start()` binds every listener before it serves any, so a config whose port is taken
-fails whole. `stop()` is the graceful stop of CONFIG.md: stop accepting, close idle
-connections, let in-flight requests finish up to a deadline, then cut the rest.
+- `start()` binds every listener before it serves any, so a config whose port is taken
+  fails whole.
+- `reload()` (SIGHUP, the API) validates the new files first and changes nothing when
+  they are wrong; then binds any new address (all or nothing), and only then
+  reconciles by name: listeners on unchanged addresses keep their sockets, frontends
+  and backends are reconfigured in place (counters, connections, pools, health state
+  and stick-table entries stay), removed servers drain.
+- `stop()` is the graceful stop of CONFIG.md: stop accepting, close idle connections,
+  let in-flight requests finish up to a deadline, then cut the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
+import time
+from dataclasses import dataclass
 
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError
-from lbproxy.config.schema import Config
+from lbproxy.config.schema import BindConfig, BindTLSConfig, Config
 from lbproxy.proxy.client import IDLE
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.state import ProxyState
+from lbproxy.routing.actions import FrontendRules
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
-from lbproxy.runtime.validate import bind_contexts, compile_frontends, table_configs
+from lbproxy.runtime.validate import (bind_contexts, compile_frontends, load_checked,
+                                      table_configs)
 from lbproxy.tables import open_store
 
 log = logging.getLogger("lbproxy")
@@ -29,77 +40,199 @@ log = logging.getLogger("lbproxy")
 STOP_GRACE = 30.0          # seconds in-flight requests get on SIGTERM
 LOG_FLUSH_INTERVAL = 0.5   # access log lines reach a pipe within this delay
 
+ListenKey = tuple[str, int]
+
+
+@dataclass
+class _Bind:
+    """One bind of the configuration on its way to a listener."""
+    frontend: str
+    config: BindConfig
+    context: ssl.SSLContext | None
+    listener: Listener | None        # the listener already on this address, if any
+    sock: socket.socket | None       # a freshly bound socket otherwise
+
 
 class Engine:
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None,
+                 path: str | os.PathLike[str] | None = None) -> None:
         self.config = config
+        self.path = path                 # what reload() reads again
         self.loop = loop or asyncio.get_running_loop()
+        self.started = time.time()
         self.state = ProxyState(self.loop, config.global_.max_connections)
         self.access_log: AccessLog | None = make_access_log(config.global_.log)
         self.backends: dict[str, Backend] = {
             name: Backend(backend_config, self.state)
             for name, backend_config in config.backends.items()}
         self.store = open_store(config.global_.stick_store)
-        table_list, errors = table_configs(config)
-        self.tables = self.store.sync(table_list)
-        rules, rule_errors = compile_frontends(config, RuleRuntime(self.backends), self.tables)
-        if errors or rule_errors:
-            raise ConfigError(errors + rule_errors)
+        rules = self._sync_tables_and_compile(config)
         self.frontends: dict[str, Frontend] = {
             name: Frontend(frontend_config, self.state, self.backends, self.access_log,
                            rules[name])
             for name, frontend_config in config.frontends.items()}
         self.state.frontends = list(self.frontends.values())
         self.state.backends = list(self.backends.values())
-        self.listeners: list[Listener] = []
+        self.listeners: dict[ListenKey, Listener] = {}
+        self._listener_tls: dict[ListenKey, BindTLSConfig | None] = {}
         self.admin = None         # lbproxy.admin.app.AdminServer when `stats:` is configured
         self._housekeeping: asyncio.Task | None = None
+        self._reloading = asyncio.Lock()
+
+    def _sync_tables_and_compile(self, config: Config) -> dict[str, FrontendRules]:
+        table_list, errors = table_configs(config)
+        self.tables = self.store.sync(table_list)
+        rules, rule_errors = compile_frontends(config, RuleRuntime(self.backends), self.tables)
+        if errors or rule_errors:
+            raise ConfigError(errors + rule_errors)
+        return rules
+
+    # start
 
     async def start(self) -> None:
         """Bind all listeners (all or none), then serve."""
-        bound: list[tuple[Frontend, socket.socket, ssl.SSLContext | None]] = []
-        try:
-            for frontend in self.frontends.values():
-                contexts, errors = bind_contexts(frontend.config)
-                if errors:
-                    raise ConfigError(errors)
-                for bind, context in zip(frontend.config.bind, contexts):
-                    bound.append((frontend, bind_socket(bind.address), context))
-        except (OSError, ConfigError):
-            for _, sock, _ in bound:
-                sock.close()
-            raise
-        for frontend, sock, ssl_context in bound:
-            listener = Listener(sock, frontend.protocol, ssl_context)
-            await listener.start()
-            frontend.listeners.append(listener)
-            self.listeners.append(listener)
+        await self._serve(self._bind(self.config))
         await self.store.start()
         for backend in self.backends.values():
             backend.start()
-        if self.config.stats is not None:
-            from lbproxy.admin.app import AdminServer
-            self.admin = AdminServer(self)
-            await self.admin.start()
+        try:
+            await self._start_admin()
+        except OSError:
+            for listener in self.listeners.values():
+                listener.close()
+            raise
         self.state.start()
         if self.access_log is not None:
             self._housekeeping = self.loop.create_task(self._flush_logs())
 
+    async def _start_admin(self) -> None:
+        if self.config.stats is not None:
+            from lbproxy.admin.app import AdminServer
+            self.admin = AdminServer(self)
+            await self.admin.start()
+
+    def _bind(self, config: Config) -> list[_Bind]:
+        """Every bind of `config`, with its TLS context, reusing listeners on the same
+        address and binding new sockets for the rest. All or nothing: on an error the
+        new sockets are closed and nothing running has changed."""
+        binds: list[_Bind] = []
+        try:
+            for frontend in config.frontends.values():
+                contexts, errors = bind_contexts(frontend)
+                if errors:
+                    raise ConfigError(errors)
+                for bind, context in zip(frontend.bind, contexts):
+                    listener = self.listeners.get(_key(bind))
+                    sock = None if listener is not None else bind_socket(bind.address)
+                    binds.append(_Bind(frontend.name, bind, context, listener, sock))
+        except (OSError, ConfigError):
+            for bind in binds:
+                if bind.sock is not None:
+                    bind.sock.close()
+            raise
+        return binds
+
+    async def _serve(self, binds: list[_Bind]) -> None:
+        """Make the listeners match `binds`: start new ones, point kept ones at their
+        (possibly new) frontend, restart those whose TLS changed, close the rest."""
+        listeners: dict[ListenKey, Listener] = {}
+        for frontend in self.frontends.values():
+            frontend.listeners = []
+        for bind in binds:
+            key = _key(bind.config)
+            frontend = self.frontends[bind.frontend]
+            listener = bind.listener
+            if listener is None:
+                listener = Listener(bind.sock, frontend.protocol, bind.context)
+                await listener.start()
+            else:
+                listener.factory = frontend.protocol
+                if self._listener_tls.get(key) != bind.config.tls:
+                    await listener.restart(bind.context)
+            self._listener_tls[key] = bind.config.tls
+            listeners[key] = listener
+            frontend.listeners.append(listener)
+        for key, listener in self.listeners.items():
+            if key not in listeners:
+                listener.close()
+                self._listener_tls.pop(key, None)
+        self.listeners = listeners
+
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """Where the listeners are bound (useful when a config asked for port 0)."""
-        return [listener.address for listener in self.listeners]
+        """Where the listeners are bound."""
+        return [listener.address for listener in self.listeners.values()]
 
     async def _flush_logs(self) -> None:
         while True:
             await asyncio.sleep(LOG_FLUSH_INTERVAL)
-            self.access_log.flush()
+            if self.access_log is not None:
+                self.access_log.flush()
+
+    # reload
+
+    async def reload(self) -> list[str]:
+        """Re-read the configuration and apply it; returns the errors (empty: applied).
+        With errors, the running configuration is left exactly as it was."""
+        if self.path is None:
+            return ["no configuration file to reload (the proxy was started without one)"]
+        async with self._reloading:
+            try:
+                config = load_checked(self.path)
+                binds = self._bind(config)
+            except ConfigError as exc:
+                log.error("reload refused, the previous configuration keeps running:\n%s", exc)
+                return exc.errors
+            except OSError as exc:
+                log.error("reload refused, the previous configuration keeps running: "
+                          "cannot listen: %s", exc)
+                return [f"cannot listen: {exc}"]
+            await self._apply(config, binds)
+            log.info("configuration reloaded from %s", self.path)
+            return []
+
+    async def _apply(self, config: Config, binds: list[_Bind]) -> None:
+        old = self.config
+        for name, backend_config in config.backends.items():
+            backend = self.backends.get(name)
+            if backend is None:
+                backend = self.backends[name] = Backend(backend_config, self.state)
+                backend.start()
+            else:
+                await backend.reconfigure(backend_config)
+        for name in [name for name in self.backends if name not in config.backends]:
+            await self.backends.pop(name).stop()     # in-flight requests keep their objects
+        if config.global_.log != old.global_.log:
+            self.access_log = make_access_log(config.global_.log)
+        rules = self._sync_tables_and_compile(config)
+        for name, frontend_config in config.frontends.items():
+            frontend = self.frontends.get(name)
+            if frontend is None:
+                self.frontends[name] = Frontend(frontend_config, self.state, self.backends,
+                                                self.access_log, rules[name])
+            else:
+                frontend.configure(frontend_config, self.backends, self.access_log,
+                                   rules[name])
+        for name in [name for name in self.frontends if name not in config.frontends]:
+            del self.frontends[name]                 # its open connections finish as they are
+        self.state.frontends = list(self.frontends.values())
+        self.state.backends = list(self.backends.values())
+        self.state.max_connections = config.global_.max_connections
+        await self._serve(binds)
+        self.config = config
+        if config.stats != old.stats:
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
+            await self._start_admin()
+
+    # stop
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Graceful stop: no new connections, in-flight requests finish, then exit."""
         state = self.state
         state.stopping = True
-        for listener in self.listeners:
+        for listener in self.listeners.values():
             listener.close()
         for client in list(state.clients):
             if client.phase == IDLE and client.current is None:
@@ -119,3 +252,7 @@ class Engine:
         if self.access_log is not None:
             self.access_log.flush()
         await state.close()
+
+
+def _key(bind: BindConfig) -> ListenKey:
+    return (bind.address.host, bind.address.port)

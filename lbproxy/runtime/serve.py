@@ -1,6 +1,7 @@
 """Running the proxy as a process: event loop, signals, pidfile.
 
-SIGTERM/SIGINT stop gracefully (CONFIG.md "Signals"); SIGUSR1 reopens the access log.
+SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration, SIGUSR1 reopens the
+access log (CONFIG.md "Signals").
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def run_loop(main: Awaitable[int]) -> int:
     return uvloop.run(main)
 
 
-async def serve(config: Config, on_ready: Callable[[Engine], Awaitable[None]] | None = None) -> int:
-    """Run an Engine for `config` until SIGTERM or SIGINT; returns the exit code."""
+async def serve(config: Config, path: str | None = None,
+                on_ready: Callable[[Engine], Awaitable[None]] | None = None) -> int:
+    """Run an Engine for `config` (read from `path`, which SIGHUP reads again) until
+    SIGTERM or SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
-    engine = Engine(config, loop)
+    engine = Engine(config, loop, path)
     try:
         await engine.start()
     except OSError as exc:
@@ -38,8 +41,8 @@ async def serve(config: Config, on_ready: Callable[[Engine], Awaitable[None]] | 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if engine.access_log is not None:
-        loop.add_signal_handler(signal.SIGUSR1, engine.access_log.reopen)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(engine.reload()))
+    loop.add_signal_handler(signal.SIGUSR1, lambda: engine.access_log and engine.access_log.reopen())
     pidfile = config.global_.pidfile
     if pidfile:
         with open(pidfile, "w") as f:

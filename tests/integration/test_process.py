@@ -103,10 +103,13 @@ def test_large_bodies_stream_with_bounded_memory(backends, tmp_path):
 
 
 def test_demo_serves_three_backends_and_stops_on_ctrl_c():
-    port = free_port()
-    with LbproxyProcess("demo", "--port", str(port), wait_port=port) as lb:
+    port, stats_port = free_port(), free_port()
+    with LbproxyProcess("demo", "--port", str(port), "--stats-port", str(stats_port),
+                        wait_port=port) as lb:
         servers = {get(port).header("x-server") for _ in range(6)}
         assert servers == {"app1", "app2", "app3"}
+        wait_for(lambda: port_open(stats_port))
+        assert get(stats_port, "/health").body == b"ok"
         lb.signal(signal.SIGINT)
         assert lb.wait() == 0
         out = lb.proc.stdout.read().decode()
