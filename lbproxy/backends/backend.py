@@ -91,6 +91,7 @@ class Backend:
             self.add_server(server_config, up=not checked, dynamic=False)
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
+            self.lb_hooks = False
             self.balancer = self._balancer([s for s in self.servers if not s.backup])
             self.backup_balancer = self._balancer([s for s in self.servers if s.backup])
         if (old.health_check, old.passive, old.server_template) != (
@@ -140,7 +141,12 @@ class Backend:
 
     def _balancer(self, servers: list[Server]) -> Balancer:
         config = self.config
-        return make_balancer(config.balance, config.balance_arg, config.hash_type, servers)
+        balancer = make_balancer(config.balance, config.balance_arg, config.hash_type, servers)
+        # Most algorithms ignore on_start/on_finish: the data plane skips those calls.
+        cls = type(balancer)
+        self.lb_hooks = getattr(self, "lb_hooks", False) or (
+            cls.on_start is not Balancer.on_start or cls.on_finish is not Balancer.on_finish)
+        return balancer
 
     # the hot path
 

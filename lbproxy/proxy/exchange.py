@@ -149,7 +149,8 @@ class Exchange:
         if server.in_flight > server.max_in_flight:
             server.max_in_flight = server.in_flight
         server.requests += 1
-        self.backend.balancer_for(server).on_start(server)
+        if self.backend.lb_hooks:
+            self.backend.balancer_for(server).on_start(server)
         upstream = server.pool.acquire()
         if upstream is None:
             server.pool.connect(self)
@@ -164,6 +165,7 @@ class Exchange:
             return
         self.upstream = upstream
         upstream.exchange = self
+        upstream.received = False              # per exchange: a pooled connection has history
         upstream.deadline = self.client.time() + self.backend.server_timeout
         head = self.request_head
         if head is None:
@@ -173,7 +175,7 @@ class Exchange:
             upstream.send(self.body)
             self.body = []
         else:
-            upstream.send([head])
+            upstream.send_data(head)
         if self.body_buffered:
             self.body_buffered = 0
             self.client.resume_reading(PAUSE_BODY)
@@ -224,10 +226,16 @@ class Exchange:
         else:
             upstream.close()
         server.observe_latency(self.client.time() - self.started)
-        passive = self.backend.passive
-        if passive is not None:
-            passive.observe(server, self.status)
-        self._release_server(self.status < 500)
+        backend = self.backend
+        if backend.passive is not None:
+            backend.passive.observe(server, self.status)
+        server.in_flight -= 1
+        backend.in_flight -= 1
+        if backend.lb_hooks:
+            backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
+                                                   self.status < 500)
+        if backend.queue:
+            backend.released()
         self.finish()
 
     def tunnel_started(self, upstream: UpstreamProtocol) -> None:
@@ -280,7 +288,9 @@ class Exchange:
         backend = self.backend
         server.in_flight -= 1
         backend.in_flight -= 1
-        backend.balancer_for(server).on_finish(server, self.client.time() - self.started, ok)
+        if backend.lb_hooks:
+            backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
+                                                   ok)
         if backend.queue:
             backend.released()
 

@@ -329,7 +329,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def send(self, parts: list[bytes]) -> None:
         """Write request bytes to the server in one call (see ClientProtocol.send)."""
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.send_data(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def send_data(self, data: bytes) -> None:
         self.pool.server.bytes_in += len(data)
         self.transport.write(data)
 

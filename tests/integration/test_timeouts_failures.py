@@ -167,3 +167,25 @@ def test_maxconn_queues_new_clients_in_the_backlog(backends, proxy):
     finally:
         first.close()
         second.close()
+
+
+def test_requests_in_flight_on_a_killed_server_are_retried(backends, proxy):
+    """GETs waiting on pooled keep-alive connections when their server dies are
+    replayed on another server: the client sees no error."""
+    apps = backends(2)
+    p = proxy(simple_config([a.port for a in apps]))
+    for _ in range(4):                        # warm both pools
+        assert get(p.port).status == 200
+    results: list[int] = []
+
+    def slow_get() -> None:
+        results.append(get(p.port, "/slow/2000").status)
+
+    threads = [threading.Thread(target=slow_get) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: apps[0].stats.requests >= 5 and apps[1].stats.requests >= 5)
+    apps[0].stop()                            # closes its connections mid-request
+    for t in threads:
+        t.join(10)
+    assert results == [200] * 6
