@@ -1,5 +1,10 @@
 """Process plumbing shared by the benchmarks: free ports, pinned children, CPU time, machine facts.
 
+Also what every benchmark does the same way: its setting (`Session`: work directory,
+CPU layout, machine facts), demo backends (`start_backends`), a target checked to proxy
+before it is measured (`start_checked`) within `noted` (a failure becomes a note in the
+report, and the next target runs), and the command-line options (`add_common_options`).
+
 Every child runs in its own session (process group) so that stopping it also stops what
 it forked (nginx's worker, a shell's grandchildren), and its output goes to files, never
 to pipes that could fill up and stall it mid-run.
@@ -7,6 +12,8 @@ to pipes that could fill up and stall it mid-run.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import re
@@ -14,11 +21,16 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -139,13 +151,106 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def http_get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
-    """One request through a target, to prove it proxies before it is measured."""
+def http_get(port: int, path: str = "/", timeout: float = 5.0, https: bool = False) -> tuple[int, bytes]:
+    """One request through a target, to prove it proxies before it is measured (https: unverified)."""
+    context = ssl._create_unverified_context() if https else None   # throwaway self-signed certificates
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}{path}"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+@dataclass(frozen=True)
+class Cpus:
+    """taskset CPU lists; the load generator shares the backends' CPU so the proxy has one alone."""
+
+    proxy: str | None
+    backend: str | None
+    loadgen: str | None
+
+    @classmethod
+    def for_machine(cls) -> Cpus:
+        return cls("0", "1", "1") if (os.cpu_count() or 1) >= 2 else cls(None, None, None)
+
+    def describe(self) -> str:
+        return (f"CPUs: proxy {self.proxy or 'any'}, backends {self.backend or 'any'}, "
+                f"load generator {self.loadgen or 'any'}.")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A demo backend process (`lbproxy.demo.backend`) and where it listens."""
+
+    name: str
+    port: int
+    proc: Proc
+
+    def requests(self) -> int:
+        """Requests it has answered so far, from its /_stats (which it does not count)."""
+        return int(json.loads(http_get(self.port, "/_stats")[1])["requests"])
+
+
+def start_backends(stack: ExitStack, workdir: Path, latencies: list[float], cpus: str | None) -> list[Backend]:
+    """Demo backends app1..appN, one process each, `latencies[i]` seconds added to every reply;
+    stopped when `stack` closes."""
+    backends = []
+    for i, latency in enumerate(latencies, 1):
+        name, port = f"app{i}", free_port()
+        argv = [sys.executable, "-m", "lbproxy.demo.backend", "--port", str(port), "--name", name,
+                "--latency", str(latency)]
+        backends.append(Backend(name, port, stack.enter_context(Proc(name, argv, workdir, cpus))))
+    for backend in backends:      # started all at once: their imports overlap
+        backend.proc.wait_for_port(backend.port)
+    return backends
+
+
+def start_checked(stack: ExitStack, name: str, argv: list[str], workdir: Path, cpus: str | None, port: int,
+                  https: bool = False) -> Proc:
+    """Start a proxy and prove `GET /` comes back from a demo backend; StartError otherwise."""
+    proc = stack.enter_context(Proc(name, argv, workdir, cpus))
+    proc.wait_for_port(port)
+    status, body = http_get(port, https=https)
+    if status != 200 or not body.startswith(b"hello from"):
+        raise StartError(f"GET / answered {status} {body[:80]!r}\n{proc.stderr_tail()}")
+    return proc
+
+
+def add_common_options(parser: argparse.ArgumentParser, duration: float, quick: float, output: Path,
+                       loadgen: bool = True) -> None:
+    """--duration, --quick, --warmup, --output and (unless the scenario needs the built-in
+    client) --loadgen, as every benchmark takes them."""
+    parser.add_argument("--duration", type=float, default=duration, help=f"seconds per measured run "
+                        f"(default {duration:g})")
+    parser.add_argument("--quick", action="store_const", dest="duration", const=quick, help=f"{quick:g} s runs")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each run")
+    if loadgen:
+        parser.add_argument("--loadgen", choices=["auto", "wrk", "builtin"], default="auto",
+                            help="auto: wrk when installed")
+    parser.add_argument("--output", type=Path, default=output, help="the Markdown report (a PNG goes beside it)")
+
+
+def choose(parser: argparse.ArgumentParser, text: str, choices: list[str], what: str) -> list[str]:
+    """A comma-separated option's items, all among `choices`, or a usage error naming the others."""
+    chosen = text.split(",")
+    if unknown := set(chosen) - set(choices):
+        parser.error(f"unknown {what}(s) {', '.join(sorted(unknown))}; choose from {', '.join(choices)}")
+    return chosen
+
+
+def resolve_loadgen(choice: str) -> str:
+    return "wrk" if choice == "auto" and shutil.which("wrk") else "builtin" if choice == "auto" else choice
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).partition("\n")[0]
+
+
+def failure_note(name: str, exc: BaseException) -> str:
+    """A Markdown note for a target that failed: its first line, then the rest (stderr) as a block."""
+    rest = str(exc).partition("\n")[2].strip() or "(no stderr)"
+    return f"**{name}** failed: {first_line(exc)}\n\n```\n{rest}\n```"
 
 
 def tool_version(argv: list[str]) -> str:
@@ -180,3 +285,41 @@ def machine_info() -> dict[str, str]:
         "nginx": tool_version(["nginx", "-v"]),
         "wrk": tool_version(["wrk", "-v"]),
     }
+
+
+@contextmanager
+def noted(notes: list[str], name: str) -> Iterator[ExitStack]:
+    """An ExitStack for one target's processes; failing to start or to load it becomes a note."""
+    try:
+        with ExitStack() as stack:
+            yield stack
+    except (StartError, OSError) as exc:
+        notes.append(failure_note(name, exc))
+    except RuntimeError as exc:
+        notes.append(f"**{name}** load run failed: {first_line(exc)}")
+
+
+@dataclass(frozen=True)
+class Session:
+    """What one benchmark run shares: how it was invoked, the machine as it started, the CPU
+    layout, a work directory and an ExitStack for processes living through the whole run."""
+
+    command: str
+    info: dict[str, str]
+    cpus: Cpus
+    workdir: Path
+    stack: ExitStack
+
+    @classmethod
+    @contextmanager
+    def open(cls, prog: str, argv: list[str] | None) -> Iterator[Session]:
+        raise_fd_limit()
+        command = " ".join([f"python -m {prog}", *(sys.argv[1:] if argv is None else argv)])
+        info = machine_info()   # now, so the load average is the one the run started under
+        with tempfile.TemporaryDirectory(prefix="lbproxy-bench-") as tmp, ExitStack() as stack:
+            yield cls(command, info, Cpus.for_machine(), Path(tmp), stack)
+
+    @staticmethod
+    def step(name: str) -> None:
+        """Say on stderr what runs now: a full run takes minutes."""
+        print(f"-- {name}", file=sys.stderr, flush=True)

@@ -5,26 +5,39 @@ complete, for a fixed duration, and report the same `LoadResult`. The built-in c
 fallback: one Python process saturates a core well below what HAProxy or nginx can serve,
 so prefer wrk for comparing fast proxies. Either runs as its own (pinned) process.
 
-    python -m bench.loadgen http://127.0.0.1:8080/ -c 50 -d 10 [--json]
+The built-in client also does what the scenario benchmarks need and wrk cannot: cycle
+through several paths (so `balance uri` spreads), open each connection from its own
+127.0.0.x source address (so `balance source` spreads), and save every reply's completion
+time, latency and outcome (`--samples`) to see what happened around an event. Both send
+`Connection: close` with `--close` (a new connection, and over https a new TLS handshake,
+per request).
+
+    python -m bench.loadgen http://127.0.0.1:8080/ -c 50 -d 10 [--json] [--close]
+        [--path /a --path /b ...] [--source 127.0.0.2 --source 127.0.0.3 ...] [--samples FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import math
 import re
+import ssl
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 import uvloop
 
-from bench.harness import REPO, pinned
+from bench.harness import REPO, Proc, pinned, tree_cpu_seconds
 
 WRK_TIMEOUT = "5s"   # a reply slower than this is a wrk timeout error, not a latency sample
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -41,16 +54,57 @@ class LoadResult:
     errors: int          # socket errors, timeouts and non-2xx/3xx replies
 
 
-def run_load(url: str, connections: int, duration: float, cpus: str | None, tool: str) -> LoadResult:
+@dataclass(frozen=True)
+class Variety:
+    """What the built-in client varies: paths cycled per request, source addresses per connection."""
+
+    paths: Sequence[str] = ()
+    sources: Sequence[str] = ()
+    close: bool = False                       # `Connection: close` on every request (wrk too)
+    samples: Path | None = None               # where the built-in client saves its Samples
+
+    @property
+    def argv(self) -> list[str]:
+        """The same, as `python -m bench.loadgen` options."""
+        return [*(arg for path in self.paths for arg in ("--path", path)),
+                *(arg for source in self.sources for arg in ("--source", source)),
+                *(["--close"] if self.close else []),
+                *(["--samples", str(self.samples)] if self.samples else [])]
+
+    @property
+    def needs_builtin(self) -> bool:
+        return bool(self.paths or self.sources or self.samples)
+
+
+PLAIN = Variety()
+
+
+def run_load(url: str, connections: int, duration: float, cpus: str | None, tool: str,
+             variety: Variety = PLAIN) -> LoadResult:
     """Drive `url` with `tool` ("wrk" or "builtin") pinned to `cpus`; RuntimeError if it fails."""
     if tool == "wrk":
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", WRK_TIMEOUT, url]
+        if variety.needs_builtin:
+            raise ValueError("paths, sources and samples need the built-in load generator")
+        close = ["-H", "Connection: close"] if variety.close else []
+        seconds = max(1, round(duration))   # wrk takes whole seconds only
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT,
+                *close, url]
     else:
-        argv = [sys.executable, "-m", "bench.loadgen", url, "-c", str(connections), "-d", str(duration), "--json"]
+        argv = [sys.executable, "-m", "bench.loadgen", url, "-c", str(connections), "-d", str(duration), "--json",
+                *variety.argv]
     done = subprocess.run(pinned(argv, cpus), capture_output=True, text=True, timeout=duration + 60, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{tool} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     return parse_wrk(done.stdout) if tool == "wrk" else LoadResult(**json.loads(done.stdout))
+
+
+def run_metered(url: str, connections: int, duration: float, cpus: str | None, tool: str,
+                watched: Sequence[Proc], variety: Variety = PLAIN) -> tuple[LoadResult, list[float]]:
+    """`run_load`, plus the CPU µs per reply each watched process tree spent over the run."""
+    before = [tree_cpu_seconds(proc.pid) for proc in watched]
+    load = run_load(url, connections, duration, cpus, tool, variety)
+    after = [tree_cpu_seconds(proc.pid) for proc in watched]
+    return load, [(end - start) / max(load.requests, 1) * 1e6 for start, end in zip(before, after)]
 
 
 def parse_wrk(text: str) -> LoadResult:
@@ -79,8 +133,9 @@ class _Connection(asyncio.Protocol):
 
     _transport: asyncio.Transport              # set by connection_made, before any other callback
 
-    def __init__(self, load: _Load) -> None:
+    def __init__(self, load: _Load, source: str | None) -> None:
         self._load = load
+        self._source = source
         self._parser = httptools.HttpResponseParser(self)
         self._sent_at = 0.0
         self._status = 0
@@ -93,7 +148,7 @@ class _Connection(asyncio.Protocol):
     def _send(self) -> None:
         self._busy = True
         self._sent_at = time.perf_counter()
-        self._transport.write(self._load.request)
+        self._transport.write(self._load.next_request())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -114,61 +169,115 @@ class _Connection(asyncio.Protocol):
             self._transport.close()  # connection_lost reconnects
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._load.lost(failed=self._busy)
+        self._load.lost(self._source, failed=self._busy)
+
+
+@dataclass
+class Samples:
+    """Every outcome of a run, by when it happened (seconds since `origin`, a time.time()): replies
+    with their latency and status, and failed connections (status 0, latency NaN)."""
+
+    origin: float = 0.0
+    at: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)
+
+    def add(self, at: float, latency_ms: float, status: int) -> None:
+        self.at.append(at)
+        self.latency_ms.append(latency_ms)
+        self.status.append(status)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> Samples:
+        return cls(**json.loads(path.read_text()))
+
+    def window(self, start: float, end: float) -> Samples:
+        """The outcomes within [start, end)."""
+        kept = [i for i, at in enumerate(self.at) if start <= at < end]
+        return Samples(self.origin, [self.at[i] for i in kept], [self.latency_ms[i] for i in kept],
+                       [self.status[i] for i in kept])
+
+    @property
+    def errors(self) -> int:
+        return sum(not 200 <= status < 400 for status in self.status)
+
+    def percentile_ms(self, q: float) -> float:
+        """Latency quantile of the replies (errors with a status included, failed connections not)."""
+        replies = sorted(latency for latency in self.latency_ms if not math.isnan(latency))
+        return replies[min(len(replies) - 1, int(q * len(replies)))] if replies else float("nan")
 
 
 class _Load:
     """Shared state of one run: the request bytes, samples, errors and the deadline."""
 
-    def __init__(self, host: str, port: int, path: str, duration: float) -> None:
-        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-        self.latencies: list[float] = []
-        self.errors = 0
-        self._host, self._port = host, port
-        self._deadline = time.perf_counter() + duration
+    def __init__(self, host: str, port: int, paths: Sequence[str], duration: float, close: bool,
+                 tls: ssl.SSLContext | None) -> None:
+        connection = "Connection: close\r\n" if close else ""
+        requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{connection}\r\n".encode() for path in paths]
+        self.next_request = itertools.cycle(requests).__next__
+        self._host, self._port, self._tls = host, port, tls
+        self._started = time.perf_counter()
+        self.samples = Samples(origin=time.time())
+        self._deadline = self._started + duration
         self._reconnects: set[asyncio.Task[None]] = set()
 
     def record(self, latency: float, status: int) -> bool:
         """Count one reply; False once the run is over (the caller then stops)."""
-        if time.perf_counter() > self._deadline:
+        now = time.perf_counter()
+        if now > self._deadline:
             return False
-        self.latencies.append(latency)
-        if not 200 <= status < 400:
-            self.errors += 1
+        self.samples.add(now - self._started, latency * 1e3, status)
         return True
 
-    def lost(self, failed: bool) -> None:
-        if time.perf_counter() > self._deadline:
+    def lost(self, source: str | None, failed: bool) -> None:
+        now = time.perf_counter()
+        if now > self._deadline:
             return
-        self.errors += failed
-        task = asyncio.get_running_loop().create_task(self.connect())
+        if failed:
+            self.samples.add(now - self._started, math.nan, 0)
+        task = asyncio.get_running_loop().create_task(self.connect(source))
         self._reconnects.add(task)
         task.add_done_callback(self._reconnects.discard)
 
-    async def connect(self) -> None:
+    async def connect(self, source: str | None) -> None:
         try:
-            await asyncio.get_running_loop().create_connection(lambda: _Connection(self), self._host, self._port)
+            await asyncio.get_running_loop().create_connection(
+                lambda: _Connection(self, source), self._host, self._port, ssl=self._tls,
+                local_addr=(source, 0) if source else None)
         except OSError:
-            self.errors += 1
+            self.samples.add(time.perf_counter() - self._started, math.nan, 0)
             await asyncio.sleep(0.01)          # a refusing target must not turn this into a busy loop
-            self.lost(failed=False)
+            self.lost(source, failed=False)
 
 
-async def builtin_load(url: str, connections: int, duration: float) -> LoadResult:
+def _client_tls() -> ssl.SSLContext:
+    """Encrypt but do not verify: the benchmarks use throwaway self-signed certificates."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def builtin_load(url: str, connections: int, duration: float, variety: Variety = PLAIN) -> LoadResult:
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    load = _Load(host, port, parts.path or "/", duration)
+    https = parts.scheme == "https"
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if https else 80)
+    load = _Load(host, port, variety.paths or [parts.path or "/"], duration, variety.close,
+                 _client_tls() if https else None)
+    sources = itertools.cycle(variety.sources or [None])
     started = time.perf_counter()
-    await asyncio.gather(*(load.connect() for _ in range(connections)))
+    await asyncio.gather(*(load.connect(next(sources)) for _ in range(connections)))
     await asyncio.sleep(max(0.0, duration - (time.perf_counter() - started)))
     seconds = time.perf_counter() - started
-    samples = sorted(load.latencies)
-
-    def percentile(q: float) -> float:
-        return samples[min(len(samples) - 1, int(q * len(samples)))] * 1e3 if samples else float("nan")
-
-    return LoadResult("builtin", len(samples), seconds, len(samples) / seconds, percentile(0.5), percentile(0.99),
-                      load.errors)
+    samples = load.samples
+    if variety.samples:
+        samples.save(variety.samples)
+    replies = sum(status != 0 for status in samples.status)
+    return LoadResult("builtin", replies, seconds, replies / seconds, samples.percentile_ms(0.5),
+                      samples.percentile_ms(0.99), samples.errors)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,8 +286,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--connections", type=int, default=50)
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--close", action="store_true", help="send Connection: close (a new connection per request)")
+    parser.add_argument("--path", action="append", default=[], help="request these paths in turn (repeatable)")
+    parser.add_argument("--source", action="append", default=[],
+                        help="open connections from these local addresses in turn (repeatable)")
+    parser.add_argument("--samples", type=Path, help="save every outcome's time, latency and status here (JSON)")
     args = parser.parse_args(argv)
-    result = uvloop.run(builtin_load(args.url, args.connections, args.duration))
+    variety = Variety(args.path, args.source, args.close, args.samples)
+    result = uvloop.run(builtin_load(args.url, args.connections, args.duration, variety))
     if args.json:
         print(json.dumps(asdict(result)))
     else:

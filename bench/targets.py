@@ -4,6 +4,9 @@ Equivalent means: one frontend on 127.0.0.1:PORT, round robin over the given ser
 keep-alive to the servers, X-Forwarded-For added, no access log, one thread or worker.
 A target's `command` writes its config into a work directory and returns the argv that
 runs it in the foreground; `missing` says why it cannot run here (None when it can).
+Given a `Tls`, the frontend terminates TLS with that certificate instead (targets with
+`tls=True`). Scenario benchmarks that need more of lbproxy's configuration build it with
+`lbproxy_config` and run it with `lbproxy_argv`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,29 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A certificate for the frontend, as files: separate PEMs, and both in one (HAProxy's `crt`)."""
+
+    cert: Path
+    key: Path
+    bundle: Path
+
+
+Command = Callable[[Path, int, list[int], "Tls | None"], list[str]]   # (workdir, port, server ports, tls) -> argv
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     missing: Callable[[], str | None]
-    command: Callable[[Path, int, list[int]], list[str]]   # (workdir, listen port, server ports) -> argv
+    command: Command
+    tls: bool = False              # whether `command` honours a Tls
 
 
 def _binary(name: str) -> Callable[[], str | None]:
@@ -42,58 +61,72 @@ def _write(workdir: Path, filename: str, text: str) -> str:
     return str(path)
 
 
-def lbproxy_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
-    listed = _servers('{{name: app{i}, address: "127.0.0.1:{port}"}}', servers, ", ")
-    config = _write(
-        workdir, "lbproxy.yaml",
-        'global: {log: {access: stdout, format: "off"}}\n'
-        "frontends:\n"
-        f'  web: {{bind: ["127.0.0.1:{port}"], default_backend: app}}\n'
-        "backends:\n"
-        f"  app: {{balance: roundrobin, servers: [{listed}]}}\n")
-    return [sys.executable, "-m", "lbproxy", "run", "-c", config]
+def lbproxy_config(port: int, servers: list[int], tls: Tls | None = None, *, balance: str = "roundrobin",
+                   frontend: dict[str, Any] | None = None, backend: dict[str, Any] | None = None,
+                   global_: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The equivalent config as a dict; `frontend`, `backend` and `global_` add or override keys."""
+    bind: str | dict[str, Any] = f"127.0.0.1:{port}"
+    if tls:
+        bind = {"address": bind, "tls": {"certificates": [{"cert": str(tls.cert), "key": str(tls.key)}]}}
+    return {
+        "global": {"log": {"access": "stdout", "format": "off"}, **(global_ or {})},
+        "frontends": {"web": {"bind": [bind], "default_backend": "app", **(frontend or {})}},
+        "backends": {"app": {"balance": balance, **(backend or {}), "servers": [
+            {"name": f"app{i}", "address": f"127.0.0.1:{server}"} for i, server in enumerate(servers, 1)]}},
+    }
 
 
-def haproxy_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+def lbproxy_argv(workdir: Path, config: dict[str, Any], filename: str = "lbproxy.yaml") -> list[str]:
+    """Write `config` into `workdir` and return the argv that runs lbproxy on it."""
+    return [sys.executable, "-m", "lbproxy", "run", "-c", _write(workdir, filename, yaml.safe_dump(config))]
+
+
+def lbproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
+    return lbproxy_argv(workdir, lbproxy_config(port, servers, tls))
+
+
+def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
     listed = _servers("    server app{i} 127.0.0.1:{port}\n", servers)
+    ssl = f" ssl crt {tls.bundle} alpn http/1.1" if tls else ""
     config = _write(
         workdir, "haproxy.cfg",
         "global\n    nbthread 1\n    maxconn 4096\n"
         "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse safe\n"
         "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
-        f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend app\n"
+        f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
         f"backend app\n    balance roundrobin\n{listed}")
     return ["haproxy", "-db", "-f", config]
 
 
-def nginx_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
     listed = _servers("    server 127.0.0.1:{port};\n", servers)
     temp_paths = "".join(f"  {kind}_temp_path {workdir}/{kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # as root nginx's worker would drop to `nobody` and lose access to the private work dir
     user = "user root;\n" if os.geteuid() == 0 else ""
+    ssl = f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n" if tls else ""
     config = _write(
         workdir, "nginx.conf",
         f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
         "worker_rlimit_nofile 16384;\nevents { worker_connections 8192; }\n"
         "http {\n  access_log off;\n" + temp_paths +
         f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
-        f"  server {{\n    listen 127.0.0.1:{port};\n"
+        f"  server {{\n    listen 127.0.0.1:{port}{' ssl' if tls else ''};\n{ssl}"
         "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n      proxy_set_header Host $http_host;\n'
         "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }\n  }\n}\n")
     return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
 
 
-def naive_command(workdir: Path, port: int, servers: list[int]) -> list[str]:
+def naive_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
     """It has no balancing: it forwards to the first server."""
     return [sys.executable, "-m", "bench.naive_aiohttp_proxy", "--port", str(port),
             "--upstream", f"http://127.0.0.1:{servers[0]}"]
 
 
 PROXIES: dict[str, Target] = {
-    "lbproxy": Target("lbproxy", _always, lbproxy_command),
-    "haproxy": Target("haproxy", _binary("haproxy"), haproxy_command),
-    "nginx": Target("nginx", _binary("nginx"), nginx_command),
+    "lbproxy": Target("lbproxy", _always, lbproxy_command, tls=True),
+    "haproxy": Target("haproxy", _binary("haproxy"), haproxy_command, tls=True),
+    "nginx": Target("nginx", _binary("nginx"), nginx_command, tls=True),
     "naive-aiohttp": Target("naive-aiohttp", _always, naive_command),
 }

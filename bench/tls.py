@@ -1,0 +1,163 @@
+"""TLS termination: handshakes per second and keep-alive rps over TLS, lbproxy against HAProxy (and nginx).
+
+Every target terminates TLS with the same throwaway self-signed certificate (made here
+with `cryptography`: ECDSA P-256 by default, `--key rsa2048` for the still common RSA) and
+proxies in plain HTTP to one demo backend. Two loads per target, both `wrk -t1` (or the
+built-in client) on the backend's CPU while the proxy has its own:
+
+- handshakes: `Connection: close` on every request, so each one is a new TCP connection
+  and a full TLS handshake (wrk 4.1 does not resume sessions); rps = handshakes/s;
+- keep-alive: the handshakes happen once, then requests reuse the connections; rps
+  and CPU/request show the cost of record encryption on top of proxying.
+
+    python -m bench.tls [--quick] [--duration 10] [--connections 50] [--key ec256|rsa2048]
+                        [--targets lbproxy,haproxy,nginx]
+
+Writes bench/results/tls.md and tls.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from bench.harness import (Backend, Cpus, Session, add_common_options, choose, free_port, noted, package_version,
+                           resolve_loadgen, start_backends, start_checked)
+from bench.loadgen import LoadResult, Variety, run_load, run_metered
+from bench.report import RESULTS, Report, now_utc
+from bench.targets import PROXIES, Tls
+
+TARGETS = [name for name, target in PROXIES.items() if target.tls]
+LOADS = {"handshakes (Connection: close)": Variety(close=True), "keep-alive": Variety()}
+KEYS = ("ec256", "rsa2048")
+
+
+def make_certificate(directory: Path, key_type: str) -> Tls:
+    """A self-signed certificate for localhost and 127.0.0.1, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec256" else rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256()))
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    tls = Tls(directory / "cert.pem", directory / "key.pem", directory / "bundle.pem")
+    tls.cert.write_bytes(cert_pem)
+    tls.key.write_bytes(key_pem)
+    tls.bundle.write_bytes(cert_pem + key_pem)
+    return tls
+
+
+@dataclass(frozen=True)
+class Row:
+    target: str
+    load_name: str
+    load: LoadResult
+    proxy_cpu_us: float
+
+
+@dataclass
+class Bench:
+    """One run's settings, its certificate and backend, and what it has gathered so far."""
+
+    args: argparse.Namespace
+    cpus: Cpus
+    backend: Backend
+    tls: Tls
+    workdir: Path
+    rows: list[Row]
+    notes: list[str]
+
+    def run_target(self, name: str) -> None:
+        target = PROXIES[name]
+        if reason := target.missing():
+            self.notes.append(f"**{name}** skipped: {reason}")
+            return
+        port, args = free_port(), self.args
+        with noted(self.notes, name) as stack:
+            argv = target.command(self.workdir, port, [self.backend.port], self.tls)
+            proxy = start_checked(stack, name, argv, self.workdir, self.cpus.proxy, port, https=True)
+            url = f"https://127.0.0.1:{port}/"
+            if args.warmup > 0:
+                run_load(url, args.connections, args.warmup, self.cpus.loadgen, args.loadgen)
+            for load_name, variety in LOADS.items():
+                load, cpu = run_metered(url, args.connections, args.duration, self.cpus.loadgen, args.loadgen,
+                                        [proxy], variety)
+                self.rows.append(Row(name, load_name, load, cpu[0]))
+
+
+def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
+    args = bench.args
+    tool = "`wrk -t1`" if args.loadgen == "wrk" else "`bench.loadgen`"
+    key = "ECDSA P-256" if args.key == "ec256" else "RSA 2048"
+    page = Report(
+        "TLS termination: handshakes and keep-alive",
+        [f"`{command}` on {now_utc()}: {args.duration:g} s per load after a {args.warmup:g} s warm-up, "
+         f"{args.connections} connections from {tool} to `https://127.0.0.1:PORT/`, one self-signed {key} "
+         "certificate for every target, plain HTTP keep-alive to one demo backend.",
+         f"{bench.cpus.describe()} Handshakes: `Connection: close` on every request, so rps = full TLS "
+         "handshakes per second. CPU µs/req is utime+stime of the proxy's process tree over the run divided by "
+         "the replies."],
+        ["target", "load", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "errors"],
+        "llrrrrr", notes=bench.notes, info={**info, "cryptography": package_version("cryptography")})
+    for row in bench.rows:
+        page.rows.append([row.target, row.load_name, f"{row.load.rps:,.0f}", f"{row.load.p50_ms:.2f}",
+                          f"{row.load.p99_ms:.2f}", f"{row.proxy_cpu_us:.1f}", str(row.load.errors)])
+    return page
+
+
+def plot(bench: Bench) -> Any:
+    def draw(pyplot: Any) -> Any:
+        targets = list(dict.fromkeys(row.target for row in bench.rows))
+        figure, axes = pyplot.subplots(1, len(LOADS), figsize=(10, 4))
+        for load_axes, load_name in zip(axes, LOADS):
+            rows = {row.target: row for row in bench.rows if row.load_name == load_name}
+            load_axes.bar(targets, [rows[t].load.rps if t in rows else 0.0 for t in targets], color="tab:green")
+            load_axes.set_title(load_name)
+            load_axes.set_ylabel("requests per second")
+        figure.suptitle("TLS termination")
+        return figure
+    return draw
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.tls", description=__doc__.split("\n")[0])
+    add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "tls.md")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--key", choices=KEYS, default="ec256", help="certificate key type (default ec256)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(TARGETS)}")
+    args = parser.parse_args(argv)
+    args.targets = choose(parser, args.targets, TARGETS, "target")
+    args.loadgen = resolve_loadgen(args.loadgen)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with Session.open("bench.tls", argv) as run:
+        backend = start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
+        bench = Bench(args, run.cpus, backend, make_certificate(run.workdir, args.key), run.workdir, [], [])
+        for name in args.targets:
+            run.step(name)
+            bench.run_target(name)
+    report(bench, run.command, run.info).publish(args.output, plot(bench))
+
+
+if __name__ == "__main__":
+    main()
