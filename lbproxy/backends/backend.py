@@ -333,7 +333,7 @@ class Backend:
             self.discovery.start()
 
     async def _stop_watchers(self) -> None:
-        for watcher in (self.checker, self.discovery):
+        for watcher in (self.checker, self.passive, self.discovery):
             if watcher is not None:
                 await watcher.stop()
         self.checker = self.discovery = self.passive = None

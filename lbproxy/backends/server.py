@@ -8,6 +8,10 @@ every balancing algorithm asks one question.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lbproxy.config.schema import Address
 
 # Response-time histogram bounds in seconds (Prometheus-style upper bounds; +Inf implied).
 # Counted per server with one bisect per response: no lock, no allocation.
@@ -30,11 +34,11 @@ class Server:
         "latency_counts", "latency_sum", "dynamic", "pool_config", "__weakref__",
     )
 
-    def __init__(self, name: str, address: object, *, weight: int = 1, maxconn: int = 0,
+    def __init__(self, name: str, address: Address, *, weight: int = 1, maxconn: int = 0,
                  backup: bool = False, cookie: str | None = None, slowstart: float = 0.0,
                  admin: str = READY, up: bool = True) -> None:
         self.name = name
-        self.address = address          # lbproxy.config Address; opaque to balancers
+        self.address = address          # opaque to balancers
         self.cookie = cookie or name    # sticky-cookie value
         self.backup = backup
         self.maxconn = maxconn          # 0 = unlimited
