@@ -7,9 +7,14 @@ one is blended in with weight 1 - exp(-elapsed/TAU), so the estimate forgets in 
 not in number of requests. A pick draws two distinct available servers uniformly and
 keeps the cheaper by
 
-    cost = estimate × (in_flight + 1) / weight
+    cost = estimate × (1 + in_flight / (mean in_flight + 1)) / weight
 
-so a slow server and a server piling up requests both look expensive. While a server
+so a slow server and a server piling up more requests than the others both look
+expensive. The load term is relative to the pool's mean (Finagle and Linkerd use plain
+in_flight + 1, which models servers that queue requests one by one): with 30 requests in
+flight over three fast async servers, an idle server 10× slower must not look cheaper
+than a fast one with 10 in flight. Queueing at a server still shows, through the
+latency it adds to the estimate. While a server
 has nothing in flight its estimate decays towards 0 at pick time, which sends it an
 occasional probe: a server that was slow can earn its traffic back.
 
@@ -67,6 +72,7 @@ class LeastResponseTime(Balancer):
         self._rng = rng or random.Random()
         self._clock = clock
         self._estimates: dict[Server, _Estimate] = {}
+        self._in_flight = 0       # requests in flight over the pool (on_start/on_finish)
         self._track()
 
     def update(self, servers: Sequence[Server]) -> None:
@@ -116,9 +122,14 @@ class LeastResponseTime(Balancer):
         value = estimate.value
         if not server.in_flight:
             value *= exp((estimate.stamp - now) / TAU)
-        return value * (server.in_flight + 1) / server.weight
+        mean = self._in_flight / len(self.servers)
+        return value * (1.0 + server.in_flight / (mean + 1.0)) / server.weight
+
+    def on_start(self, server: Server) -> None:
+        self._in_flight += 1
 
     def on_finish(self, server: Server, latency: float, ok: bool) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
         estimate = self._estimates.get(server)
         if estimate is None:  # removed while the request was in flight
             return

@@ -161,7 +161,7 @@ class Exchange:
         """Send the request on `upstream` (a fresh or pooled connection to self.server)."""
         if self.client.transport is None:      # the client left while we connected
             self.server.pool.release(upstream)
-            self._release_server(False)
+            self._release_server(True)
             return
         self.upstream = upstream
         upstream.exchange = self
@@ -345,16 +345,17 @@ class Exchange:
         return self.server.name if self.server is not None else ""
 
     def abandon(self) -> None:
-        """The client went away: let go of the server connection and the server slot."""
+        """The client went away: let go of the server connection and the server slot.
+        Not the server's failure: a balancer must not learn to avoid it for this."""
         self.queued = False
         if self.connecting is not None:
             self.connecting = None
-            self._release_server(False)
+            self._release_server(True)
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
             upstream.close()
-            self._release_server(False)
+            self._release_server(True)
 
     def finish(self) -> None:
         status = self.status

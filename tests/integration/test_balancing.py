@@ -137,3 +137,22 @@ def test_slowstart_ramps_the_weight(backends, proxy):
     assert first < 20
     wait_for(lambda: 30 < p.call(lambda: server.weight) < 100, timeout=3)
     wait_for(lambda: p.call(lambda: server.weight) == 100, timeout=4)
+
+
+def test_clients_leaving_do_not_count_as_server_failures(backends, proxy):
+    """A client that hangs up mid-request must not make least_response_time avoid the
+    server (bench/balance found healthy servers shunned after a load generator exited)."""
+    apps = backends(2)
+    p = proxy(simple_config([a.port for a in apps], backend={"balance": "least_response_time"}))
+    for _ in range(6):
+        assert get(p.port, "/").status == 200
+    socks = [connect(p.port) for _ in range(6)]
+    for sock in socks:
+        sock.sendall(b"GET /slow/1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_for(lambda: p.engine.backends["app"].in_flight == 6)
+    for sock in socks:
+        sock.close()                              # abandoned, not failed
+    wait_for(lambda: p.engine.backends["app"].in_flight == 0)
+    balancer = p.engine.backends["app"].balancer
+    estimates = p.call(lambda: [e.value for e in balancer._estimates.values()])
+    assert max(estimates) < 0.9                   # a failure would weigh >= 1 s
