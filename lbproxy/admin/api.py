@@ -11,6 +11,7 @@ app's middleware before a handler runs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -157,6 +158,30 @@ async def update_server(request: web.Request) -> web.Response:
     changes = ", ".join(f"{key} {value}" for key, value in body.items())
     _audit(request, f"backend {backend.name}: server {server.name} set {changes}")
     return json_response(server_json(server, request.app[SAMPLER].recent(server)))
+
+
+@routes.post("/api/autoscale/status")
+async def autoscale_status(request: web.Request) -> web.Response:
+    """The autoscaler reports each decision, so the stats page and /metrics show it."""
+    body = await _body(request, ("pool", "current", "desired", "last_decision"))
+    pool, current, desired = body.get("pool"), body.get("current"), body.get("desired")
+    decision = body.get("last_decision") or {}
+    if not isinstance(pool, str) or not pool or len(pool) > 200:
+        raise ApiError(400, "pool must be a non-empty string")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 100_000
+               for n in (current, desired)):
+        raise ApiError(400, "current and desired must be integers from 0 to 100000")
+    if not isinstance(decision, dict):
+        raise ApiError(400, "last_decision must be an object")
+    request.app[ENGINE].autoscale[pool] = {
+        "current": current, "desired": desired, "reported": time.time(),
+        "action": str(decision.get("action", "")), "reason": str(decision.get("reason", ""))}
+    return json_response({"pool": pool}, 202)
+
+
+@routes.get("/api/autoscale")
+async def autoscale_pools(request: web.Request) -> web.Response:
+    return json_response({"pools": request.app[ENGINE].autoscale})
 
 
 @routes.post("/api/reload")

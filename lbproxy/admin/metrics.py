@@ -134,6 +134,13 @@ class EngineCollector(Collector):
             yield from _families(specs, labels, rows)
             yield _responses(kind, labels, rows)
         yield _latency(["backend", "server"], servers)
+        for field, text in (("current", "servers the autoscaler counted"),
+                            ("desired", "servers the autoscaler wants")):
+            family = GaugeMetricFamily(f"lbproxy_autoscale_{field}_servers",
+                                       f"Per pool: {text} at its last decision.", labels=["pool"])
+            for pool, status in self.engine.autoscale.items():
+                family.add_metric([pool], status[field])
+            yield family
 
 
 def make_registry(engine: Engine) -> CollectorRegistry:

@@ -109,6 +109,8 @@ def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequenc
                 for frontend in engine.frontends.values()]
     sections += [_backend_section(backend, sampler, controls)
                  for backend in engine.backends.values()]
+    if engine.autoscale:
+        sections.append(_autoscale_section(engine.autoscale))
     nav = "".join(f'<a href="{escape(href)}">{escape(label)}</a>'
                   for label, href in zip(("CSV", "JSON", "metrics"), links))
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -123,6 +125,18 @@ def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequenc
         + (f"<script>{SCRIPT}</script>" if controls else "")
         + "</body></html>"
     )
+
+
+def _autoscale_section(pools: dict[str, dict]) -> str:
+    """What the autoscaler sidecar last reported for each pool."""
+    rows = "".join(
+        f"<tr><td>{escape(pool)}</td><td>{status['current']}</td><td>{status['desired']}</td>"
+        f"<td>{escape(status['action'])}</td><td>{escape(status['reason'])}</td>"
+        f"<td>{ago(time.time() - status['reported'])}</td></tr>"
+        for pool, status in sorted(pools.items()))
+    return ("<section><h2><span>autoscaler</span></h2><div class=\"scroll\"><table><thead><tr>"
+            "<th>pool</th><th>current</th><th>desired</th><th>action</th><th>reason</th>"
+            f"<th>reported</th></tr></thead><tbody>{rows}</tbody></table></div></section>")
 
 
 def _section(kind: str, name: str, status: str, summary: str, headers: Sequence[str],

@@ -76,6 +76,7 @@ class Engine:
         self.listeners: dict[ListenKey, Listener] = {}
         self._listener_tls: dict[ListenKey, BindTLSConfig | None] = {}
         self.admin = None         # lbproxy.admin.app.AdminServer when `stats:` is configured
+        self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
         self._housekeeping: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
 

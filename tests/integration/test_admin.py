@@ -335,3 +335,21 @@ def test_reload_endpoint(backends, proxy):
     assert any("unknown algorithm 'roundrobbin'" in e for e in errors)
     assert p.call(lambda: p.engine.backends["app"].servers[0].config_weight) == 7
     assert call(p, "GET", "/api/reload").status == 405
+
+
+def test_autoscaler_status_is_shown(backends, proxy):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (app,) = backends(1)
+    p = proxy(admin_config([app.port]))
+    body = {"pool": "app", "current": 2, "desired": 4,
+            "last_decision": {"time": 0, "action": "scale_up", "reason": "rps 300 vs 200"}}
+    assert call(p, "POST", "/api/autoscale/status", body).status == 202
+    assert call_json(p, "GET", "/api/autoscale")["pools"]["app"]["desired"] == 4
+    page = call(p, "GET", "/stats").body.decode()
+    assert "autoscaler" in page and "rps 300 vs 200" in page
+    metrics = {s.name: s.value for f in text_string_to_metric_families(
+        call(p, "GET", "/metrics").body.decode()) for s in f.samples}
+    assert metrics["lbproxy_autoscale_desired_servers"] == 4
+    bad = dict(body, current="two")
+    assert call(p, "POST", "/api/autoscale/status", bad).status == 400
