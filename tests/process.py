@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 from tests.harness import free_port, wait_for
 
@@ -24,10 +25,11 @@ def port_open(port: int) -> bool:
 class LbproxyProcess:
     """`python -m lbproxy ARGS` in its own process group; killed on exit if still alive."""
 
-    def __init__(self, *args: str, wait_port: int | None = None) -> None:
+    def __init__(self, *args: str, wait_port: int | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "lbproxy", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec_fn)
         if wait_port is not None:
             wait_for(lambda: port_open(wait_port) or self.proc.poll() is not None, 15)
             if self.proc.poll() is not None:

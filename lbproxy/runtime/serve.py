@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,21 @@ from lbproxy.config.schema import Config
 from lbproxy.runtime.engine import Engine
 
 log = logging.getLogger("lbproxy")
+
+
+def raise_fd_limit() -> int:
+    """Raise the open-files soft limit to the hard limit: every client and server
+    connection is a descriptor, and the common default of 1024 caps a proxy at a few
+    hundred clients. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+    return soft
 
 
 def run_loop(main: Awaitable[int]) -> int:
@@ -32,6 +48,7 @@ async def serve(config: Config, path: str | None = None,
     """Run an Engine for `config` (read from `path`, which SIGHUP reads again) until
     SIGTERM or SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
+    raise_fd_limit()
     engine = Engine(config, loop, path)
     try:
         await engine.start()

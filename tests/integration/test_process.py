@@ -146,3 +146,19 @@ def test_busy_port_fails_whole(tmp_path):
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_open_files_limit_is_raised(backends, tmp_path):
+    import resource
+
+    (app,) = backends(1)
+    path, port = run_config([app.port], tmp_path)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def low_limit() -> None:                     # the common default of many systems
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    with LbproxyProcess("run", "-c", path, wait_port=port, preexec_fn=low_limit) as lb:
+        with open(f"/proc/{lb.pid}/limits") as f:
+            line = next(line for line in f if line.startswith("Max open files"))
+        assert int(line.split()[3]) == hard      # soft limit of the proxy = hard limit
