@@ -6,7 +6,6 @@ name not in them is passed through untouched, so the common header costs one dic
 
 from __future__ import annotations
 
-# Request headers (codes for ClientProtocol.on_header).
 HOST = 1
 CONTENT_LENGTH = 2
 TRANSFER_ENCODING = 3
@@ -18,23 +17,7 @@ X_FORWARDED_PROTO = 8
 X_FORWARDED_HOST = 9
 EXPECT = 10
 
-REQUEST_SPECIAL: dict[bytes, int] = {
-    b"host": HOST,
-    b"content-length": CONTENT_LENGTH,
-    b"transfer-encoding": TRANSFER_ENCODING,
-    b"connection": CONNECTION,
-    b"keep-alive": HOP,
-    b"proxy-connection": HOP,
-    b"te": HOP,
-    b"trailer": HOP,
-    b"upgrade": UPGRADE,
-    b"x-forwarded-for": X_FORWARDED_FOR,
-    b"x-forwarded-proto": X_FORWARDED_PROTO,
-    b"x-forwarded-host": X_FORWARDED_HOST,
-    b"expect": EXPECT,
-}
-
-# Response headers (codes for UpstreamProtocol.on_header).
+# Response headers (codes for UpstreamProtocol.on_header): framing and hop-by-hop.
 RESPONSE_SPECIAL: dict[bytes, int] = {
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
@@ -44,6 +27,16 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
     b"te": HOP,
     b"trailer": HOP,
     b"upgrade": UPGRADE,
+}
+
+# Request headers (codes for ClientProtocol.on_header): the same, plus what we rewrite.
+REQUEST_SPECIAL: dict[bytes, int] = {
+    **RESPONSE_SPECIAL,
+    b"host": HOST,
+    b"x-forwarded-for": X_FORWARDED_FOR,
+    b"x-forwarded-proto": X_FORWARDED_PROTO,
+    b"x-forwarded-host": X_FORWARDED_HOST,
+    b"expect": EXPECT,
 }
 
 # Connection-header tokens that name no end-to-end header to strip.

@@ -10,6 +10,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
+from lbproxy.http.addresses import parse_ip
 from lbproxy.proxy.client import ClientProtocol
 from lbproxy.routing.actions import ANSWERED, FrontendRules
 
@@ -87,22 +88,16 @@ class Frontend:
         """Whether `ip` is one of forwarded.trusted_proxies (whose X-Forwarded-For we believe)."""
         if not self.trusted_proxies:
             return False
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.trusted_proxies)
+        address = parse_ip(ip)
+        return address is not None and any(address in network
+                                           for network in self.trusted_proxies)
 
     def forwarded_client(self, xff: bytes) -> str | None:
         """The client behind trusted proxies: the right-most X-Forwarded-For address that is
         not itself a trusted proxy (earlier entries could be forged by the client)."""
         for item in reversed(xff.decode("latin-1").split(",")):
             candidate = item.strip()
-            try:
-                ipaddress.ip_address(candidate)
-            except ValueError:
+            if parse_ip(candidate) is None:
                 return None
             if not self.is_trusted(candidate):
                 return candidate

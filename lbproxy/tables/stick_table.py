@@ -33,6 +33,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, Hashable
 
+from lbproxy.http.addresses import parse_ip
 from lbproxy.tables.freq import FreqCounter
 
 # Items a table may store; rates need a period, the others must not have one.
@@ -128,13 +129,8 @@ class Entry:
 
 def _ip_key(raw: Any) -> str | None:
     """Canonical text of an IPv4 or IPv6 address; IPv4-mapped IPv6 becomes IPv4."""
-    try:
-        addr = ipaddress.ip_address(raw)
-    except ValueError:
-        return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return str(addr)
+    address = parse_ip(raw)
+    return None if address is None else str(address)
 
 
 def _ipv6_key(raw: Any) -> str | None:
