@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from lbproxy.demo.backend import pattern_bytes
-from tests.harness import Reader, connect, get, request, simple_config, wait_for
+from tests.harness import Reader, connect, get, request, simple_config
 
 
 def echo(response) -> dict:

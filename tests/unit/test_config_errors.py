@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_config_load import Write, errors, everything_supported, write  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("everything_supported")   # rules are checked too
+from tests.config_helpers import Write, errors
 
 CASES = {
     "unknown key with suggestion": ("""\

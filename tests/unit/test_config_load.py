@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from textwrap import dedent
 
 import pytest
 
-from lbproxy.config import Address, ConfigError, load_config
+from lbproxy.config import Address, load_config
 from lbproxy.config import load as load_module
 from lbproxy.config.schema import (SCALE_DOWN, BindTLSConfig, CertConfig, CookieConfig,
                                    DenyArgs, HeaderArgs, HealthCheckConfig, MetricConfig,
                                    PassiveConfig, RedirectArgs, ReplacePathArgs, ReturnArgs,
                                    RuleConfig, ServerTLSConfig, StoreItem, TimeoutsConfig,
                                    TrackArgs, UseBackendConfig)
+from tests.config_helpers import Write, errors
 
 CONFIGS = Path(__file__).parent / "configs"
-Write = Callable[..., str]
-
 MINIMAL = """\
     frontends:
       web:
@@ -29,26 +26,6 @@ MINIMAL = """\
         servers:
           - {name: app1, address: 127.0.0.1:9001}
     """
-
-
-@pytest.fixture
-def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
-    """Write dedented YAML to NAME in a fresh current directory; returns NAME."""
-    monkeypatch.chdir(tmp_path)
-
-    def write_file(text: str, name: str = "lb.yaml") -> str:
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
-        Path(name).write_text(dedent(text))
-        return name
-    return write_file
-
-
-def errors(path: str, env: Mapping[str, str] | None = None) -> list[str]:
-    """The error lines of loading `path`, which must fail."""
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env or {})
-    assert str(info.value) == "\n".join(info.value.errors)
-    return info.value.errors
 
 
 # --- the full example -----------------------------------------------------------------------
@@ -121,12 +98,6 @@ def test_full_example_loads_whole() -> None:
     assert app.server_template is not None and app.servers[4].tls is not None
 
 
-@pytest.fixture
-def everything_supported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load_module, "UNSUPPORTED", frozenset())
-
-
-@pytest.mark.usefixtures("everything_supported")
 def test_full_example_frontend_features() -> None:
     path = CONFIGS / "full.yaml"
     config = load_config(path, env={})
@@ -150,7 +121,6 @@ def test_full_example_frontend_features() -> None:
                                                 f"{path}:57: frontends.web.use_backend[0]"),)
 
 
-@pytest.mark.usefixtures("everything_supported")
 def test_full_example_backend_features() -> None:
     app = load_config(CONFIGS / "full.yaml", env={}).backends["app"]
     assert app.cookie == CookieConfig()
@@ -286,7 +256,6 @@ def test_unsupported_set_is_editable(write: Write, monkeypatch: pytest.MonkeyPat
     assert errors(path) == ["lb.yaml:8: backends.app.servers[0].weight: not supported yet"]
 
 
-@pytest.mark.usefixtures("everything_supported")
 def test_less_common_forms(write: Write) -> None:
     path = write("""\
         stick_tables: {per_ip: {type: string, size: 1m, expire: 1h, store: conn_rate(1s)}}
