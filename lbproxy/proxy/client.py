@@ -69,7 +69,8 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.paused = 0
         self.write_paused = False
-        self.head_received = 0
+        self.head_received = 0   # bytes since the current head began (partial-head guard)
+        self.head_size = 0       # bytes of the current head's target and headers (exact)
         self.header_count = 0
         self.reject_status = 0
         self.parsing: Exchange | None = None    # request being received
@@ -192,20 +193,23 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.parsing = Exchange(self)
         self.header_count = 0
+        self.head_size = 0
         if self.phase == IDLE:
             self.phase = HEAD
             self.deadline = self.time() + self.frontend.timeout_http_request
 
     def on_url(self, url: bytes) -> None:
         self.parsing.url_b += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self.parsing
         if exchange.method_b:               # a trailer after a chunked body: dropped
             return
         self.header_count += 1
+        self.head_size += len(name) + len(value) + 4
         frontend = self.frontend
-        if self.header_count > frontend.max_headers:
+        if self.header_count > frontend.max_headers or self.head_size > frontend.max_header_size:
             self._reject_in_parser(431)
         code = REQUEST_SPECIAL.get(name.lower())
         if code is None:
@@ -248,8 +252,7 @@ class ClientProtocol(asyncio.Protocol):
         exchange.http11 = parser.get_http_version() == "1.1"
         exchange.keep_alive = parser.should_keep_alive()
         exchange.is_head = exchange.method_b == b"HEAD"
-        if self.head_received > frontend.max_header_size and (
-                len(exchange.url_b) + sum(map(len, exchange.hparts)) > frontend.max_header_size):
+        if self.head_size > frontend.max_header_size:     # a target longer than the limit
             self._reject_in_parser(431)
         if exchange.http11 and exchange.host_b is None:
             self._reject_in_parser(400)

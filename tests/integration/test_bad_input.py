@@ -94,3 +94,15 @@ def test_head_split_across_packets_over_the_limit(limited):
         reader = Reader(sock)
         assert reader.read_response().status == 431
     assert app.stats.requests == 0
+
+
+def test_oversized_header_in_a_pipelined_request(limited):
+    app, p = limited
+    with connect(p.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read_response().status == 200
+        assert reader.read_response().status == 431
+        assert reader.closed()
+    assert app.stats.requests == 1
