@@ -24,6 +24,7 @@ from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.durations import parse_address, parse_duration
 from lbproxy.config.fields import check_name
 from lbproxy.config.schema import ServerConfig
+from lbproxy.tables.stick_table import StickTable
 
 log = logging.getLogger("lbproxy.api")
 
@@ -158,6 +159,47 @@ async def update_server(request: web.Request) -> web.Response:
     changes = ", ".join(f"{key} {value}" for key, value in body.items())
     _audit(request, f"backend {backend.name}: server {server.name} set {changes}")
     return json_response(server_json(server, request.app[SAMPLER].recent(server)))
+
+
+TOP_KEYS = 20   # keys shown per table: enough to spot abusers, bounded for large tables
+
+
+@routes.get("/api/tables")
+async def tables(request: web.Request) -> web.Response:
+    return json_response({"tables": [_table_json(table, None) for table in
+                                     request.app[ENGINE].tables.values()]})
+
+
+@routes.get("/api/tables/{name}")
+async def table(request: web.Request) -> web.Response:
+    """A stick table: its settings, how many entries it holds, and the top keys by an
+    item (`?by=http_req_rate`, default the first item it stores), with every item."""
+    found = request.app[ENGINE].tables.get(request.match_info["name"])
+    if found is None:
+        raise ApiError(404, f"no stick table {request.match_info['name']!r}")
+    items = [item.name for item in found.config.store]
+    by = request.query.get("by", items[0] if items else None)
+    if by is not None and by not in items:
+        raise ApiError(400, f"by must be one of: {', '.join(items)}")
+    return json_response(_table_json(found, by))
+
+
+def _table_json(table: StickTable, by: str | None) -> dict[str, object]:
+    config = table.config
+    body: dict[str, object] = {
+        "name": config.name, "type": config.type, "size": config.size,
+        "expire": config.expire, "entries": len(table),
+        "store": [item.name if item.period is None else f"{item.name}({item.period:g}s)"
+                  for item in config.store]}
+    if by is not None:
+        body["by"] = by
+        body["top"] = []
+        for key, _ in table.top(TOP_KEYS, by):
+            entry = table.get(key)
+            if entry is not None:
+                body["top"].append({"key": str(key), **{item.name: entry.get(item.name)
+                                                        for item in config.store}})
+    return body
 
 
 @routes.post("/api/autoscale/status")

@@ -101,3 +101,30 @@ def test_two_processes_share_one_limit_through_redis(backends, redis_server: Red
     finally:
         for process in processes:
             process.__exit__(None, None, None)
+
+
+def test_table_view_in_the_api(backends, proxy):
+    import base64
+    import json as json_module
+
+    from tests.harness import free_port, request
+
+    (app,) = backends(1)
+    config = rate_limited(app.port, 1000)
+    stats_port = free_port()
+    config["stats"] = {"bind": f"127.0.0.1:{stats_port}",
+                       "auth": {"username": "admin", "password": "pw"}}
+    p = proxy(config)
+    for source, count in (("127.0.0.1", 5), ("127.0.0.2", 2)):
+        for _ in range(count):
+            assert get_from(p.port, source) == 200
+    token = base64.b64encode(b"admin:pw").decode()
+    raw = (f"GET /api/tables/web HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
+           f"Connection: close\r\n\r\n").encode()
+    body = json_module.loads(request(stats_port, raw).body)
+    assert body["entries"] == 2 and body["by"] == "http_req_rate"
+    assert [(row["key"], row["http_req_rate"]) for row in body["top"]] == [
+        ("127.0.0.1", 5), ("127.0.0.2", 2)]
+    missing = (f"GET /api/tables/nope HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}"
+               f"\r\nConnection: close\r\n\r\n").encode()
+    assert request(stats_port, missing).status == 404
