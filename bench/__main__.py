@@ -8,7 +8,7 @@ import argparse
 import importlib
 import time
 
-SCENARIOS = ["throughput", "balance", "failover", "rules", "tls", "autoscale",
+SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
              "idle_connections"]
 
 

@@ -29,11 +29,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lbproxy.runtime.engine import WorkerRole
     from lbproxy.runtime.serve import run_loop, serve
+    from lbproxy.runtime.workers import Supervisor
 
     config = _load(args.config)
     if config is None:
         return 1
+    if args.worker_index is not None:
+        role = WorkerRole(args.worker_index, config.global_.workers, args.control_dir)
+        return run_loop(serve(config, args.config, worker=role))
+    if config.global_.workers > 1:
+        return run_loop(Supervisor(config, args.config).run())
     return run_loop(serve(config, args.config))
 
 
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("-c", "--config", required=True, help="YAML file or conf/ directory")
+    # set by the supervisor for its workers (global.workers > 1), not by users
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--control-dir", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a configuration and exit")
     check.add_argument("-c", "--config", required=True, help="YAML file or conf/ directory")

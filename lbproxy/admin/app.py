@@ -33,7 +33,7 @@ from lbproxy.admin.metrics import make_registry
 from lbproxy.admin.model import TICK, Sampler
 from lbproxy.admin.stats_csv import stat_rows, to_csv
 from lbproxy.admin.stats_page import render_page
-from lbproxy.config.schema import StatsConfig
+from lbproxy.config.schema import Address, StatsConfig
 
 if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
@@ -45,25 +45,34 @@ READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="lbproxy"'}
 SHUTDOWN_TIMEOUT = 1.0    # seconds open admin connections (a browser's keep-alive) get on stop
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+# A worker's own admin app, on a private unix socket for the supervisor only (workers > 1):
+# no authentication (the socket's directory is the access control), plus /internal routes.
+INTERNAL = web.AppKey("internal", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
-    """Owns the admin app's runner; the engine calls start() and stop()."""
+    """Owns the admin app's runner; the engine calls start() and stop(). With `unix_path`
+    it is a worker's internal app for the supervisor (see INTERNAL), else the public one."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, unix_path: str | None = None) -> None:
         stats = engine.config.stats
+        if stats is None and unix_path is not None:     # a worker without public stats
+            stats = StatsConfig(bind=Address("", 0))
         if stats is None:
             raise ValueError("the configuration has no stats section")
         self.stats = stats
-        self.app = make_app(engine, stats)
+        self.unix_path = unix_path
+        self.app = make_app(engine, stats, internal=unix_path is not None)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         bind = self.stats.bind
-        site = web.TCPSite(runner, bind.host or None, bind.port, reuse_address=True)
+        site: web.BaseSite = (
+            web.UnixSite(runner, self.unix_path) if self.unix_path is not None
+            else web.TCPSite(runner, bind.host or None, bind.port, reuse_address=True))
         try:
             await site.start()
         except BaseException:
@@ -82,10 +91,11 @@ class AdminServer:
             await runner.cleanup()
 
 
-def make_app(engine: Engine, stats: StatsConfig) -> web.Application:
+def make_app(engine: Engine, stats: StatsConfig, internal: bool = False) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[ENGINE] = engine
     app[STATS] = stats
+    app[INTERNAL] = internal
     app[SAMPLER] = Sampler(engine)
     app[REGISTRY] = make_registry(engine)
     app.cleanup_ctx.append(sampling)
@@ -94,6 +104,8 @@ def make_app(engine: Engine, stats: StatsConfig) -> web.Application:
     app.router.add_get(stats.uri, stats_page)
     app.router.add_get(stats.uri + ";csv", stats_csv)
     app.router.add_routes(api.routes)
+    if internal:
+        app.router.add_put("/internal/health", internal_health)
     return app
 
 
@@ -134,7 +146,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def authorize(request: web.Request) -> None:
     """Raise ApiError 401/403 unless the request may run."""
-    if request.path in OPEN_PATHS:
+    if request.path in OPEN_PATHS or request.app[INTERNAL]:
         return
     stats = request.app[STATS]
     if stats.auth is not None:
@@ -152,6 +164,20 @@ def authorize(request: web.Request) -> None:
 
 
 # --- stats, metrics, health -----------------------------------------------------------------
+
+async def internal_health(request: web.Request) -> web.Response:
+    """The supervisor passes on what worker 0's health checks found (workers > 1), so
+    servers are probed once, not once per worker."""
+    body = await request.json()
+    backend = request.app[ENGINE].backends.get(body.get("backend"))
+    server = backend.server(body.get("server", "")) if backend is not None else None
+    if server is None:
+        raise ApiError(404, "no such backend or server")
+    backend.set_health(server, bool(body.get("up")), str(body.get("reason", "")))
+    if body.get("check"):
+        server.check = str(body["check"])
+    return json_response({"ok": True})
+
 
 async def health(request: web.Request) -> web.Response:
     """200 while serving; 503 once a graceful stop began, so a balancer in front moves on."""

@@ -47,6 +47,7 @@ class Backend:
         self.backup_balancer: Balancer = self._balancer([s for s in self.servers if s.backup])
         self.listeners: list[Callable[[Backend, Server, str], None]] = []
         self._removals: dict[str, asyncio.Task] = {}
+        self.active_checks = True  # False in workers other than the first (workers > 1)
         self.passive = None       # lbproxy.health.passive.PassiveMonitor when configured
         self.checker = None       # lbproxy.health.active.ActiveChecker when configured
         self.discovery = None     # lbproxy.backends.discovery.Discovery when configured
@@ -320,7 +321,7 @@ class Backend:
     def start(self) -> None:
         """Start what watches the servers: active checks, passive ejection, discovery."""
         config = self.config
-        if config.health_check is not None:
+        if config.health_check is not None and self.active_checks:
             from lbproxy.health.active import ActiveChecker
             self.checker = ActiveChecker(self)
             self.checker.start()

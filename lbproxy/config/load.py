@@ -24,7 +24,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
 })
 # Keys refused only for some values, judged on the validated Config.
 UNSUPPORTED_WHEN: dict[str, Callable[[Config], bool]] = {
-    "global.workers": lambda config: config.global_.workers > 1,
 }
 
 # Sections several files may each contribute keys to; any other key set twice is an error.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError
-from lbproxy.config.schema import BindConfig, BindTLSConfig, Config
+from lbproxy.config.schema import BackendConfig, BindConfig, BindTLSConfig, Config
 from lbproxy.proxy.client import IDLE
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
@@ -43,6 +43,21 @@ LOG_FLUSH_INTERVAL = 0.5   # access log lines reach a pipe within this delay
 ListenKey = tuple[str, int]
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """This engine is worker `index` of `count` under a supervisor (global.workers > 1):
+    its listeners share their ports (SO_REUSEPORT), its admin app is private on
+    `control/worker-INDEX.sock`, and only worker 0 runs active health checks (the
+    supervisor passes their results on)."""
+    index: int
+    count: int
+    control: str
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.control, f"worker-{self.index}.sock")
+
+
 @dataclass
 class _Bind:
     """One bind of the configuration on its way to a listener."""
@@ -55,16 +70,17 @@ class _Bind:
 
 class Engine:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None,
-                 path: str | os.PathLike[str] | None = None) -> None:
+                 path: str | os.PathLike[str] | None = None,
+                 worker: WorkerRole | None = None) -> None:
         self.config = config
         self.path = path                 # what reload() reads again
+        self.worker = worker
         self.loop = loop or asyncio.get_running_loop()
         self.started = time.time()
         self.state = ProxyState(self.loop, config.global_.max_connections)
         self.access_log: AccessLog | None = make_access_log(config.global_.log)
         self.backends: dict[str, Backend] = {
-            name: Backend(backend_config, self.state)
-            for name, backend_config in config.backends.items()}
+            name: self._backend(backend_config) for name, backend_config in config.backends.items()}
         self.store = open_store(config.global_.stick_store)
         rules = self._sync_tables_and_compile(config)
         self.frontends: dict[str, Frontend] = {
@@ -79,6 +95,11 @@ class Engine:
         self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
         self._housekeeping: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
+
+    def _backend(self, config: BackendConfig) -> Backend:
+        backend = Backend(config, self.state)
+        backend.active_checks = self.worker is None or self.worker.index == 0
+        return backend
 
     def _sync_tables_and_compile(self, config: Config) -> dict[str, FrontendRules]:
         table_list, errors = table_configs(config)
@@ -107,9 +128,9 @@ class Engine:
             self._housekeeping = self.loop.create_task(self._flush_logs())
 
     async def _start_admin(self) -> None:
-        if self.config.stats is not None:
+        if self.config.stats is not None or self.worker is not None:
             from lbproxy.admin.app import AdminServer
-            self.admin = AdminServer(self)
+            self.admin = AdminServer(self, self.worker.socket if self.worker else None)
             await self.admin.start()
 
     def _bind(self, config: Config) -> list[_Bind]:
@@ -124,7 +145,8 @@ class Engine:
                     raise ConfigError(errors)
                 for bind, context in zip(frontend.bind, contexts):
                     listener = self.listeners.get(_key(bind))
-                    sock = None if listener is not None else bind_socket(bind.address)
+                    sock = None if listener is not None else bind_socket(
+                        bind.address, reuse_port=self.worker is not None)
                     binds.append(_Bind(frontend.name, bind, context, listener, sock))
         except (OSError, ConfigError):
             for bind in binds:
@@ -197,7 +219,7 @@ class Engine:
         for name, backend_config in config.backends.items():
             backend = self.backends.get(name)
             if backend is None:
-                backend = self.backends[name] = Backend(backend_config, self.state)
+                backend = self.backends[name] = self._backend(backend_config)
                 backend.start()
             else:
                 await backend.reconfigure(backend_config)
@@ -221,7 +243,7 @@ class Engine:
         self.state.max_connections = config.global_.max_connections
         await self._serve(binds)
         self.config = config
-        if config.stats != old.stats:
+        if config.stats != old.stats and self.worker is None:
             if self.admin is not None:
                 await self.admin.stop()
                 self.admin = None

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from lbproxy.config.schema import Config
-from lbproxy.runtime.engine import Engine
+from lbproxy.runtime.engine import Engine, WorkerRole
 
 log = logging.getLogger("lbproxy")
 
@@ -44,12 +44,14 @@ def run_loop(main: Awaitable[int]) -> int:
 
 
 async def serve(config: Config, path: str | None = None,
-                on_ready: Callable[[Engine], Awaitable[None]] | None = None) -> int:
+                on_ready: Callable[[Engine], Awaitable[None]] | None = None,
+                worker: WorkerRole | None = None) -> int:
     """Run an Engine for `config` (read from `path`, which SIGHUP reads again) until
-    SIGTERM or SIGINT; returns the exit code."""
+    SIGTERM or SIGINT; returns the exit code. A `worker` tells its supervisor it is
+    ready by creating `worker-INDEX.ready` in the control directory."""
     loop = asyncio.get_running_loop()
     raise_fd_limit()
-    engine = Engine(config, loop, path)
+    engine = Engine(config, loop, path, worker)
     try:
         await engine.start()
     except OSError as exc:
@@ -60,7 +62,9 @@ async def serve(config: Config, path: str | None = None,
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(engine.reload()))
     loop.add_signal_handler(signal.SIGUSR1, lambda: engine.access_log and engine.access_log.reopen())
-    pidfile = config.global_.pidfile
+    pidfile = config.global_.pidfile if worker is None else None   # the supervisor's
+    if worker is not None:
+        open(os.path.join(worker.control, f"worker-{worker.index}.ready"), "w").close()
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")

@@ -233,21 +233,21 @@ def test_unset_env_is_one_error_with_its_line(write: Write) -> None:
 
 # --- not supported yet ----------------------------------------------------------------------
 
-def test_unsupported_keys_are_refused_only_when_used(write: Write) -> None:
-    path = write("""\
-        global: {workers: 2, stick_store: "redis://127.0.0.1:6379/0"}
+def test_unsupported_keys_are_refused_only_when_used(write: Write,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load_module, "UNSUPPORTED", frozenset(
+        {"frontends.*.accept_proxy", "frontends.*.http_request", "stick_tables"}))
+    text = """\
         stick_tables: {}
         frontends:
           web:
             bind: ":8080"
-            accept_proxy: false
+            accept_proxy: USE
             http_request: []
-        autoscale:
-          api: {url: "http://127.0.0.1:8404"}
-        """)
-    assert errors(path) == ["lb.yaml:1: global.workers: not supported yet"]
-    Path(path).write_text("global: {workers: 1, stick_store: memory}\n")
-    assert load_config(path, env={}).global_.workers == 1
+        """
+    assert load_config(write(text.replace("USE", "false")), env={}).frontends["web"]
+    path = write(text.replace("USE", "true"))
+    assert errors(path) == ["lb.yaml:5: frontends.web.accept_proxy: not supported yet"]
 
 
 def test_unsupported_set_is_editable(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,165 @@
+"""The supervisor's admin server on `stats.bind` when `global.workers` > 1.
+
+Every worker runs the ordinary admin app on a private unix socket. This server gives one
+view of all of them, with the same routes and the same access rules as a single
+process (the `guard` middleware of app.py):
+
+- reads (stats page, CSV/JSON, /metrics, GET /api/...) ask every worker and merge the
+  answers (lbproxy/admin/aggregate.py): counters are summed, shared state is taken once;
+- writes (POST/PATCH/PUT/DELETE /api/...) go to every worker, so they all hold the same
+  servers, states and weights; the answer is worker 0's;
+- health: worker 0 alone runs active checks; `share_health()` copies its results to the
+  other workers (only what changed since the last copy to each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from lbproxy.admin.aggregate import merge_json, merge_metrics, merge_rows, render_rows_page
+from lbproxy.admin.app import INTERNAL, SHUTDOWN_TIMEOUT, guard
+from lbproxy.admin.base import STATS, json_response
+from lbproxy.admin.stats_csv import to_csv
+from lbproxy.config.schema import Address, StatsConfig
+
+if TYPE_CHECKING:
+    from lbproxy.runtime.workers import Supervisor
+
+SUPERVISOR = web.AppKey("supervisor", object)
+WORKER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+Answer = tuple[int, bytes, str]          # status, body, content type
+
+
+class FanoutServer:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.stats = supervisor.config.stats or StatsConfig(bind=Address("", 0))
+        self.sessions = [aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=supervisor.socket(index)),
+            timeout=WORKER_TIMEOUT) for index in range(supervisor.count)]
+        self.pushed: list[dict[tuple[str, str], tuple]] = [{} for _ in self.sessions]
+        app = web.Application(middlewares=[guard])
+        app[STATS] = self.stats
+        app[INTERNAL] = False
+        app[SUPERVISOR] = self
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get(self.stats.uri, self.stats_page)
+        app.router.add_get(self.stats.uri + ";csv", self.stats_csv)
+        app.router.add_route("*", "/api/{tail:.*}", self.api)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+
+    async def start(self) -> None:
+        """Serve stats.bind when the configuration has a stats section."""
+        await self.runner.setup()
+        if self.supervisor.config.stats is not None:
+            bind = self.stats.bind
+            await web.TCPSite(self.runner, bind.host or None, bind.port,
+                              reuse_address=True).start()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        for session in self.sessions:
+            await session.close()
+
+    # talking to workers
+
+    async def ask(self, index: int, method: str, path: str, query: str = "",
+                  body: bytes = b"") -> Answer:
+        url = f"http://worker{path}" + (f"?{query}" if query else "")
+        try:
+            async with self.sessions[index].request(method, url, data=body or None) as reply:
+                return reply.status, await reply.read(), reply.content_type
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = json.dumps({"error": f"worker {index} did not answer: {exc}"}).encode()
+            return 502, error, "application/json"
+
+    async def ask_all(self, method: str, path: str, query: str = "",
+                      body: bytes = b"") -> list[Answer]:
+        return list(await asyncio.gather(*(self.ask(index, method, path, query, body)
+                                           for index in range(len(self.sessions)))))
+
+    async def _json_all(self, path: str, query: str = "") -> list[object] | web.Response:
+        """Every worker's JSON for a GET, or the first failure as the response to give."""
+        answers = await self.ask_all("GET", path, query)
+        for status, body, content_type in answers:
+            if status != 200:
+                return web.Response(status=status, body=body, content_type=content_type)
+        return [json.loads(body) for _, body, _ in answers]
+
+    # routes
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.supervisor.stopping.is_set():
+            return web.Response(status=503, text="stopping")
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        answers = await self.ask_all("GET", "/metrics")
+        text = merge_metrics([body.decode() for status, body, _ in answers if status == 200])
+        return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+    async def _rows(self) -> list[dict] | web.Response:
+        rows = await self._json_all(self.stats.uri, "format=json")
+        return rows if isinstance(rows, web.Response) else merge_rows(rows)
+
+    async def stats_page(self, request: web.Request) -> web.Response:
+        fmt = request.query.get("format", "html")
+        if fmt == "csv":
+            return await self.stats_csv(request)
+        rows = await self._rows()
+        if isinstance(rows, web.Response):
+            return rows
+        if fmt == "json":
+            return json_response(rows)
+        return web.Response(text=render_rows_page(rows, self.stats.refresh, len(self.sessions)),
+                            content_type="text/html", headers={hdrs.CACHE_CONTROL: "no-store"})
+
+    async def stats_csv(self, request: web.Request) -> web.Response:
+        rows = await self._rows()
+        if isinstance(rows, web.Response):
+            return rows
+        return web.Response(text=to_csv(rows), content_type="text/plain",
+                            headers={hdrs.CACHE_CONTROL: "no-store"})
+
+    async def api(self, request: web.Request) -> web.Response:
+        if request.method in (hdrs.METH_GET, hdrs.METH_HEAD):
+            values = await self._json_all(request.path, request.query_string)
+            return values if isinstance(values, web.Response) else json_response(
+                merge_json(values))
+        answers = await self.ask_all(request.method, request.path, request.query_string,
+                                     await request.read())
+        status, body, content_type = answers[0]
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    # health checks run once
+
+    async def share_health(self) -> None:
+        """Copy worker 0's health results to the other workers (what changed only)."""
+        status, body, _ = await self.ask(0, "GET", "/api/backends")
+        if status != 200:
+            return
+        states = {(backend["name"], server["name"]): (server["up"], server["check"],
+                                                      server["reason"])
+                  for backend in json.loads(body)["backends"] for server in backend["servers"]}
+        for index in range(1, len(self.sessions)):
+            pushed = self.pushed[index]
+            for (backend, server), state in states.items():
+                if pushed.get((backend, server)) == state:
+                    continue
+                up, check, reason = state
+                payload = json.dumps({"backend": backend, "server": server, "up": up,
+                                      "check": check, "reason": reason}).encode()
+                reply, _, _ = await self.ask(index, "PUT", "/internal/health", body=payload)
+                if reply == 200:
+                    pushed[(backend, server)] = state
+
+    def forget_health(self, index: int) -> None:
+        """Worker `index` restarted: it needs every health result again."""
+        self.pushed[index] = {}
