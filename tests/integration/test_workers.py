@@ -38,9 +38,9 @@ def worker_pids(supervisor: int) -> list[int]:
         return [int(pid) for pid in f.read().split()]
 
 
-def worker_server_up(supervisor: int, index: int, server: int) -> bool:
-    """Whether worker `index` itself sees backend app's server `server` as up (asked on its
-    private socket, found from the worker's command line)."""
+def worker_json(supervisor: int, index: int) -> dict:
+    """Backend app as worker `index` itself sees it, asked on its private socket (found
+    from the worker's command line)."""
     import socket
 
     from tests.harness import Reader
@@ -52,7 +52,11 @@ def worker_server_up(supervisor: int, index: int, server: int) -> bool:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(os.path.join(control, f"worker-{index}.sock"))
         sock.sendall(b"GET /api/backends/app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        return json.loads(Reader(sock).read_response().body)["servers"][server]["up"]
+        return json.loads(Reader(sock).read_response().body)
+
+
+def worker_server_up(supervisor: int, index: int, server: int) -> bool:
+    return worker_json(supervisor, index)["servers"][server]["up"]
 
 
 def requests_total(stats_port: int) -> float:
@@ -118,3 +122,25 @@ def test_health_checks_run_once_and_reach_every_worker(backends, tmp_path):
         assert served_by == {"app1"}
         lb.signal(signal.SIGTERM)
         assert lb.wait() == 0
+
+
+def test_sighup_reloads_every_worker(backends, tmp_path):
+    import yaml
+
+    (app,) = backends(1)
+    path, port, stats_port = workers_config([app.port], tmp_path)
+    with LbproxyProcess("run", "-c", path, wait_port=stats_port) as lb:
+        wait_for(lambda: len(worker_pids(lb.pid)) == 2)
+        config = yaml.safe_load(open(path))
+        config["backends"]["app"]["servers"][0]["weight"] = 9
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        lb.signal(signal.SIGHUP)
+        wait_for(lambda: all(worker_weight(lb.pid, index) == 9 for index in (0, 1)), timeout=10)
+        assert get(port).status == 200
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+
+
+def worker_weight(supervisor: int, index: int) -> int:
+    return worker_json(supervisor, index)["servers"][0]["weight"]
