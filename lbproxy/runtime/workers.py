@@ -54,13 +54,14 @@ class Supervisor:
     async def run(self) -> int:
         self.control = tempfile.mkdtemp(prefix="lbproxy-workers-")
         loop = asyncio.get_running_loop()
+        # Handlers first: a SIGTERM during start must stop the workers, not orphan them.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        for signum in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(signum, self._forward, signum)
         try:
             if not await self._start_all():
                 return 1
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.stopping.set)
-            for signum in (signal.SIGHUP, signal.SIGUSR1):
-                loop.add_signal_handler(signum, self._forward, signum)
             self._tasks = [loop.create_task(self._keep(index)) for index in range(self.count)]
             from lbproxy.admin.fanout import FanoutServer
             self.fanout = FanoutServer(self)
