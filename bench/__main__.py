@@ -9,7 +9,7 @@ import importlib
 import time
 
 SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
-             "idle_connections"]
+             "idle_connections", "bodies", "reload"]
 
 
 def main() -> None:

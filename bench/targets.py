@@ -90,7 +90,7 @@ def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | Non
     ssl = f" ssl crt {tls.bundle} alpn http/1.1" if tls else ""
     config = _write(
         workdir, "haproxy.cfg",
-        "global\n    nbthread 1\n    maxconn 4096\n"
+        "global\n    nbthread 1\n    maxconn 9000\n"
         "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse safe\n"
         "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
         f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
@@ -108,7 +108,7 @@ def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None 
     config = _write(
         workdir, "nginx.conf",
         f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
-        "worker_rlimit_nofile 16384;\nevents { worker_connections 8192; }\n"
+        "worker_rlimit_nofile 20000;\nevents { worker_connections 12000; }\n"
         "http {\n  access_log off;\n" + temp_paths +
         f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port}{' ssl' if tls else ''};\n{ssl}"
