@@ -43,8 +43,7 @@ class Backend:
         self.state = state
         self._settings(config)
         self.servers: list[Server] = [self._make_server(c) for c in config.servers]
-        self.balancer: Balancer = self._balancer([s for s in self.servers if not s.backup])
-        self.backup_balancer: Balancer = self._balancer([s for s in self.servers if s.backup])
+        self._new_balancers()
         self.listeners: list[Callable[[Backend, Server, str], None]] = []
         self._removals: dict[str, asyncio.Task] = {}
         self.active_checks = True  # False in workers other than the first (workers > 1)
@@ -93,8 +92,7 @@ class Backend:
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
             self.lb_hooks = False
-            self.balancer = self._balancer([s for s in self.servers if not s.backup])
-            self.backup_balancer = self._balancer([s for s in self.servers if s.backup])
+            self._new_balancers()
         if (old.health_check, old.passive, old.server_template) != (
                 config.health_check, config.passive, config.server_template):
             await self._stop_watchers()
@@ -139,6 +137,16 @@ class Backend:
                                  reuse=self.config.http_reuse != "never", ssl=context,
                                  server_hostname=hostname)
         server.pool_config = config.tls
+
+    def _split(self) -> tuple[list[Server], list[Server]]:
+        """The normal servers and the backup servers, each in configured order."""
+        return ([s for s in self.servers if not s.backup],
+                [s for s in self.servers if s.backup])
+
+    def _new_balancers(self) -> None:
+        normal, backups = self._split()
+        self.balancer: Balancer = self._balancer(normal)
+        self.backup_balancer: Balancer = self._balancer(backups)
 
     def _balancer(self, servers: list[Server]) -> Balancer:
         config = self.config
@@ -236,8 +244,9 @@ class Backend:
     def changed(self, server: Server | None, what: str) -> None:
         """`server` changed (added, removed, state, weight, health; None: several
         weights): rebuild the balancers, notify listeners, serve the queue."""
-        self.balancer.update([s for s in self.servers if not s.backup])
-        self.backup_balancer.update([s for s in self.servers if s.backup])
+        normal, backups = self._split()
+        self.balancer.update(normal)
+        self.backup_balancer.update(backups)
         if server is None:
             return
         server.last_change = time.time()

@@ -109,9 +109,7 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.state.clients.discard(self)
         self.frontend.connection_closed()
-        for exchange in (self.current, *(self.pipeline or ())):
-            if exchange is not None:
-                exchange.abandon()
+        self._abandon(self.current, self.parsing)
         self.current = self.parsing = self.pipeline = None
         if self.entries is not None:
             for entry in self.entries:
@@ -359,6 +357,12 @@ class ClientProtocol(asyncio.Protocol):
         self.reject_status = status
         raise Rejected(status)
 
+    def _abandon(self, *exchanges: Exchange | None) -> None:
+        """Let `exchanges` and every queued pipelined one release their server resources."""
+        for exchange in (*exchanges, *(self.pipeline or ())):
+            if exchange is not None:
+                exchange.abandon()
+
     def reject(self, status: int) -> None:
         """Answer a bad request with `status` and close; nothing more reaches a server."""
         self.frontend.rejected += 1
@@ -367,16 +371,12 @@ class ClientProtocol(asyncio.Protocol):
             # A complete earlier request is answered first; the error follows it.
             self.reject_status = status
             self.pause_reading(PAUSE_PIPELINE)
-            for exchange in (self.parsing, *(self.pipeline or ())):
-                if exchange is not None:
-                    exchange.abandon()
+            self._abandon(self.parsing)
             self.parsing = self.pipeline = None
             if not current.started:
                 current.start()
             return
-        for exchange in (current, self.parsing, *(self.pipeline or ())):
-            if exchange is not None:
-                exchange.abandon()
+        self._abandon(current, self.parsing)
         self.current = self.parsing = self.pipeline = None
         if current is None or current.status == 0:
             self.frontend.responses[status // 100] += 1

@@ -226,16 +226,10 @@ class Exchange:
         else:
             upstream.close()
         server.observe_latency(self.client.time() - self.started)
-        backend = self.backend
-        if backend.passive is not None:
-            backend.passive.observe(server, self.status)
-        server.in_flight -= 1
-        backend.in_flight -= 1
-        if backend.lb_hooks:
-            backend.balancer_for(server).on_finish(server, self.client.time() - self.started,
-                                                   self.status < 500)
-        if backend.queue:
-            backend.released()
+        passive = self.backend.passive
+        if passive is not None:
+            passive.observe(server, self.status)
+        self._release_server(self.status < 500)
         self.finish()
 
     def tunnel_started(self, upstream: UpstreamProtocol) -> None:
