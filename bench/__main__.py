@@ -9,7 +9,7 @@ import importlib
 import time
 
 SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
-             "idle_connections", "bodies", "reload"]
+             "idle_connections", "bodies", "reload", "desync"]
 
 
 def main() -> None:

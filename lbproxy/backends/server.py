@@ -94,5 +94,11 @@ class Server:
         return self.up and self.admin == READY and self.weight > 0 and not (
             0 < self.maxconn <= self.in_flight)
 
+    @property
+    def host_header(self) -> bytes:
+        """A Host value naming this server, for a request that arrived without one."""
+        address = self.address
+        return b"localhost" if address.unix is not None else str(address).encode()
+
     def __repr__(self) -> str:
         return f"<Server {self.name} w={self.weight} admin={self.admin} up={self.up}>"

@@ -37,15 +37,30 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"x-forwarded-proto": X_FORWARDED_PROTO,
     b"x-forwarded-host": X_FORWARDED_HOST,
     b"expect": EXPECT,
+    b"http2-settings": HOP,    # belongs to an h2c upgrade, which is never passed on
 }
 
-# Connection-header tokens that name no end-to-end header to strip.
-CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+# Connection-header tokens that are not header names to strip: the connection options,
+# and the framing and routing headers that a message cannot be forwarded without (a
+# `Connection: host` or `Connection: content-length` must not make the next hop read the
+# message differently from us; RFC 9110 §7.6.1 lets an intermediary refuse such names).
+NOT_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"upgrade",
+                            b"host", b"content-length", b"transfer-encoding"})
 
 
 def connection_tokens(value: bytes) -> list[bytes]:
     """Lower-cased tokens of a Connection header value."""
     return [token.strip().lower() for token in value.split(b",") if token.strip()]
+
+
+def named_hop_by_hop(tokens: list[bytes], names: set[bytes] | None) -> set[bytes] | None:
+    """`names` plus the header names that Connection `tokens` declare hop-by-hop."""
+    for token in tokens:
+        if token not in NOT_HOP_BY_HOP:
+            if names is None:
+                names = set()
+            names.add(token)
+    return names
 
 
 def strip_named(parts: list[bytes], names: set[bytes]) -> list[bytes]:

@@ -18,10 +18,11 @@ import httptools
 
 from lbproxy.http.errors import canned
 from lbproxy.http.headers import (
-    CONNECTION, CONNECTION_OPTIONS, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL,
-    TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    connection_tokens, is_token_list_chunked,
+    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL, TRANSFER_ENCODING, UPGRADE,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, connection_tokens,
+    is_token_list_chunked, named_hop_by_hop,
 )
+from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
@@ -40,9 +41,15 @@ TUNNEL = 4      # after a 101: raw bytes both ways (idle timeout: max of client,
 # Pause reasons (bits): reading stops while any is set.
 PAUSE_PIPELINE = 1      # a pipelined request waits for the one before it
 PAUSE_UPSTREAM = 2      # the server does not read the request body fast enough
+PAUSE_HELD = 8          # bytes after an Upgrade request wait for the server's answer
 
-# Bytes of request line and headers tolerated beyond max_header_size before a
-# partially received head is refused (the exact per-header check runs on parsed data).
+# Bytes held after an Upgrade request before reading pauses: what the client may send
+# before the 101 arrives (a WebSocket client's first frames).
+HELD_LIMIT = 64 * 1024
+
+# Bytes tolerated beyond max_header_size before a partially received head (431) or an
+# unfinished chunk-size line, chunk extension or trailer (400) is refused; the exact
+# per-header checks run on parsed data.
 HEAD_SLACK = 8192
 
 
@@ -69,7 +76,9 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.paused = 0
         self.write_paused = False
-        self.head_received = 0   # bytes since the current head began (partial-head guard)
+        # bytes since the parser last showed progress: the head so far, or the chunk
+        # framing and trailers since the last body bytes (the unfinished-line guard)
+        self.unparsed = 0
         self.head_size = 0       # bytes of the current head's target and headers (exact)
         self.header_count = 0
         self.reject_status = 0
@@ -81,7 +90,12 @@ class ClientProtocol(asyncio.Protocol):
         self.proxy_header: bytes | None = b"" if frontend.config.accept_proxy else None
         self.peer_trusted = False                # peer in forwarded.trusted_proxies
         self.upgrading: Exchange | None = None   # an Upgrade request whose answer is pending
+        self.held: bytes = b""                   # what the client sent after it, unparsed
         self.tunnel: UpstreamProtocol | None = None   # the server end of a tunnel after 101
+        # llhttp skips the body of a request that asks for an upgrade; when the upgrade is
+        # declined, a new parser is primed with this head so that it parses that body
+        self.body_head: bytes | None = None
+        self.priming = False
 
     # asyncio callbacks
 
@@ -122,9 +136,8 @@ class ClientProtocol(asyncio.Protocol):
             self.tunnel.transport.write(data)
             self.deadline = self.time() + self.tunnel_timeout
             return
-        if self.upgrading is not None:           # bytes after an Upgrade request: held
-            self.upgrading.body.append(data)
-            self.upgrading.flush_body()
+        if self.upgrading is not None:
+            self._hold(data)
             return
         if self.proxy_header is not None:
             data = self._proxy_protocol(data)
@@ -133,19 +146,27 @@ class ClientProtocol(asyncio.Protocol):
         phase = self.phase
         if phase == BODY:
             self.deadline = self.time() + self.frontend.timeout_client
-        elif phase != WAITING:
-            self.head_received += len(data)
+        if phase != WAITING:
+            self.unparsed += len(data)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to the parser, then start or feed the request being answered."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if self._upgrade(data[upgrade.args[0]:]):
+            rest = self._parser_stopped(data[upgrade.args[0]:])
+            if rest:
+                self._parse(rest)
                 return
         except httptools.HttpParserError:
             self.reject(self.reject_status or 400)
             return
-        if self.phase == HEAD and self.head_received > self.frontend.max_header_size + HEAD_SLACK:
-            self.reject(431)
-            return
+        if self.unparsed > self.frontend.max_header_size + HEAD_SLACK:
+            phase = self.phase
+            if phase == HEAD or phase == BODY:
+                self.reject(431 if phase == HEAD else 400)
+                return
         current = self.current
         if current is not None:
             if not current.started:
@@ -189,6 +210,8 @@ class ClientProtocol(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self.priming:
+            return
         self.parsing = Exchange(self)
         self.header_count = 0
         self.head_size = 0
@@ -197,18 +220,20 @@ class ClientProtocol(asyncio.Protocol):
             self.deadline = self.time() + self.frontend.timeout_http_request
 
     def on_url(self, url: bytes) -> None:
+        if self.priming:
+            return
         self.parsing.url_b += url
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self.parsing
-        if exchange.method_b:               # a trailer after a chunked body: dropped
-            return
         self.header_count += 1
         self.head_size += len(name) + len(value) + 4
         frontend = self.frontend
         if self.header_count > frontend.max_headers or self.head_size > frontend.max_header_size:
             self._reject_in_parser(431)
+        if exchange.method_b:               # a trailer after a chunked body: dropped
+            return
         code = REQUEST_SPECIAL.get(name.lower())
         if code is None:
             exchange.hparts += (name, b": ", value, b"\r\n")
@@ -224,15 +249,17 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject_in_parser(501)
             exchange.chunked = True
         elif code == CONNECTION:
-            for token in connection_tokens(value):
-                if token not in CONNECTION_OPTIONS:
-                    if exchange.extra_hop is None:
-                        exchange.extra_hop = set()
-                    exchange.extra_hop.add(token)
+            tokens = connection_tokens(value)
+            if exchange.connection is None:
+                exchange.connection = tokens
+            else:
+                exchange.connection += tokens
+            exchange.extra_hop = named_hop_by_hop(tokens, exchange.extra_hop)
         elif code == X_FORWARDED_FOR:
             exchange.xff_b = value if exchange.xff_b is None else exchange.xff_b + b", " + value
         elif code == UPGRADE:
-            exchange.upgrade_b = value
+            exchange.upgrade_b = value if exchange.upgrade_b is None \
+                else exchange.upgrade_b + b", " + value
         elif code == EXPECT:
             exchange.expect_continue = value.strip().lower() == b"100-continue"
             exchange.hparts += (name, b": ", value, b"\r\n")
@@ -243,24 +270,42 @@ class ClientProtocol(asyncio.Protocol):
         # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
+        if self.priming:
+            return
         exchange = self.parsing
         parser = self.parser
         frontend = self.frontend
-        exchange.method_b = parser.get_method()
-        exchange.http11 = parser.get_http_version() == "1.1"
-        exchange.keep_alive = parser.should_keep_alive()
-        exchange.is_head = exchange.method_b == b"HEAD"
+        method = exchange.method_b = parser.get_method()
+        version = parser.get_http_version()
+        if version != "1.1":
+            if version != "1.0":            # HTTP/0.9-style lines, HTTP/2.0 over HTTP/1
+                self._reject_in_parser(505 if version >= "2" else 400)
+            exchange.http11 = False
+            exchange.expect_continue = False    # RFC 9110 §10.1.1: no 100 for HTTP/1.0
+        # HTTP/1.0 keeps alive only with `Connection: keep-alive` (llhttp also takes the
+        # obsolete Proxy-Connection for Connection: where they differ, the connection closes)
+        exchange.keep_alive = parser.should_keep_alive() and (
+            exchange.http11 or (exchange.connection is not None
+                                and b"keep-alive" in exchange.connection))
+        exchange.is_head = method == b"HEAD"
         if self.head_size > frontend.max_header_size:     # a target longer than the limit
             self._reject_in_parser(431)
+        if method == b"CONNECT":
+            self._reject_in_parser(501)
         if exchange.http11 and exchange.host_b is None:
             self._reject_in_parser(400)
+        if exchange.url_b[:1] != b"/":
+            self._check_target(exchange)
         if exchange.chunked and not exchange.http11:
             self._reject_in_parser(400)
         if 0 < frontend.max_body_size < exchange.length:
             self._reject_in_parser(413)
+        if exchange.upgrade_b is not None:
+            self._check_upgrade(exchange)
         if self.peer_trusted and exchange.xff_b is not None:
             exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
-        self.head_received = 0
+        self.unparsed = 0
+        self.header_count = self.head_size = 0      # trailers count afresh
         self.phase = BODY
         self.deadline = self.time() + frontend.timeout_client
         if self.current is None:
@@ -272,12 +317,15 @@ class ClientProtocol(asyncio.Protocol):
             self.pause_reading(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self.unparsed = 0
         exchange = self.parsing
         exchange.request_body(body)
         if 0 < self.frontend.max_body_size < exchange.body_size:
             self._reject_in_parser(413)
 
     def on_message_complete(self) -> None:
+        if self.body_head is not None:      # llhttp skipped the body: it is parsed later
+            return
         self.parsing.request_done()
         self.parsing = None
         self.phase = WAITING
@@ -306,18 +354,19 @@ class ClientProtocol(asyncio.Protocol):
         if not exchange.keep_alive or self.state.stopping:
             self.close()
             return
-        if self.reject_status:               # a bad request waited behind this one
-            self.reject(self.reject_status)
-            return
         pipeline = self.pipeline
         if pipeline:
             self.current = pipeline.popleft()
             if not pipeline:
                 self.resume_reading(PAUSE_PIPELINE)
             self.current.start()
+        elif self.reject_status:             # a bad request waited behind this one
+            self._refuse(self.reject_status)
         elif self.parsing is None:
             self.phase = IDLE
             self.deadline = self.time() + self.frontend.timeout_keep_alive
+            if exchange is self.upgrading:
+                self._upgrade_declined()
 
     def hold_entry(self, entry: object) -> None:
         """A rule tracked `entry`: count this connection in it until the connection closes."""
@@ -364,26 +413,34 @@ class ClientProtocol(asyncio.Protocol):
                 exchange.abandon()
 
     def reject(self, status: int) -> None:
-        """Answer a bad request with `status` and close; nothing more reaches a server."""
+        """Answer a bad request with `status` and close; nothing more reaches a server.
+        Complete requests received before it are answered first, in order."""
         self.frontend.rejected += 1
         current = self.current
-        if current is not None and current.request_complete and current is not self.parsing:
-            # A complete earlier request is answered first; the error follows it.
+        parsing = self.parsing
+        if current is not None and current.request_complete and current is not parsing:
             self.reject_status = status
             self.pause_reading(PAUSE_PIPELINE)
-            self._abandon(self.parsing)
-            self.parsing = self.pipeline = None
+            if parsing is not None:
+                parsing.abandon()
+                if self.pipeline and self.pipeline[-1] is parsing:
+                    self.pipeline.pop()
+                self.parsing = None
             if not current.started:
                 current.start()
             return
-        self._abandon(current, self.parsing)
+        self._abandon(current, parsing)
         self.current = self.parsing = self.pipeline = None
         if current is None or current.status == 0:
-            self.frontend.responses[status // 100] += 1
-            self.send_one(canned(status))
-            self.close()
+            self._refuse(status)
         else:
             self.abort()
+
+    def _refuse(self, status: int) -> None:
+        """Send the error page of a refused request and close."""
+        self.frontend.responses[status // 100] += 1
+        self.send_one(canned(status))
+        self.close()
 
     def timed_out(self) -> None:
         phase = self.phase
@@ -395,38 +452,96 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self.abort()
 
-    def _upgrade(self, rest: bytes) -> bool:
-        """An Upgrade or CONNECT request ended the parse. CONNECT is refused. An Upgrade
-        request is forwarded with its Upgrade header; what the client sends next is held
-        for the server until the answer decides: 101 starts a tunnel, anything else ends
-        the connection after it. Returns True when the caller has nothing left to do."""
-        if self.parser.get_method() == b"CONNECT":
-            # The CONNECT request is the last one parsed: drop it before answering.
-            if self.pipeline:
-                self.pipeline.pop()
-            elif self.current is not None and not self.current.started:
-                self.current = None
-            self.reject(501)
-            return True
+    # request targets and upgrades
+
+    def _check_target(self, exchange: Exchange) -> None:
+        """A target not in origin form: `*` for OPTIONS, or an absolute-form http(s) URL,
+        forwarded in origin form with its authority as the host (RFC 9112 §3.2.2); a Host
+        header that names another host is refused rather than forwarded ambiguously."""
+        url = exchange.url_b
+        if url == b"*":
+            if exchange.method_b != b"OPTIONS":
+                self._reject_in_parser(400)
+            return
+        try:
+            scheme, authority, origin = split_absolute(url)
+        except BadTarget:
+            self._reject_in_parser(400)
+        if exchange.host_b is None:             # HTTP/1.0: the target names the host
+            exchange.host_b = authority
+            exchange.hparts += (b"host", b": ", authority, b"\r\n")
+        elif not same_host(authority, exchange.host_b, scheme):
+            self._reject_in_parser(400)
+        exchange.url_b = origin
+
+    def _check_upgrade(self, exchange: Exchange) -> None:
+        """Keep the Upgrade header only for a real protocol switch: HTTP/1.1, `Connection:
+        upgrade`, no body, a protocol other than h2c (HTTP/2 is never upgraded to). Else it
+        is a hop-by-hop header to drop, and the request an ordinary one. llhttp stops after
+        any request with Upgrade and `Connection: upgrade`, skipping its body: when such
+        an upgrade is declined, `body_head` lets a new parser take that body up."""
+        protocols = b", ".join(p for p in (t.strip() for t in exchange.upgrade_b.split(b","))
+                               if p and p.lower() != b"h2c")
+        has_body = exchange.chunked or exchange.length > 0
+        upgrade = exchange.connection is not None and b"upgrade" in exchange.connection
+        if exchange.http11 and upgrade and protocols and not has_body:
+            exchange.upgrade_b = protocols
+            return
+        exchange.upgrade_b = None
+        if has_body and self.parser.should_upgrade():
+            self.body_head = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              if exchange.chunked else
+                              b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % exchange.length)
+
+    def _parser_stopped(self, rest: bytes) -> bytes:
+        """llhttp stopped after a request that asked to upgrade; `rest` is what followed,
+        unparsed. Until the server answers 101 those bytes are HTTP, so they are held, never
+        passed on. For a declined upgrade, parsing goes on with a new parser: the bytes to
+        parse are returned."""
         exchange = self.pipeline[-1] if self.pipeline else self.current
         if exchange is not None and exchange.upgrade_b is not None:
-            exchange.keep_alive = False
             self.upgrading = exchange
-            if rest:
-                exchange.body.append(rest)
-            return False
+            self._hold(rest)
+            return b""
         self.parser = httptools.HttpRequestParser(self)
-        if rest:
-            self.data_received(rest)
-            return True
-        return False
+        body_head = self.body_head
+        if body_head is not None:
+            self.priming = True
+            try:
+                self.parser.feed_data(body_head)
+            finally:
+                self.priming = False
+                self.body_head = None
+                self.header_count = self.head_size = 0
+        return rest
+
+    def _hold(self, data: bytes) -> None:
+        held = self.held = self.held + data
+        if len(held) > HELD_LIMIT:
+            self.pause_reading(PAUSE_HELD)
+
+    def _upgrade_declined(self) -> None:
+        """The server answered an Upgrade request without switching: what the client sent
+        after it is the next request."""
+        self.upgrading = None
+        self.parser = httptools.HttpRequestParser(self)
+        held, self.held = self.held, b""
+        self.resume_reading(PAUSE_HELD)
+        if held:
+            self.unparsed = len(held)
+            self._parse(held)
 
     def start_tunnel(self, upstream: UpstreamProtocol) -> None:
-        """The server answered 101: relay raw bytes both ways from now on."""
+        """The server answered 101: relay raw bytes both ways from now on, starting with
+        those the client sent while it waited."""
         self.upgrading = None
         self.tunnel = upstream
         self.phase = TUNNEL
         self.deadline = self.time() + self.tunnel_timeout
+        held, self.held = self.held, b""
+        if held:
+            upstream.transport.write(held)
+        self.resume_reading(PAUSE_HELD)
 
     @property
     def tunnel_timeout(self) -> float:

@@ -34,7 +34,7 @@ class Exchange:
         # request head, filled by ClientProtocol
         "client", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b", "xff_b",
         "length", "chunked", "expect_continue", "extra_hop", "is_head", "norm_path",
-        "upgrade_b",
+        "upgrade_b", "connection",
         # request body
         "body", "body_buffered", "body_size", "request_complete",
         # dispatch
@@ -64,7 +64,8 @@ class Exchange:
         self.extra_hop: set[bytes] | None = None
         self.is_head = False
         self.norm_path: str | None = None
-        self.upgrade_b: bytes | None = None   # the Upgrade header of a tunnel request
+        self.upgrade_b: bytes | None = None   # Upgrade header; kept only for a real upgrade
+        self.connection: list[bytes] | None = None   # Connection tokens, lower-cased
         self.body: list[bytes] = []    # encoded body bytes not yet written to the server
         self.body_buffered = 0
         self.body_size = 0
@@ -168,7 +169,7 @@ class Exchange:
         upstream.received = False              # per exchange: a pooled connection has history
         upstream.deadline = self.client.time() + self.backend.server_timeout
         head = self.request_head
-        if head is None:
+        if head is None or self.host_b is None:     # without Host, the head names the server
             head = self.request_head = self._build_head()
         if self.body:
             self.body.insert(0, head)
@@ -189,6 +190,8 @@ class Exchange:
         parts = [self.method_b, b" ", self.url_b, b" HTTP/1.1\r\n"]
         parts += self.hparts if self.extra_hop is None else strip_named(self.hparts,
                                                                         self.extra_hop)
+        if self.host_b is None:        # HTTP/1.0 without Host: HTTP/1.1 requires one
+            parts += (b"host: ", self.server.host_header, b"\r\n")
         if self.upgrade_b is not None:
             parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade_b, b"\r\n")
         if self.chunked:
@@ -296,7 +299,11 @@ class Exchange:
         """Answer from the proxy itself (an error page, a deny, a redirect)."""
         self.status = status
         keep = self.keep_alive = self.may_keep_alive()
-        self.client.send_one(response if response is not None else canned(status, keep))
+        if response is None:
+            response = canned(status, keep)
+        if self.is_head:                # the same head as for GET, without the body
+            response = response[:response.index(b"\r\n\r\n") + 4]
+        self.client.send_one(response)
         self.finish()
 
     # changes made by rules

@@ -16,8 +16,8 @@ import httptools
 
 from lbproxy.http.errors import STATUS_LINES, status_line
 from lbproxy.http.headers import (
-    CONNECTION, CONNECTION_OPTIONS, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
-    UPGRADE, connection_tokens, strip_named,
+    CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING, UPGRADE,
+    connection_tokens, named_hop_by_hop, strip_named,
 )
 
 if TYPE_CHECKING:
@@ -244,13 +244,10 @@ class UpstreamProtocol(asyncio.Protocol):
         elif code == UPGRADE:
             self.upgrade_b = value
         elif code == CONNECTION:
-            for token in connection_tokens(value):
-                if token == b"close":
-                    self.server_close = True
-                elif token not in CONNECTION_OPTIONS:
-                    if self.extra_hop is None:
-                        self.extra_hop = set()
-                    self.extra_hop.add(token)
+            tokens = connection_tokens(value)
+            if b"close" in tokens:
+                self.server_close = True
+            self.extra_hop = named_hop_by_hop(tokens, self.extra_hop)
         # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
@@ -314,7 +311,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.chunked_out:
             self.out.append(b"0\r\n\r\n")
         self.done = True
-        self.reusable = not self.server_close and self.parser.should_keep_alive()
+        # A server that was asked to upgrade and declined is not trusted with another
+        # request: it may have read more than the request (RFC 9110 §7.8 leaves it open).
+        self.reusable = (not self.server_close and self.parser.should_keep_alive()
+                         and self.exchange.upgrade_b is None)
 
     # helpers
 
