@@ -29,7 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lbproxy.runtime.engine import WorkerRole
+    from lbproxy.runtime.control import WorkerRole
     from lbproxy.runtime.serve import run_loop, serve
     from lbproxy.runtime.workers import Supervisor
 

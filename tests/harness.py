@@ -15,8 +15,9 @@ from typing import Any
 import uvloop
 import yaml
 
-from lbproxy.runtime.validate import load_checked
 from lbproxy.runtime.engine import Engine
+from lbproxy.runtime.serve import ProxyProcess
+from lbproxy.runtime.validate import load_checked
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
@@ -59,7 +60,7 @@ def simple_config(backend_ports: list[int], **frontend: Any) -> dict:
 
 
 class ProxyThread:
-    """An Engine on its own uvloop in a daemon thread."""
+    """A proxy process (engine and admin server) on its own uvloop in a daemon thread."""
 
     def __init__(self, config: dict | str) -> None:
         self.path = write_config(config)        # kept, so that a reload can read it again
@@ -68,6 +69,7 @@ class ProxyThread:
         except BaseException:
             os.unlink(self.path)
             raise
+        self.process: ProxyProcess | None = None
         self.engine: Engine | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -125,15 +127,16 @@ class ProxyThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.engine = Engine(self.config, self.loop, self.path)
-            await self.engine.start()
+            self.process = ProxyProcess(self.config, self.loop, self.path)
+            self.engine = self.process.engine
+            await self.process.start()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         await self._stop.wait()
-        await self.engine.stop(grace=2.0)
+        await self.process.stop(grace=2.0)
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -30,8 +30,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from lbproxy.admin.html import CSS, badge, byte_count, integer, table_row, table_section
 from lbproxy.admin.stats_csv import Row, to_csv
-from lbproxy.admin.stats_page import CSS, _badge, _bytes, _int, _row, _section
 
 K = TypeVar("K", bound=Hashable)
 Labels = tuple[tuple[str, str], ...]
@@ -212,10 +212,10 @@ def _proxy_section(name: str, rows: list[Row]) -> str:
         summary = escape(f"{total.get('algo', '')} · {total.get('act', 0)} active, "
                          f"{total.get('bck', 0)} backup servers usable")
     cells = [_cells(row) for row in rows]
-    html_rows = [_row(cell, "total" if row["svname"] in ("FRONTEND", "BACKEND")
+    html_rows = [table_row(cell, "total" if row["svname"] in ("FRONTEND", "BACKEND")
                       else escape(f"s-{row.get('status', '')}"))
                  for row, cell in zip(rows, cells)]
-    return _section(kind, name, escape(str(total.get("status", ""))), summary,
+    return table_section(kind, name, escape(str(total.get("status", ""))), summary,
                     [label for label, _ in cells[0]], html_rows)
 
 
@@ -226,13 +226,13 @@ def _cells(row: Row) -> list[tuple[str, str]]:
     reason = f"<small>{escape(str(row['last_chk']))}</small>" if row.get("last_chk") else ""
     return [
         ("Name", escape(str(row["svname"])) + address),
-        ("Status", _badge(escape(str(row.get("status", ""))))),
+        ("Status", badge(escape(str(row.get("status", ""))))),
         ("Weight", escape(str(row.get("weight", "")))),
         ("Sessions", sessions),
-        ("Total", _int(int(row.get("stot", 0)))),
-        *[(f"{n}xx", _int(int(row.get(f"hrsp_{n}xx", 0)))) for n in range(1, 6)],
-        ("Bytes in", _bytes(int(row.get("bin", 0)))),
-        ("Bytes out", _bytes(int(row.get("bout", 0)))),
+        ("Total", integer(int(row.get("stot", 0)))),
+        *[(f"{n}xx", integer(int(row.get(f"hrsp_{n}xx", 0)))) for n in range(1, 6)],
+        ("Bytes in", byte_count(int(row.get("bin", 0)))),
+        ("Bytes out", byte_count(int(row.get("bout", 0)))),
         ("Check", f"<span>{escape(str(row.get('check_status', '')))}{reason}</span>"),
     ]
 

@@ -7,9 +7,10 @@ process (the `guard` middleware of app.py):
 - reads (stats page, CSV/JSON, /metrics, GET /api/...) ask every worker and merge the
   answers (lbproxy/admin/aggregate.py): counters are summed, shared state is taken once;
 - writes (POST/PATCH/PUT/DELETE /api/...) go to every worker, so they all hold the same
-  servers, states and weights; the answer is worker 0's;
-- health: worker 0 alone runs active checks; `share_health()` copies its results to the
-  other workers (only what changed since the last copy to each).
+  servers, states and weights; the answer is worker 0's.
+
+The supervisor (lbproxy/runtime/workers.py) hands in its line to the workers and its
+stop flag; this module knows nothing else of it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -29,25 +29,19 @@ from lbproxy.admin.stats_csv import to_csv
 from lbproxy.config.schema import Address, StatsConfig
 
 if TYPE_CHECKING:
-    from lbproxy.runtime.workers import Supervisor
-
-SUPERVISOR = web.AppKey("supervisor", object)
-WORKER_TIMEOUT = aiohttp.ClientTimeout(total=10)
-Answer = tuple[int, bytes, str]          # status, body, content type
+    from lbproxy.runtime.worker_client import WorkerClient
 
 
 class FanoutServer:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-        self.stats = supervisor.config.stats or StatsConfig(bind=Address("", 0))
-        self.sessions = [aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=supervisor.socket(index)),
-            timeout=WORKER_TIMEOUT) for index in range(supervisor.count)]
-        self.pushed: list[dict[tuple[str, str], tuple]] = [{} for _ in self.sessions]
+    def __init__(self, stats: StatsConfig | None, workers: WorkerClient,
+                 stopping: asyncio.Event) -> None:
+        self.public = stats is not None
+        self.stats = stats or StatsConfig(bind=Address("", 0))
+        self.workers = workers
+        self.stopping = stopping
         app = web.Application(middlewares=[guard])
         app[STATS] = self.stats
         app[INTERNAL] = False
-        app[SUPERVISOR] = self
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get(self.stats.uri, self.stats_page)
@@ -58,36 +52,17 @@ class FanoutServer:
     async def start(self) -> None:
         """Serve stats.bind when the configuration has a stats section."""
         await self.runner.setup()
-        if self.supervisor.config.stats is not None:
+        if self.public:
             bind = self.stats.bind
             await web.TCPSite(self.runner, bind.host or None, bind.port,
                               reuse_address=True).start()
 
     async def stop(self) -> None:
         await self.runner.cleanup()
-        for session in self.sessions:
-            await session.close()
-
-    # talking to workers
-
-    async def ask(self, index: int, method: str, path: str, query: str = "",
-                  body: bytes = b"") -> Answer:
-        url = f"http://worker{path}" + (f"?{query}" if query else "")
-        try:
-            async with self.sessions[index].request(method, url, data=body or None) as reply:
-                return reply.status, await reply.read(), reply.content_type
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            error = json.dumps({"error": f"worker {index} did not answer: {exc}"}).encode()
-            return 502, error, "application/json"
-
-    async def ask_all(self, method: str, path: str, query: str = "",
-                      body: bytes = b"") -> list[Answer]:
-        return list(await asyncio.gather(*(self.ask(index, method, path, query, body)
-                                           for index in range(len(self.sessions)))))
 
     async def _json_all(self, path: str, query: str = "") -> list[object] | web.Response:
         """Every worker's JSON for a GET, or the first failure as the response to give."""
-        answers = await self.ask_all("GET", path, query)
+        answers = await self.workers.ask_all("GET", path, query)
         for status, body, content_type in answers:
             if status != 200:
                 return web.Response(status=status, body=body, content_type=content_type)
@@ -96,12 +71,12 @@ class FanoutServer:
     # routes
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.supervisor.stopping.is_set():
+        if self.stopping.is_set():
             return web.Response(status=503, text="stopping")
         return web.Response(text="ok")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        answers = await self.ask_all("GET", "/metrics")
+        answers = await self.workers.ask_all("GET", "/metrics")
         text = merge_metrics([body.decode() for status, body, _ in answers if status == 200])
         return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
@@ -118,7 +93,7 @@ class FanoutServer:
             return rows
         if fmt == "json":
             return json_response(rows)
-        return web.Response(text=render_rows_page(rows, self.stats.refresh, len(self.sessions)),
+        return web.Response(text=render_rows_page(rows, self.stats.refresh, self.workers.count),
                             content_type="text/html", headers={hdrs.CACHE_CONTROL: "no-store"})
 
     async def stats_csv(self, request: web.Request) -> web.Response:
@@ -133,33 +108,7 @@ class FanoutServer:
             values = await self._json_all(request.path, request.query_string)
             return values if isinstance(values, web.Response) else json_response(
                 merge_json(values))
-        answers = await self.ask_all(request.method, request.path, request.query_string,
-                                     await request.read())
+        answers = await self.workers.ask_all(request.method, request.path,
+                                             request.query_string, await request.read())
         status, body, content_type = answers[0]
         return web.Response(status=status, body=body, content_type=content_type)
-
-    # health checks run once
-
-    async def share_health(self) -> None:
-        """Copy worker 0's health results to the other workers (what changed only)."""
-        status, body, _ = await self.ask(0, "GET", "/api/backends")
-        if status != 200:
-            return
-        states = {(backend["name"], server["name"]): (server["up"], server["check"],
-                                                      server["reason"])
-                  for backend in json.loads(body)["backends"] for server in backend["servers"]}
-        for index in range(1, len(self.sessions)):
-            pushed = self.pushed[index]
-            for (backend, server), state in states.items():
-                if pushed.get((backend, server)) == state:
-                    continue
-                up, check, reason = state
-                payload = json.dumps({"backend": backend, "server": server, "up": up,
-                                      "check": check, "reason": reason}).encode()
-                reply, _, _ = await self.ask(index, "PUT", "/internal/health", body=payload)
-                if reply == 200:
-                    pushed[(backend, server)] = state
-
-    def forget_health(self, index: int) -> None:
-        """Worker `index` restarted: it needs every health result again."""
-        self.pushed[index] = {}

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from lbproxy.admin.model import (STATUS_CLASSES, Recent, Sampler, ago, backend_up,
-                                 frontend_status, queue_length)
+from lbproxy.admin.html import CSS, Cell, badge, byte_count, integer, table_row, table_section
+from lbproxy.admin.model import (STATUS_CLASSES, Recent, Sampler, ago, backend_up, frontend_status,
+                                 queue_length)
 from lbproxy.backends.server import ADMIN_STATES
 from lbproxy.config.backend import MAX_WEIGHT
 
@@ -28,61 +29,6 @@ if TYPE_CHECKING:
     from lbproxy.backends.server import Server
     from lbproxy.proxy.frontend import Frontend
     from lbproxy.runtime.engine import Engine
-
-Cell = tuple[str, str]      # (label, inner HTML)
-BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-CSS = """
-:root{--up:#1b873f;--down:#c62828;--drain:#d9730d;--maint:#6b7280;--checking:#b08800;
---bg:#f4f5f7;--line:#e1e4e8;--ink:#1f2933;--dim:#5f6b7a}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-background:var(--bg);color:var(--ink)}
-header{background:var(--ink);color:#fff;padding:10px 14px;display:flex;flex-wrap:wrap;
-gap:2px 14px;align-items:baseline}
-header h1{font-size:18px;margin:0}
-header span{color:#c5ccd6;font-size:13px}
-header a{color:#9ecbff;margin-right:8px}
-main{padding:10px;display:grid;gap:12px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;overflow:hidden}
-h2{font-size:15px;margin:0;padding:8px 12px;border-bottom:1px solid var(--line);display:flex;
-flex-wrap:wrap;gap:4px 10px;align-items:center}
-h2 small{color:var(--dim);font-weight:normal;font-size:13px}
-.scroll{overflow-x:auto}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:5px;text-align:right;white-space:nowrap;border-bottom:1px solid var(--line)}
-th{background:#eef1f4;font-size:12px;font-weight:600;color:#3e4c59}
-th:first-child,td:first-child{text-align:left}
-td small{display:block;color:var(--dim);font-size:12px}
-th.text,td.text{text-align:left}
-tr.total td{font-weight:600;background:#f8f9fa}
-tr.s-DOWN{background:#fdecea}tr.s-DRAIN{background:#fff3e0}tr.s-MAINT{background:#f0f1f3}
-tr.s-CHECKING{background:#fff8db}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;
-font-weight:600;letter-spacing:.02em}
-.UP,.OPEN{background:var(--up)}.DOWN,.STOP{background:var(--down)}
-.DRAIN,.FULL{background:var(--drain)}.MAINT{background:var(--maint)}
-.CHECKING{background:var(--checking)}
-form.ctl{display:flex;gap:4px}
-form.ctl input{width:4em}
-form.ctl *{font:inherit;font-size:12px;padding:2px 4px}
-form.ctl button{padding:2px 10px;border:1px solid #9aa5b1;border-radius:4px;background:#fff;
-cursor:pointer}
-footer{padding:4px 14px 16px;color:var(--dim);font-size:12px}
-@media (max-width:760px){
-thead{display:none}
-table,tbody{display:block}
-tr{display:grid;grid-template-columns:1fr 1fr;column-gap:12px;padding:6px 10px;
-border-bottom:6px solid var(--bg)}
-td{display:flex;justify-content:space-between;align-items:baseline;gap:6px;padding:3px 0;
-white-space:normal;text-align:right}
-td::before{content:attr(data-label);color:var(--dim);font-size:12px;text-align:left}
-td:first-child{grid-column:1/-1;font-size:15px;font-weight:600}
-td:first-child::before{content:none}
-td.text{grid-column:1/-1}
-td small{display:inline;margin-left:6px}
-}
-"""
 
 SCRIPT = """
 document.addEventListener("submit", async (e) => {
@@ -139,44 +85,20 @@ def _autoscale_section(pools: dict[str, dict]) -> str:
             f"<th>reported</th></tr></thead><tbody>{rows}</tbody></table></div></section>")
 
 
-def _section(kind: str, name: str, status: str, summary: str, headers: Sequence[str],
-             rows: Sequence[str]) -> str:
-    head = "".join(f"<th{_td_class(h)}>{escape(h)}</th>" for h in headers)
-    return (f'<section><h2><span>{kind} {escape(name)}</span>'
-            f'<span class="badge {status}">{status}</span><small>{summary}</small></h2>'
-            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
-
-
-def _row(cells: Sequence[Cell], css: str = "") -> str:
-    tds = "".join(f'<td data-label="{label}"{_td_class(label)}>{html}</td>'
-                  for label, html in cells)
-    return f'<tr class="{css}">{tds}</tr>' if css else f"<tr>{tds}</tr>"
-
-
-def _td_class(label: str) -> str:
-    """Free text reads left-aligned; on a phone it gets a card line of its own."""
-    return ' class="text"' if label in ("Check", "Admin") else ""
-
-
 def _headers(cells: Sequence[Cell]) -> list[str]:
     return [label for label, _ in cells]
 
 
-def _badge(state: str) -> str:
-    return f'<span class="badge {state}">{state}</span>'
-
-
 def _responses(responses: Sequence[int]) -> list[Cell]:
-    return [(STATUS_CLASSES[i], _int(responses[i])) for i in range(1, 6)]
+    return [(STATUS_CLASSES[i], integer(responses[i])) for i in range(1, 6)]
 
 
 def _traffic(requests: int, recent: Recent, responses: Sequence[int], bytes_in: int,
              bytes_out: int) -> list[Cell]:
     """The columns every table has, in one order: requests, rate, responses, bytes."""
-    return [("Requests", _int(requests)), ("Rate", f"{recent.rps:.1f}/s"),
-            *_responses(responses), ("Bytes in", _bytes(bytes_in)),
-            ("Bytes out", _bytes(bytes_out))]
+    return [("Requests", integer(requests)), ("Rate", f"{recent.rps:.1f}/s"),
+            *_responses(responses), ("Bytes in", byte_count(bytes_in)),
+            ("Bytes out", byte_count(bytes_out))]
 
 
 def _frontend_section(frontend: Frontend, recent: Recent) -> str:
@@ -185,19 +107,19 @@ def _frontend_section(frontend: Frontend, recent: Recent) -> str:
     cells: list[Cell] = [
         ("Frontend", "FRONTEND"),
         ("Sessions", f"{frontend.connections} / {frontend.max_connections_seen}{limit}"),
-        ("Total sessions", _int(frontend.connections_total)),
+        ("Total sessions", integer(frontend.connections_total)),
         *_traffic(frontend.requests, recent, frontend.responses, frontend.bytes_in,
                   frontend.bytes_out),
-        ("Denied", _int(frontend.rejected)),
+        ("Denied", integer(frontend.rejected)),
     ]
     binds = ", ".join(str(bind.address) for bind in frontend.config.bind)
-    return _section("frontend", frontend.name, status, escape(binds), _headers(cells),
-                    [_row(cells)])
+    return table_section("frontend", frontend.name, status, escape(binds), _headers(cells),
+                    [table_row(cells)])
 
 
 def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> str:
     servers = backend.servers
-    rows = [_row(_server_cells(backend, server, sampler.recent(server), controls),
+    rows = [table_row(_server_cells(backend, server, sampler.recent(server), controls),
                  f"s-{server.state}") for server in servers]
     recent = sampler.recent(backend)
     total = [
@@ -207,18 +129,18 @@ def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> str:
         *_traffic(backend.requests, recent, backend.responses,
                   sum(server.bytes_in for server in servers),
                   sum(server.bytes_out for server in servers)),
-        ("Failures", _int(sum(server.failures for server in servers))),
+        ("Failures", integer(sum(server.failures for server in servers))),
         ("Avg / p95", _times(recent)),
         ("Check", ""), ("Cookie", ""),
     ]
     if controls:
         total.append(("Admin", ""))
-    rows.append(_row(total, "total"))
+    rows.append(table_row(total, "total"))
     up = sum(server.usable for server in servers)
     status = "UP" if backend_up(backend) else "DOWN"
     summary = (f"{escape(backend.config.balance)} · {up}/{len(servers)} servers usable · "
                f"retries {backend.retried} · redispatches {backend.redispatched}")
-    return _section("backend", backend.name, status, summary, _headers(total), rows)
+    return table_section("backend", backend.name, status, summary, _headers(total), rows)
 
 
 def _server_cells(backend: Backend, server: Server, recent: Recent,
@@ -236,12 +158,12 @@ def _server_cells(backend: Backend, server: Server, recent: Recent,
     cells: list[Cell] = [
         ("Server", f"{escape(server.name)}<small>{escape(str(server.address))}"
                    f"{' · backup' if server.backup else ''}</small>"),
-        ("State", _badge(server.state)), ("Weight", weight),
+        ("State", badge(server.state)), ("Weight", weight),
         ("Sessions", f"{server.in_flight} / {server.max_in_flight}{limit}"),
         ("Queue", str(queue_length(server))),
         *_traffic(server.requests, recent, server.responses, server.bytes_in,
                   server.bytes_out),
-        ("Failures", _int(server.failures)),
+        ("Failures", integer(server.failures)),
         ("Avg / p95", _times(recent)),
         ("Check", check),
         ("Cookie", escape(server.cookie)),
@@ -260,20 +182,6 @@ def _controls(backend: Backend, server: Server) -> str:
             f'<select name="state" aria-label="state">{options}</select>'
             f'<input name="weight" type="number" min="0" max="{MAX_WEIGHT}" '
             f'value="{server.config_weight}" aria-label="weight"><button>apply</button></form>')
-
-
-def _int(n: int) -> str:
-    return f"{n:,}"
-
-
-def _bytes(n: int) -> str:
-    """1023 B, 1.5 KiB, 2.0 MiB...: readable, with the exact count on hover."""
-    value, unit = float(n), 0
-    while value >= 1024 and unit < len(BYTE_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    shown = f"{n} B" if unit == 0 else f"{value:.1f} {BYTE_UNITS[unit]}"
-    return f'<span title="{n:,} bytes">{shown}</span>'
 
 
 def _times(recent: Recent) -> str:

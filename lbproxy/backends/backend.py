@@ -1,11 +1,13 @@
 """A backend pool as the data plane sees it: servers, their balancers, retry policy.
 
 The balancing algorithm only orders servers (lbproxy/balance/). This class owns what
-is around the choice: the split between normal and backup servers, the connection
-pool of each server, the retry settings the exchange follows, and the changes made
-while running (servers added, drained and removed, weights and states set by the
-runtime API, health checks, DNS discovery and the autoscaler). Every change goes
-through `changed()`, which tells the balancers and the listeners (stats, health).
+is around the choice: the split between normal and backup servers, the retry settings
+the exchange follows, and the changes made while running (servers added, drained and
+removed, weights and states set by the runtime API, health checks, DNS discovery and
+the autoscaler). Every change goes through `changed()`, which tells the balancers and
+the listeners (stats, health). Each server's connection pool comes from the `make_pool`
+the engine hands in: this layer knows no sockets, and the watchers (health checks,
+discovery) are started by the engine.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from lbproxy.backends.persistence import CookiePersistence
 from lbproxy.backends.server import ADMIN_STATES, DRAIN, MAINT, READY, Server
 from lbproxy.balance import make_balancer
 from lbproxy.balance.base import Balancer
+from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.request import RequestInfo
-from lbproxy.proxy.tls import client_context, server_hostname
-from lbproxy.proxy.upstream import ServerPool
 
 if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
@@ -33,23 +34,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lbproxy.backend")
 
+# Builds a server's connection pool (lbproxy/proxy/upstream.py's make_pool, in the engine).
+MakePool = Callable[[Server, ServerConfig, BackendConfig], object]
+
 DRAIN_POLL = 0.05      # seconds between checks that a draining server is idle
 RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each rebuilds the balancer)
 
 
 class Backend:
-    def __init__(self, config: BackendConfig, state: ProxyState) -> None:
+    def __init__(self, config: BackendConfig, state: ProxyState, make_pool: MakePool) -> None:
         self.name = config.name
         self.state = state
+        self.make_pool = make_pool
         self._settings(config)
         self.servers: list[Server] = [self._make_server(c) for c in config.servers]
         self._new_balancers()
         self.listeners: list[Callable[[Backend, Server, str], None]] = []
         self._removals: dict[str, asyncio.Task] = {}
-        self.active_checks = True  # False in workers other than the first (workers > 1)
-        self.passive = None       # lbproxy.health.passive.PassiveMonitor when configured
-        self.checker = None       # lbproxy.health.active.ActiveChecker when configured
-        self.discovery = None     # lbproxy.backends.discovery.Discovery when configured
+        # watchers, set by the engine (lbproxy/runtime/watchers.py) when configured
+        self.passive = None       # lbproxy.health.passive.PassiveMonitor
+        self.checker = None       # lbproxy.health.active.ActiveChecker
+        self.discovery = None     # lbproxy.backends.discovery.Discovery
         self.in_flight = 0
         self.queue: deque[tuple[float, Exchange]] = deque()   # (deadline, waiting exchange)
         self.max_queue = 0
@@ -71,7 +76,7 @@ class Backend:
         self.queue_timeout = config.timeouts.queue
         self.persistence = CookiePersistence(config.cookie) if config.cookie else None
 
-    async def reconfigure(self, config: BackendConfig) -> None:
+    def reconfigure(self, config: BackendConfig) -> None:
         """Apply a reloaded config in place: servers are matched by name and keep their
         health, counters, pool and slowstart; servers gone from the config drain and go;
         new ones start CHECKING when there are health checks; servers added while
@@ -93,10 +98,6 @@ class Backend:
                 config.balance, config.balance_arg, config.hash_type):
             self.lb_hooks = False
             self._new_balancers()
-        if (old.health_check, old.passive, old.server_template) != (
-                config.health_check, config.passive, config.server_template):
-            await self._stop_watchers()
-            self.start()
         self.changed(None, "reload")
         self.released()
 
@@ -127,15 +128,7 @@ class Backend:
         return server
 
     def _attach_pool(self, server: Server, config: ServerConfig) -> None:
-        timeouts = self.config.timeouts
-        context = hostname = None
-        if config.tls is not None:
-            context = client_context(config.tls, f"{config.where}.tls")
-            hostname = server_hostname(config.tls, config.address.host)
-        server.pool = ServerPool(server, self.state, connect_timeout=timeouts.connect,
-                                 server_timeout=timeouts.server,
-                                 reuse=self.config.http_reuse != "never", ssl=context,
-                                 server_hostname=hostname)
+        server.pool = self.make_pool(server, config, self.config)
         server.pool_config = config.tls
 
     def _split(self) -> tuple[list[Server], list[Server]]:
@@ -283,8 +276,8 @@ class Backend:
             self.changed(server, "state")
 
     def set_weight(self, server: Server, weight: int) -> None:
-        if not 0 <= weight <= 256:
-            raise ValueError("weight must be an integer from 0 to 256")
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight must be an integer from 0 to {MAX_WEIGHT}")
         server.config_weight = server.weight = weight
         self.changed(server, "weight")
 
@@ -327,29 +320,8 @@ class Backend:
 
     # life cycle
 
-    def start(self) -> None:
-        """Start what watches the servers: active checks, passive ejection, discovery."""
-        config = self.config
-        if config.health_check is not None and self.active_checks:
-            from lbproxy.health.active import ActiveChecker
-            self.checker = ActiveChecker(self)
-            self.checker.start()
-        if config.passive is not None:
-            from lbproxy.health.passive import PassiveMonitor
-            self.passive = PassiveMonitor(self)
-        if config.server_template is not None:
-            from lbproxy.backends.discovery import Discovery
-            self.discovery = Discovery(self)
-            self.discovery.start()
-
-    async def _stop_watchers(self) -> None:
-        for watcher in (self.checker, self.passive, self.discovery):
-            if watcher is not None:
-                await watcher.stop()
-        self.checker = self.discovery = self.passive = None
-
-    async def stop(self) -> None:
-        await self._stop_watchers()
+    def stop(self) -> None:
+        """Cancel pending removals and close idle connections (the engine stops watchers)."""
         for task in self._removals.values():
             task.cancel()
         for server in self.servers:

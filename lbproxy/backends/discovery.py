@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import aiodns
 import pycares
 
+from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.schema import Address, ServerConfig, ServerTemplateConfig
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbproxy.discovery")
 
 DEFAULT_PORT = 80
-MAX_WEIGHT = 256
 RESOLVE_TIMEOUT = 2.0           # seconds per try; a try never outlasts resolve_interval
 RESOLVE_TRIES = 2
 # "no such name" and "no records of this type" are answers; any other error is a failure

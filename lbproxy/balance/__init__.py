@@ -8,8 +8,8 @@ matters only to the hashing algorithms.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.first import First
 from lbproxy.balance.hashing import (HASH_TYPES, HashBalancer, HeaderHash, SourceHash,
@@ -19,6 +19,9 @@ from lbproxy.balance.random import WeightedRandom
 from lbproxy.balance.response_time import LeastResponseTime
 from lbproxy.balance.roundrobin import RoundRobin
 from lbproxy.balance.static_rr import StaticRoundRobin
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 ALGORITHMS: dict[str, type[Balancer]] = {
     cls.name: cls

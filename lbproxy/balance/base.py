@@ -9,9 +9,12 @@ raises and never touches sockets.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 class Balancer:

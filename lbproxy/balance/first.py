@@ -10,10 +10,14 @@ Pick cost: O(k) for the k servers ahead of the pick; no allocation.
 
 from __future__ import annotations
 
-from lbproxy.backends.server import Server
+from typing import TYPE_CHECKING
+
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import fallback
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 class First(Balancer):

@@ -34,13 +34,16 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
+from typing import TYPE_CHECKING
 from zlib import crc32
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import fallback, walk, weighted_order
 from lbproxy.balance.roundrobin import RoundRobin
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 CONSISTENT = "consistent"
 MAP_BASED = "map-based"

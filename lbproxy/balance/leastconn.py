@@ -14,11 +14,14 @@ Pick cost: O(n), one pass, no allocation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import fallback
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 class LeastConn(Balancer):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from math import gcd
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 def fallback(avoid: Server | None) -> Server | None:

@@ -35,11 +35,14 @@ import time
 from collections.abc import Callable, Sequence
 from math import exp
 from statistics import median
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import candidates
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 # Seconds for an old observation to fade to 1/e: a slow spell is forgotten within
 # ~30 s, while one slow response does not flip the choice (Finagle's default is 10 s).

@@ -18,11 +18,14 @@ over, so a change to one server does not restart the rotation of the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import fallback
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 class RoundRobin(Balancer):

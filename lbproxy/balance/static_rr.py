@@ -15,11 +15,14 @@ slowstart ramp or a health flip cost one comparison of the weight list.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lbproxy.backends.server import Server
 from lbproxy.balance.base import Balancer
 from lbproxy.balance.pool import fallback, walk, weighted_order
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 
 class StaticRoundRobin(Balancer):

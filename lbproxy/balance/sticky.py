@@ -17,9 +17,13 @@ backend's decision, not these helpers'.
 
 from __future__ import annotations
 
-from lbproxy.backends.server import Server
+from typing import TYPE_CHECKING
+
 from lbproxy.config.schema import CookieConfig
 from lbproxy.http.request import RequestInfo
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
 
 INSERT = "insert"
 REWRITE = "rewrite"

@@ -20,19 +20,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lbproxy.backends.outcomes import FAILURES
 from lbproxy.backends.server import MAINT
 from lbproxy.health.active import probe
-from lbproxy.proxy.upstream import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, JUNK_RESPONSE,
-                                    RESPONSE_TIMEOUT)
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
 
 log = logging.getLogger("lbproxy.health")
-
-FAILURE_KINDS = frozenset({CONNECT_FAILURE, EMPTY_RESPONSE, JUNK_RESPONSE, RESPONSE_TIMEOUT,
-                           ABORTED})
 
 
 class PassiveMonitor:
@@ -43,7 +39,7 @@ class PassiveMonitor:
         self.backend = backend
         self.max_fails = config.max_fails
         self.fail_timeout = config.fail_timeout
-        self.counted: frozenset[int | str] = frozenset(config.on_status) | FAILURE_KINDS
+        self.counted: frozenset[int | str] = frozenset(config.on_status) | FAILURES
         self.clock = clock or backend.state.time
         self.reprobe = backend.config.health_check is None
         # times of the last max_fails failures per server; weak so removed servers go

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbproxy.http.errors import canned
-from lbproxy.http.headers import (
-    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL, TRANSFER_ENCODING, UPGRADE,
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, connection_tokens,
-    is_token_list_chunked, named_hop_by_hop,
-)
+from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL,
+                                  TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST,
+                                  X_FORWARDED_PROTO, connection_tokens, is_token_list_chunked,
+                                  named_hop_by_hop)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header

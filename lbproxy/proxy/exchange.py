@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lbproxy.backends.outcomes import CONNECT_FAILURE
 from lbproxy.http.errors import canned
 from lbproxy.http.headers import strip_named
-from lbproxy.proxy.upstream import CONNECT_FAILURE
 from lbproxy.tables.stick_table import StickTable, is_http_error
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from lbproxy.routing.actions import ANSWERED, FrontendRules
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
-    from lbproxy.proxy.listener import Listener
     from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.listener import Listener
     from lbproxy.proxy.state import ProxyState
     from lbproxy.runtime.accesslog import AccessLog
 

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, JUNK_RESPONSE,
+                                       RESPONSE_TIMEOUT)
+from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.errors import STATUS_LINES, status_line
-from lbproxy.http.headers import (
-    CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING, UPGRADE,
-    connection_tokens, named_hop_by_hop, strip_named,
-)
+from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
+                                  UPGRADE, connection_tokens, named_hop_by_hop, strip_named)
+from lbproxy.proxy.tls import client_context, server_hostname
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
@@ -32,13 +34,6 @@ POOL_IDLE_TIMEOUT = 4.0
 # sees, every burst closes and reopens connections: at 500 concurrent clients a cap of
 # 256 cost 1.6 s of p99 (bench/throughput); 1024 keeps fds bounded without churn.
 MAX_IDLE_PER_SERVER = 1024
-
-# Failure kinds, named as in `retry_on`.
-CONNECT_FAILURE = "connect-failure"
-EMPTY_RESPONSE = "empty-response"
-JUNK_RESPONSE = "junk-response"
-RESPONSE_TIMEOUT = "response-timeout"
-ABORTED = "aborted"             # the server closed in the middle of a response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -118,6 +113,20 @@ class ServerPool:
     def close_idle(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+
+def make_pool(state: ProxyState, server: Server, config: ServerConfig,
+              backend: BackendConfig) -> ServerPool:
+    """The pool for `server` as its config and its backend's settings describe it, with
+    the TLS client context it connects with (the engine hands this to each Backend)."""
+    context = hostname = None
+    if config.tls is not None:
+        context = client_context(config.tls, f"{config.where}.tls")
+        hostname = server_hostname(config.tls, config.address.host)
+    return ServerPool(server, state, connect_timeout=backend.timeouts.connect,
+                      server_timeout=backend.timeouts.server,
+                      reuse=backend.http_reuse != "never", ssl=context,
+                      server_hostname=hostname)
 
 
 class UpstreamProtocol(asyncio.Protocol):

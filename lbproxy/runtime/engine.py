@@ -9,6 +9,9 @@
   and stick-table entries stay), removed servers drain.
 - `stop()` is the graceful stop of CONFIG.md: stop accepting, close idle connections,
   let in-flight requests finish up to a deadline, then cut the rest.
+
+The engine is the data plane only; lbproxy/runtime/serve.py assembles a process from it
+and the admin server.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError
@@ -28,11 +33,14 @@ from lbproxy.proxy.client import IDLE
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.state import ProxyState
+from lbproxy.proxy.upstream import make_pool
 from lbproxy.routing.actions import FrontendRules
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
+from lbproxy.runtime.control import WorkerRole
 from lbproxy.runtime.validate import (bind_contexts, compile_frontends, load_checked,
                                       table_configs)
+from lbproxy.runtime.watchers import start_watchers, stop_watchers, watchers_changed
 from lbproxy.tables import open_store
 
 log = logging.getLogger("lbproxy")
@@ -41,21 +49,6 @@ STOP_GRACE = 30.0          # seconds in-flight requests get on SIGTERM
 LOG_FLUSH_INTERVAL = 0.5   # access log lines reach a pipe within this delay
 
 ListenKey = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class WorkerRole:
-    """This engine is worker `index` of `count` under a supervisor (global.workers > 1):
-    its listeners share their ports (SO_REUSEPORT), its admin app is private on
-    `control/worker-INDEX.sock`, and only worker 0 runs active health checks (the
-    supervisor passes their results on)."""
-    index: int
-    count: int
-    control: str
-
-    @property
-    def socket(self) -> str:
-        return os.path.join(self.control, f"worker-{self.index}.sock")
 
 
 @dataclass
@@ -91,15 +84,19 @@ class Engine:
         self.state.backends = list(self.backends.values())
         self.listeners: dict[ListenKey, Listener] = {}
         self._listener_tls: dict[ListenKey, BindTLSConfig | None] = {}
-        self.admin = None         # lbproxy.admin.app.AdminServer when `stats:` is configured
         self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
+        # called with (old, new) after a reload was applied (the admin server's restart)
+        self.on_reload: list[Callable[[Config, Config], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
 
     def _backend(self, config: BackendConfig) -> Backend:
-        backend = Backend(config, self.state)
-        backend.active_checks = self.worker is None or self.worker.index == 0
-        return backend
+        return Backend(config, self.state, partial(make_pool, self.state))
+
+    @property
+    def active_checks(self) -> bool:
+        """Whether this process probes servers: with workers, only worker 0 does."""
+        return self.worker is None or self.worker.index == 0
 
     def _sync_tables_and_compile(self, config: Config) -> dict[str, FrontendRules]:
         table_list, errors = table_configs(config)
@@ -116,22 +113,15 @@ class Engine:
         await self._serve(self._bind(self.config))
         await self.store.start()
         for backend in self.backends.values():
-            backend.start()
-        try:
-            await self._start_admin()
-        except OSError:
-            for listener in self.listeners.values():
-                listener.close()
-            raise
+            start_watchers(backend, self.active_checks)
         self.state.start()
         if self.access_log is not None:
             self._housekeeping = self.loop.create_task(self._flush_logs())
 
-    async def _start_admin(self) -> None:
-        if self.config.stats is not None or self.worker is not None:
-            from lbproxy.admin.app import AdminServer
-            self.admin = AdminServer(self, self.worker.socket if self.worker else None)
-            await self.admin.start()
+    def close_listeners(self) -> None:
+        """Stop listening at once (a start that failed after the listeners were bound)."""
+        for listener in self.listeners.values():
+            listener.close()
 
     def _bind(self, config: Config) -> list[_Bind]:
         """Every bind of `config`, with its TLS context, reusing listeners on the same
@@ -220,11 +210,17 @@ class Engine:
             backend = self.backends.get(name)
             if backend is None:
                 backend = self.backends[name] = self._backend(backend_config)
-                backend.start()
-            else:
-                await backend.reconfigure(backend_config)
+                start_watchers(backend, self.active_checks)
+                continue
+            restart = watchers_changed(backend.config, backend_config)
+            backend.reconfigure(backend_config)
+            if restart:
+                await stop_watchers(backend)
+                start_watchers(backend, self.active_checks)
         for name in [name for name in self.backends if name not in config.backends]:
-            await self.backends.pop(name).stop()     # in-flight requests keep their objects
+            backend = self.backends.pop(name)        # in-flight requests keep their objects
+            await stop_watchers(backend)
+            backend.stop()
         if config.global_.log != old.global_.log:
             self.access_log = make_access_log(config.global_.log)
         rules = self._sync_tables_and_compile(config)
@@ -243,11 +239,8 @@ class Engine:
         self.state.max_connections = config.global_.max_connections
         await self._serve(binds)
         self.config = config
-        if config.stats != old.stats and self.worker is None:
-            if self.admin is not None:
-                await self.admin.stop()
-                self.admin = None
-            await self._start_admin()
+        for hook in self.on_reload:
+            await hook(old, config)
 
     # stop
 
@@ -266,9 +259,8 @@ class Engine:
         for client in list(state.clients):
             client.abort()
         for backend in self.backends.values():
-            await backend.stop()
-        if self.admin is not None:
-            await self.admin.stop()
+            await stop_watchers(backend)
+            backend.stop()
         await self.store.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()

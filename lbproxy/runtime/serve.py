@@ -1,22 +1,67 @@
-"""Running the proxy as a process: event loop, signals, pidfile.
+"""A proxy process assembled: the engine (data plane) and its admin server, the event
+loop, signals and pidfile.
 
 SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration, SIGUSR1 reopens the
-access log (CONFIG.md "Signals").
+access log (CONFIG.md "Signals"). With `global.workers` > 1 the supervisor
+(lbproxy/runtime/workers.py) runs one such process per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import signal
 from collections.abc import Awaitable, Callable
 
+from lbproxy.admin.app import AdminServer
 from lbproxy.config.schema import Config
-from lbproxy.runtime.engine import Engine, WorkerRole
+from lbproxy.runtime.control import WorkerRole, remove_pidfile, write_pidfile
+from lbproxy.runtime.engine import STOP_GRACE, Engine
 
 log = logging.getLogger("lbproxy")
+
+
+class ProxyProcess:
+    """The engine and the admin server of one process, started, reloaded and stopped
+    together. The admin server runs when `stats:` is configured, and always in a worker
+    (privately, for its supervisor)."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None,
+                 path: str | None = None, worker: WorkerRole | None = None) -> None:
+        self.engine = Engine(config, loop, path, worker)
+        self.admin: AdminServer | None = None
+        self.engine.on_reload.append(self._reloaded)
+
+    async def start(self) -> None:
+        """Listen (all binds or none), then serve the admin app; a port that cannot be
+        bound fails the whole start."""
+        await self.engine.start()
+        try:
+            await self._start_admin()
+        except OSError:
+            self.engine.close_listeners()
+            raise
+
+    async def _start_admin(self) -> None:
+        engine = self.engine
+        worker = engine.worker
+        if engine.config.stats is not None or worker is not None:
+            self.admin = AdminServer(engine, worker.socket if worker else None)
+            await self.admin.start()
+
+    async def _reloaded(self, old: Config, new: Config) -> None:
+        if new.stats != old.stats and self.engine.worker is None:
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
+            await self._start_admin()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Graceful stop; the admin app answers /health 503 until in-flight requests end."""
+        await self.engine.stop(grace)
+        if self.admin is not None:
+            await self.admin.stop()
 
 
 def raise_fd_limit() -> int:
@@ -46,14 +91,15 @@ def run_loop(main: Awaitable[int]) -> int:
 async def serve(config: Config, path: str | None = None,
                 on_ready: Callable[[Engine], Awaitable[None]] | None = None,
                 worker: WorkerRole | None = None) -> int:
-    """Run an Engine for `config` (read from `path`, which SIGHUP reads again) until
+    """Run a ProxyProcess for `config` (read from `path`, which SIGHUP reads again) until
     SIGTERM or SIGINT; returns the exit code. A `worker` tells its supervisor it is
-    ready by creating `worker-INDEX.ready` in the control directory."""
+    ready through the control directory."""
     loop = asyncio.get_running_loop()
     raise_fd_limit()
-    engine = Engine(config, loop, path, worker)
+    process = ProxyProcess(config, loop, path, worker)
+    engine = process.engine
     try:
-        await engine.start()
+        await process.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return 1
@@ -64,19 +110,16 @@ async def serve(config: Config, path: str | None = None,
     loop.add_signal_handler(signal.SIGUSR1, lambda: engine.access_log and engine.access_log.reopen())
     pidfile = config.global_.pidfile if worker is None else None   # the supervisor's
     if worker is not None:
-        open(os.path.join(worker.control, f"worker-{worker.index}.ready"), "w").close()
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        worker.announce_ready()
+    write_pidfile(pidfile)
     log.info("lbproxy serving on %s", ", ".join(f"{h}:{p}" for h, p in engine.addresses))
     try:
         if on_ready is not None:
             await on_ready(engine)
         await stop.wait()
         log.info("stopping: finishing in-flight requests")
-        await engine.stop()
+        await process.stop()
     finally:
-        if pidfile and os.path.exists(pidfile):
-            os.unlink(pidfile)
+        remove_pidfile(pidfile)
     log.info("stopped")
     return 0

@@ -9,7 +9,8 @@ supervisor serves no traffic. It:
 - restarts a worker that crashes, with a growing delay when it keeps crashing;
 - forwards SIGHUP (reload), SIGUSR1 (reopen logs) and, on SIGTERM/SIGINT, stops them all
   gracefully and exits 0;
-- passes worker 0's health-check results to the others, so servers are probed once;
+- passes worker 0's health-check results to the others, so servers are probed once
+  (lbproxy/runtime/health_share.py);
 - serves `stats.bind` itself, merging what every worker reports (lbproxy/admin/fanout.py).
 
 Workers talk to the supervisor through their admin app on a unix socket in a private
@@ -26,7 +27,11 @@ import signal
 import sys
 import tempfile
 
+from lbproxy.admin.fanout import FanoutServer
 from lbproxy.config.schema import Config
+from lbproxy.runtime.control import ready_path, remove_pidfile, write_pidfile
+from lbproxy.runtime.health_share import HealthShare
+from lbproxy.runtime.worker_client import WorkerClient
 
 log = logging.getLogger("lbproxy.workers")
 
@@ -34,7 +39,6 @@ READY_TIMEOUT = 30.0        # seconds a worker gets to bind and start
 STOP_GRACE = 35.0           # a worker's own graceful stop takes up to 30 s
 RESTART_DELAY = (0.5, 30.0) # first and largest delay before restarting a crashing worker
 STABLE_AFTER = 60.0         # a worker that ran this long resets the delay
-HEALTH_SYNC = 0.5           # seconds between two copies of worker 0's health results
 
 
 class Supervisor:
@@ -45,11 +49,10 @@ class Supervisor:
         self.control = ""
         self.procs: list[asyncio.subprocess.Process | None] = [None] * self.count
         self.stopping = asyncio.Event()
-        self.fanout = None           # lbproxy.admin.fanout.FanoutServer, once started
+        self.workers: WorkerClient | None = None
+        self.fanout: FanoutServer | None = None
+        self.health: HealthShare | None = None
         self._tasks: list[asyncio.Task] = []
-
-    def socket(self, index: int) -> str:
-        return os.path.join(self.control, f"worker-{index}.sock")
 
     async def run(self) -> int:
         self.control = tempfile.mkdtemp(prefix="lbproxy-workers-")
@@ -63,12 +66,13 @@ class Supervisor:
             if not await self._start_all():
                 return 1
             self._tasks = [loop.create_task(self._keep(index)) for index in range(self.count)]
-            from lbproxy.admin.fanout import FanoutServer
-            self.fanout = FanoutServer(self)
+            self.workers = WorkerClient(self.control, self.count)
+            self.fanout = FanoutServer(self.config.stats, self.workers, self.stopping)
             await self.fanout.start()
             if any(b.health_check for b in self.config.backends.values()):
-                self._tasks.append(loop.create_task(self._share_health()))
-            self._write_pidfile()
+                self.health = HealthShare(self.workers)
+                self._tasks.append(loop.create_task(self.health.run()))
+            write_pidfile(self.config.global_.pidfile)
             log.info("lbproxy supervisor: %d workers serving", self.count)
             await self.stopping.wait()
             log.info("stopping: workers finish their in-flight requests")
@@ -79,16 +83,16 @@ class Supervisor:
                 task.cancel()
             if self.fanout is not None:
                 await self.fanout.stop()
+            if self.workers is not None:
+                await self.workers.close()
             self._kill_all()
-            pidfile = self.config.global_.pidfile
-            if pidfile and os.path.exists(pidfile):
-                os.unlink(pidfile)
+            remove_pidfile(self.config.global_.pidfile)
             shutil.rmtree(self.control, ignore_errors=True)
 
     # workers
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
-        ready = os.path.join(self.control, f"worker-{index}.ready")
+        ready = ready_path(self.control, index)
         if os.path.exists(ready):
             os.unlink(ready)
         proc = await asyncio.create_subprocess_exec(
@@ -98,7 +102,7 @@ class Supervisor:
         return proc
 
     async def _ready(self, index: int, proc: asyncio.subprocess.Process) -> bool:
-        ready = os.path.join(self.control, f"worker-{index}.ready")
+        ready = ready_path(self.control, index)
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
         while not os.path.exists(ready):
             if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
@@ -130,8 +134,8 @@ class Supervisor:
             delay = RESTART_DELAY[0] if loop.time() - started > STABLE_AFTER \
                 else min(delay * 2, RESTART_DELAY[1])
             proc = await self._spawn(index)
-            if await self._ready(index, proc) and self.fanout is not None:
-                self.fanout.forget_health(index)
+            if await self._ready(index, proc) and self.health is not None:
+                self.health.forget(index)
 
     def _forward(self, signum: int) -> None:
         for proc in self.procs:
@@ -153,16 +157,3 @@ class Supervisor:
             if proc is not None and proc.returncode is None:
                 proc.kill()
 
-    def _write_pidfile(self) -> None:
-        pidfile = self.config.global_.pidfile
-        if pidfile:
-            with open(pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
-
-    async def _share_health(self) -> None:
-        while True:
-            await asyncio.sleep(HEALTH_SYNC)
-            try:
-                await self.fanout.share_health()
-            except Exception:                  # a worker restarting: try again next time
-                log.debug("health sharing failed", exc_info=True)

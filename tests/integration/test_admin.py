@@ -32,7 +32,7 @@ def admin_config(ports: list[int], *, auth: bool = True, admin: bool = True) -> 
 
 
 def stats_port(p) -> int:
-    return p.engine.admin.addresses[0][1]
+    return p.process.admin.addresses[0][1]
 
 
 def call(p, method: str, path: str, body: object = None, auth: tuple[str, str] | None = AUTH,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import LATENCY_BUCKETS
 from lbproxy.config.schema import Address, BackendConfig, ServerConfig
 from lbproxy.proxy.state import ProxyState
+from lbproxy.proxy.upstream import make_pool
 
 
 def histogram(by_bound: dict[float, int] | None = None) -> list[int]:
@@ -53,7 +55,7 @@ def test_ago(seconds, text):
 def backend() -> Iterator[Backend]:
     loop = asyncio.new_event_loop()
     config = BackendConfig(name="app", servers=(ServerConfig("a", Address("127.0.0.1", 1)),))
-    yield Backend(config, ProxyState(loop, 100))
+    yield Backend(config, state := ProxyState(loop, 100), partial(make_pool, state))
     loop.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -12,6 +13,7 @@ from lbproxy.config.schema import (Address, BackendConfig, HealthCheckConfig, Pa
                                    ServerConfig)
 from lbproxy.health.passive import PassiveMonitor
 from lbproxy.proxy.state import ProxyState
+from lbproxy.proxy.upstream import make_pool
 
 
 class Clock:
@@ -30,7 +32,7 @@ def backend() -> Iterator[Backend]:
                            passive=PassiveConfig(max_fails=3, fail_timeout=10.0),
                            servers=(ServerConfig("a", Address("127.0.0.1", 1)),
                                     ServerConfig("b", Address("127.0.0.1", 2))))
-    yield Backend(config, ProxyState(loop, 100))
+    yield Backend(config, state := ProxyState(loop, 100), partial(make_pool, state))
     loop.close()
 
 
