@@ -50,9 +50,8 @@ def quantile(counts: Sequence[int], q: float) -> float | None:
 
 
 def queue_length(obj: Backend | Server) -> int:
-    """Requests waiting for a slot; 0 until the data plane keeps a `queue` (int or container)."""
-    queue = getattr(obj, "queue", 0)
-    return queue if isinstance(queue, int) else len(queue)
+    """Requests waiting for a slot: the backend's queue (a server has none of its own)."""
+    return getattr(obj, "queued", 0)
 
 
 def by_class(responses: Sequence[int]) -> dict[str, int]:
@@ -221,7 +220,7 @@ def backend_json(backend: Backend, sampler: Sampler) -> dict[str, object]:
         "servers_up": sum(server.usable for server in servers),
         "sessions": backend.in_flight,
         "queue": queue_length(backend),
-        "max_queue": backend.max_queue,
+        "max_queue": backend.max_queued,
         "requests": backend.requests,
         "responses": by_class(backend.responses),
         "retries": backend.retried,

@@ -138,7 +138,7 @@ def _backend_row(backend: Backend, iid: int, recent: Recent) -> Row:
         "weight": sum(server.weight for server in usable),
         "act": sum(not server.backup for server in usable),
         "bck": sum(server.backup for server in usable),
-        "qcur": queue_length(backend), "qmax": backend.max_queue, "scur": backend.in_flight,
+        "qcur": queue_length(backend), "qmax": backend.max_queued, "scur": backend.in_flight,
         "stot": backend.requests, "lbtot": backend.requests,
         "bin": sum(server.bytes_in for server in servers),
         "bout": sum(server.bytes_out for server in servers),

@@ -125,7 +125,7 @@ def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> str:
     total = [
         ("Server", "BACKEND"), ("State", ""), ("Weight", ""),
         ("Sessions", str(backend.in_flight)),
-        ("Queue", f"{queue_length(backend)} / {backend.max_queue}"),
+        ("Queue", f"{queue_length(backend)} / {backend.max_queued}"),
         *_traffic(backend.requests, recent, backend.responses,
                   sum(server.bytes_in for server in servers),
                   sum(server.bytes_out for server in servers)),

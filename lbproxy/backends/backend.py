@@ -16,7 +16,6 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,6 @@ from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.request import RequestInfo
 
 if TYPE_CHECKING:
-    from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.state import ProxyState
 
 log = logging.getLogger("lbproxy.backend")
@@ -49,15 +47,15 @@ class Backend:
         self._settings(config)
         self.servers: list[Server] = [self._make_server(c) for c in config.servers]
         self._new_balancers()
-        self.listeners: list[Callable[[Backend, Server, str], None]] = []
+        self.listeners: list[Callable[[Backend, Server | None, str], None]] = []
         self._removals: dict[str, asyncio.Task] = {}
         # watchers, set by the engine (lbproxy/runtime/watchers.py) when configured
         self.passive = None       # lbproxy.health.passive.PassiveMonitor
         self.checker = None       # lbproxy.health.active.ActiveChecker
         self.discovery = None     # lbproxy.backends.discovery.Discovery
         self.in_flight = 0
-        self.queue: deque[tuple[float, Exchange]] = deque()   # (deadline, waiting exchange)
-        self.max_queue = 0
+        self.queued = 0           # requests waiting for a slot (kept by the dispatcher)
+        self.max_queued = 0
         self._ramping: dict[Server, float] = {}                # slowstart: server -> since
         self._next_ramp = 0.0
         # counters
@@ -99,7 +97,6 @@ class Backend:
             self.lb_hooks = False
             self._new_balancers()
         self.changed(None, "reload")
-        self.released()
 
     def _update_server(self, server: Server, config: ServerConfig) -> None:
         """New settings for an existing server; a new address or TLS gets a new pool."""
@@ -158,7 +155,7 @@ class Backend:
         if 0 < self.maxconn <= self.in_flight:
             return None
         if self.persistence is not None and avoid is None:
-            server = self.persistence.stuck_server(request.sent_id, self.servers)
+            server = self.persistence.stuck_server(request.sticky_id, self.servers)
             if server is not None:
                 return server
         server = self.balancer.pick(request, avoid)
@@ -167,40 +164,8 @@ class Backend:
             server = self.backup_balancer.pick(request, avoid)
         return server
 
-    def can_queue(self) -> bool:
-        """No server now, but one will free up: the backend or a usable server is full."""
-        return self.queue_timeout > 0 and (0 < self.maxconn <= self.in_flight or any(
-            s.usable for s in self.servers))
-
-    def enqueue(self, exchange: Exchange) -> None:
-        """Wait (FIFO) for a free slot, at most `timeouts.queue`, then 503."""
-        self.queue.append((self.state.time() + self.queue_timeout, exchange))
-        if len(self.queue) > self.max_queue:
-            self.max_queue = len(self.queue)
-
-    def released(self) -> None:
-        """A request finished: serve waiting ones while servers have room."""
-        queue = self.queue
-        while queue:
-            exchange = queue[0][1]
-            if not exchange.queued:            # its client left
-                queue.popleft()
-                continue
-            server = self.pick(exchange, None)
-            if server is None:
-                return
-            queue.popleft()
-            exchange.queued = False
-            exchange.use(server)
-
     def tick(self, now: float) -> None:
-        """Called by the sweeper: expire queued requests, step slowstart ramps."""
-        queue = self.queue
-        while queue and (queue[0][0] <= now or not queue[0][1].queued):
-            _, exchange = queue.popleft()
-            if exchange.queued:
-                exchange.queued = False
-                exchange.respond(503)
+        """Called by the sweeper (through the dispatcher): step slowstart ramps."""
         if self._ramping and now >= self._next_ramp:
             self._next_ramp = now + RAMP_INTERVAL
             self._ramp(now)
@@ -216,7 +181,6 @@ class Backend:
                 server.weight = max(1, math.ceil(server.config_weight * elapsed
                                                  / server.slowstart))
         self.changed(None, "weight")
-        self.released()
 
     def _start_ramp(self, server: Server) -> None:
         if server.slowstart > 0 and server.config_weight > 0:
@@ -235,17 +199,16 @@ class Backend:
         return None
 
     def changed(self, server: Server | None, what: str) -> None:
-        """`server` changed (added, removed, state, weight, health; None: several
-        weights): rebuild the balancers, notify listeners, serve the queue."""
+        """`server` changed (added, removed, state, weight, health; None: several at once,
+        a reload or a slowstart step): rebuild the balancers, notify the listeners (health
+        checks, the dispatcher, whose queue may move now)."""
         normal, backups = self._split()
         self.balancer.update(normal)
         self.backup_balancer.update(backups)
-        if server is None:
-            return
-        server.last_change = time.time()
+        if server is not None:
+            server.last_change = time.time()
         for listener in self.listeners:
             listener(self, server, what)
-        self.released()
 
     def add_server(self, config: ServerConfig, up: bool = True, dynamic: bool = True) -> Server:
         """Add a server; `up=False` keeps it out of rotation until health checks pass.

@@ -23,12 +23,12 @@ class CookiePersistence:
             config.mode == sticky.PREFIX
 
     @staticmethod
-    def stuck_server(sent_id: str | None, servers: Iterable[Server]) -> Server | None:
+    def stuck_server(sticky_id: str | None, servers: Iterable[Server]) -> Server | None:
         """The server named by the cookie's id, when it can still take the request."""
-        if sent_id is None:
+        if sticky_id is None:
             return None
         for server in servers:
-            if server.cookie == sent_id:
+            if server.cookie == sticky_id:
                 if not server.up or server.admin == MAINT or server.full:
                     return None
                 return server
@@ -50,7 +50,7 @@ class CookiePersistence:
         return kept
 
     def response_headers(self, parts: list[bytes], server: Server,
-                         sent_id: str | None) -> list[bytes]:
+                         sticky_id: str | None) -> list[bytes]:
         """The server's Set-Cookie headers rewritten, plus ours when the client needs it."""
         kept: list[bytes] = []
         for i in range(0, len(parts), 4):
@@ -62,9 +62,9 @@ class CookiePersistence:
                 kept += (parts[i], b": ", value.encode("latin-1"), b"\r\n")
             else:
                 kept += parts[i:i + 4]
-        for name, value in sticky.response_headers(self.config, server, sent_id):
+        for name, value in sticky.response_headers(self.config, server, sticky_id):
             kept += (name.encode(), b": ", value.encode("latin-1"), b"\r\n")
         return kept
 
-    def sent_id(self, request: RequestInfo) -> str | None:
+    def sticky_id(self, request: RequestInfo) -> str | None:
         return sticky.server_id(self.config, request)

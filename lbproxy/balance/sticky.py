@@ -41,14 +41,14 @@ def server_id(cfg: CookieConfig, request: RequestInfo) -> str | None:
 
 
 def response_headers(cfg: CookieConfig, server: Server,
-                     sent_id: str | None) -> list[tuple[str, str]]:
-    """Headers to add to `server`'s response when the request carried `sent_id`.
+                     sticky_id: str | None) -> list[tuple[str, str]]:
+    """Headers to add to `server`'s response when the request carried `sticky_id`.
 
     Only insert mode adds any, and only when the client does not already hold the
     right value; `nocache` marks the response private so that no shared cache hands
     one client's cookie to others.
     """
-    if cfg.mode != INSERT or sent_id == server.cookie:
+    if cfg.mode != INSERT or sticky_id == server.cookie:
         return []
     attributes = [f"{cfg.name}={server.cookie}", "Path=/"]
     if cfg.domain:

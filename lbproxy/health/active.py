@@ -155,7 +155,7 @@ class ActiveChecker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _changed(self, backend: Backend, server: Server, what: str) -> None:
+    def _changed(self, backend: Backend, server: Server | None, what: str) -> None:
         if what == "added":
             self._watch(server, 0.0)        # checked at once: it waits for its first UP
         elif what == "removed":

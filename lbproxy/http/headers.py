@@ -48,19 +48,17 @@ NOT_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"upgrade",
                             b"host", b"content-length", b"transfer-encoding"})
 
 
-def connection_tokens(value: bytes) -> list[bytes]:
-    """Lower-cased tokens of a Connection header value."""
-    return [token.strip().lower() for token in value.split(b",") if token.strip()]
-
-
-def named_hop_by_hop(tokens: list[bytes], names: set[bytes] | None) -> set[bytes] | None:
-    """`names` plus the header names that Connection `tokens` declare hop-by-hop."""
+def connection_header(value: bytes,
+                      names: set[bytes] | None) -> tuple[list[bytes], set[bytes] | None]:
+    """The lower-cased tokens of a Connection header value, and `names` plus the header
+    names among them (those the sender declares hop-by-hop, to strip before forwarding)."""
+    tokens = [token.strip().lower() for token in value.split(b",") if token.strip()]
     for token in tokens:
         if token not in NOT_HOP_BY_HOP:
             if names is None:
                 names = set()
             names.add(token)
-    return names
+    return tokens, names
 
 
 def strip_named(parts: list[bytes], names: set[bytes]) -> list[bytes]:
@@ -79,3 +77,15 @@ def strip_named(parts: list[bytes], names: set[bytes]) -> list[bytes]:
 def is_token_list_chunked(value: bytes) -> bool:
     """True when a Transfer-Encoding value is exactly `chunked` (any case)."""
     return value.strip().lower() == b"chunked"
+
+
+def upgrade_protocols(upgrade: bytes, connection: list[bytes] | None, http11: bool,
+                      has_body: bool) -> bytes | None:
+    """The protocols a request may switch to, or None when its Upgrade header is only a
+    hop-by-hop header to drop: a switch needs HTTP/1.1, `Connection: upgrade` and no body,
+    and never goes to h2c (HTTP/2 is not reached by upgrading)."""
+    if not http11 or has_body or connection is None or b"upgrade" not in connection:
+        return None
+    protocols = [p for p in (t.strip() for t in upgrade.split(b","))
+                 if p and p.lower() != b"h2c"]
+    return b", ".join(protocols) or None

@@ -1,28 +1,42 @@
-"""Downstream side: one asyncio Protocol per client connection.
+"""HTTP/1.1 downstream: one asyncio Protocol per client connection.
 
 It parses requests with httptools, enforces the strict checks and limits of CONFIG.md
-("Behaviour users rely on") before anything reaches a server, keeps the connection
-alive between requests, queues pipelined requests so responses go out in order, and
-applies the client-side timeouts through its `deadline` (see lbproxy/proxy/state.py).
-Parser callbacks stay small: they fill the Exchange; dispatch happens after each parse,
-so a request whose body turns out malformed in the same packet never reaches a server.
+("Behaviour users rely on") before anything reaches a server, answers pipelined requests
+in order, keeps the connection alive between requests, and frames each response for the
+client (Content-Length, chunked, or close-delimited for HTTP/1.0). It is the Downstream
+(lbproxy/proxy/downstream.py) of the exchanges it creates: an exchange never looks
+inside it. Parser callbacks stay small: they fill the Exchange; dispatch happens after
+each parse, so a request whose body turns out malformed in the same packet never
+reaches a server.
+
+The connection's phases and their timeouts (`phase_timeouts`; `_enter` moves between
+them, `timed_out` says what a timeout means in each):
+
+    NEW      accepted, nothing received      http_request    timeout: close quietly
+    IDLE     between requests                http_keep_alive timeout: close quietly
+    HEAD     receiving a request head        http_request    timeout: 408, close
+    BODY     receiving a request body        client (each read restarts it): 408 or cut
+    WAITING  request received, answering     none here (the server side has its own)
+    TUNNEL   after a 101: raw bytes          max(client, server), each read restarts it
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import httptools
 
-from lbproxy.http.errors import canned
+from lbproxy.http.answers import STATUS_LINES, Answer, error_answer, status_line
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL,
                                   TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST,
-                                  X_FORWARDED_PROTO, connection_tokens, is_token_list_chunked,
-                                  named_hop_by_hop)
+                                  X_FORWARDED_PROTO, connection_header, is_token_list_chunked,
+                                  upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.proxy.exchange import Exchange
+from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
 from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
 
@@ -30,26 +44,35 @@ if TYPE_CHECKING:
     from lbproxy.proxy.frontend import Frontend
     from lbproxy.proxy.upstream import UpstreamProtocol
 
-# Connection phases, for timeouts and error handling.
-IDLE = 0        # between requests (keep-alive timeout)
-HEAD = 1        # receiving a request head (http_request timeout -> 408)
-BODY = 2        # receiving a request body (client timeout)
-WAITING = 3     # request received, response not finished
-TUNNEL = 4      # after a 101: raw bytes both ways (idle timeout: max of client, server)
 
-# Pause reasons (bits): reading stops while any is set.
-PAUSE_PIPELINE = 1      # a pipelined request waits for the one before it
-PAUSE_UPSTREAM = 2      # the server does not read the request body fast enough
-PAUSE_HELD = 8          # bytes after an Upgrade request wait for the server's answer
+class Phase(IntEnum):
+    NEW = 0
+    IDLE = 1
+    HEAD = 2
+    BODY = 3
+    WAITING = 4
+    TUNNEL = 5
+
+
+NEW, IDLE, HEAD, BODY, WAITING, TUNNEL = Phase
+
+
+def phase_timeouts(frontend: Frontend) -> list[float]:
+    """The timeout of each phase, indexed by Phase (0: none); TUNNEL's is the client's,
+    raised to the server's when the tunnel starts."""
+    timeouts = [0.0] * len(Phase)
+    timeouts[NEW] = timeouts[HEAD] = frontend.timeout_http_request
+    timeouts[IDLE] = frontend.timeout_keep_alive
+    timeouts[BODY] = timeouts[TUNNEL] = frontend.timeout_client
+    return timeouts
 
 # Bytes held after an Upgrade request before reading pauses: what the client may send
 # before the 101 arrives (a WebSocket client's first frames).
 HELD_LIMIT = 64 * 1024
 
-# Bytes tolerated beyond max_header_size before a partially received head (431) or an
-# unfinished chunk-size line, chunk extension or trailer (400) is refused; the exact
-# per-header checks run on parsed data.
-HEAD_SLACK = 8192
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SLASH = ord("/")
 
 
 class Rejected(Exception):
@@ -62,8 +85,12 @@ class ClientProtocol(asyncio.Protocol):
         self.frontend = frontend
         self.state = frontend.state
         self.time = frontend.state.time
+        self.timeouts = frontend.phase_timeouts      # kept up to date by a reload
         # per connection
         self.transport: asyncio.Transport | None = None
+        self.closed = True               # Downstream: the client is gone (or not yet here)
+        self.write_paused = False        # Downstream: the client does not read what we send
+        self.flow = FlowControl()
         self.parser = httptools.HttpRequestParser(self)
         self.src = ""
         self.src_b = b""
@@ -71,16 +98,14 @@ class ClientProtocol(asyncio.Protocol):
         self.dst_port = 0
         self.ssl_fc = False
         self.ssl_fc_sni: str | None = None
-        self.phase = IDLE
+        self.phase = NEW
         self.deadline = 0.0
-        self.paused = 0
-        self.write_paused = False
         # bytes since the parser last showed progress: the head so far, or the chunk
         # framing and trailers since the last body bytes (the unfinished-line guard)
         self.unparsed = 0
         self.head_size = 0       # bytes of the current head's target and headers (exact)
         self.header_count = 0
-        self.reject_status = 0
+        self.reject_status = 0   # a bad request waits behind earlier ones to be answered
         self.parsing: Exchange | None = None    # request being received
         self.current: Exchange | None = None    # request being answered
         self.pipeline: deque[Exchange] | None = None
@@ -95,11 +120,15 @@ class ClientProtocol(asyncio.Protocol):
         # declined, a new parser is primed with this head so that it parses that body
         self.body_head: bytes | None = None
         self.priming = False
+        # per response: bytes for the client, written in one call by flush()
+        self.out: list[bytes] = []
+        self.chunked_out = False
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = transport  # type: ignore[assignment]
+        self.closed = False
         peer = transport.get_extra_info("peername")
         if peer:
             self.src = peer[0]
@@ -115,10 +144,11 @@ class ClientProtocol(asyncio.Protocol):
             self.ssl_fc_sni = sni_of(ssl_object)
         self.state.clients.add(self)
         self.frontend.connection_opened()
-        self.deadline = self.time() + self.frontend.timeout_http_request
+        self._enter(NEW)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        self.transport = self.flow.transport = None
+        self.closed = True
         self.deadline = 0.0
         self.state.clients.discard(self)
         self.frontend.connection_closed()
@@ -132,7 +162,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
         if self.tunnel is not None:
-            self.tunnel.transport.write(data)
+            self.tunnel.tunnel_data(data)
             self.deadline = self.time() + self.tunnel_timeout
             return
         if self.upgrading is not None:
@@ -161,7 +191,7 @@ class ClientProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self.reject(self.reject_status or 400)
             return
-        if self.unparsed > self.frontend.max_header_size + HEAD_SLACK:
+        if self.unparsed > self.frontend.max_unparsed:
             phase = self.phase
             if phase == HEAD or phase == BODY:
                 self.reject(431 if phase == HEAD else 400)
@@ -194,17 +224,37 @@ class ClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        current = self.current
-        if current is not None and current.upstream is not None:
-            current.upstream.read_paused = True
-            current.upstream.transport.pause_reading()
+        if self.current is not None:
+            self.current.pause_response()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.current is not None:
+            self.current.resume_response()
+
+    # phases
+
+    def _enter(self, phase: Phase) -> None:
+        """Move to `phase` and arm its timeout (the table in the module docstring)."""
+        self.phase = phase
+        timeout = self.timeouts[phase]
+        self.deadline = self.time() + timeout if timeout else 0.0
+
+    @property
+    def tunnel_timeout(self) -> float:
         current = self.current
-        if current is not None and current.upstream is not None:
-            current.upstream.read_paused = False
-            current.upstream.transport.resume_reading()
+        server_timeout = current.backend.server_timeout if current is not None else 0.0
+        return max(self.timeouts[TUNNEL], server_timeout)
+
+    def timed_out(self) -> None:
+        phase = self.phase
+        if phase == NEW or phase == IDLE or phase == TUNNEL:
+            self.close()                    # nothing was asked: close quietly
+        elif phase == HEAD or (phase == BODY and (self.current is None
+                                                  or self.current.status == 0)):
+            self.reject(408)
+        else:
+            self.abort()
 
     # httptools callbacks
 
@@ -214,9 +264,8 @@ class ClientProtocol(asyncio.Protocol):
         self.parsing = Exchange(self)
         self.header_count = 0
         self.head_size = 0
-        if self.phase == IDLE:
-            self.phase = HEAD
-            self.deadline = self.time() + self.frontend.timeout_http_request
+        if self.phase <= IDLE:
+            self._enter(HEAD)
 
     def on_url(self, url: bytes) -> None:
         if self.priming:
@@ -248,12 +297,11 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject_in_parser(501)
             exchange.chunked = True
         elif code == CONNECTION:
-            tokens = connection_tokens(value)
+            tokens, exchange.extra_hop = connection_header(value, exchange.extra_hop)
             if exchange.connection is None:
                 exchange.connection = tokens
             else:
                 exchange.connection += tokens
-            exchange.extra_hop = named_hop_by_hop(tokens, exchange.extra_hop)
         elif code == X_FORWARDED_FOR:
             exchange.xff_b = value if exchange.xff_b is None else exchange.xff_b + b", " + value
         elif code == UPGRADE:
@@ -266,7 +314,7 @@ class ClientProtocol(asyncio.Protocol):
             if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
                     else frontend.x_forwarded_host):
                 exchange.hparts += (name, b": ", value, b"\r\n")
-        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
+        # keep-alive, proxy-connection, te, trailer, http2-settings: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
         if self.priming:
@@ -293,7 +341,7 @@ class ClientProtocol(asyncio.Protocol):
             self._reject_in_parser(501)
         if exchange.http11 and exchange.host_b is None:
             self._reject_in_parser(400)
-        if exchange.url_b[:1] != b"/":
+        if exchange.url_b[0] != SLASH:
             self._check_target(exchange)
         if exchange.chunked and not exchange.http11:
             self._reject_in_parser(400)
@@ -305,15 +353,15 @@ class ClientProtocol(asyncio.Protocol):
             exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
         self.unparsed = 0
         self.header_count = self.head_size = 0      # trailers count afresh
-        self.phase = BODY
-        self.deadline = self.time() + frontend.timeout_client
+        if exchange.chunked or exchange.length > 0:
+            self._enter(BODY)                       # (else on_message_complete follows now)
         if self.current is None:
             self.current = exchange
         else:
             if self.pipeline is None:
                 self.pipeline = deque()
             self.pipeline.append(exchange)
-            self.pause_reading(PAUSE_PIPELINE)
+            self.flow.pause(PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         self.unparsed = 0
@@ -327,21 +375,99 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.parsing.request_done()
         self.parsing = None
-        self.phase = WAITING
-        self.deadline = 0.0
+        self._enter(WAITING)
 
-    # helpers used by exchanges
+    # Downstream: what the exchanges ask of this connection
 
-    def send(self, parts: list[bytes]) -> None:
-        """Write parts in one call: one joined write is cheaper than writelines on uvloop."""
+    def pause_reading(self, reason: int) -> None:
+        self.flow.pause(reason)
+
+    def resume_reading(self, reason: int) -> None:
+        self.flow.resume(reason)
+
+    def informational(self, status: int) -> None:
+        """A 100 Continue from the server (the only 1xx relayed)."""
+        self.out.append(CONTINUE)
+
+    def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
+                      length: int) -> None:
+        """Frame the response for the client: the server's Content-Length, else chunked
+        for HTTP/1.1 or the close for HTTP/1.0; decide whether the connection stays."""
+        out = self.out
+        out.append(STATUS_LINES[status] if status < 600 else status_line(status))
+        out += headers
+        self.chunked_out = False
+        if exchange.is_head or status == 204 or status == 304 or length >= 0:
+            pass
+        elif exchange.http11:
+            out.append(b"transfer-encoding: chunked\r\n")
+            self.chunked_out = True
+        else:
+            exchange.keep_alive = False      # HTTP/1.0 client: the close delimits the body
+        if not (exchange.keep_alive and exchange.request_complete) or self.state.stopping:
+            exchange.keep_alive = False
+            out.append(b"connection: close\r\n")
+        elif not exchange.http11:
+            out.append(b"connection: keep-alive\r\n")
+        out.append(b"\r\n")
+
+    def response_body(self, data: bytes) -> None:
+        if self.chunked_out:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self.out.append(data)
+
+    def flush(self, end: bool) -> None:
+        """Write what the last parse of the server's bytes produced, in one call (one
+        joined write is cheaper than writelines on uvloop); at the `end` of the response,
+        the last chunk of a chunked one."""
+        out = self.out
+        if end and self.chunked_out:
+            out.append(b"0\r\n\r\n")
+        if out:
+            transport = self.transport
+            if transport is not None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def answer(self, exchange: Exchange, answer: Answer) -> None:
+        """A response of the proxy's own; the connection stays only if the request was
+        complete (nothing of it is left unread) and the proxy is not stopping."""
+        keep = exchange.keep_alive = (exchange.keep_alive and exchange.request_complete
+                                      and not self.state.stopping)
         transport = self.transport
         if transport is not None:
-            transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+            transport.write(answer.h1(keep, exchange.is_head))
 
-    def send_one(self, data: bytes) -> None:
+    def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
+        """The server answered 101 (its head and first bytes are `data`): relay raw bytes
+        both ways from now on, starting with those the client sent while it waited."""
+        self.out.append(data)
+        self.flush(False)
+        self.upgrading = None
+        self.tunnel = upstream
+        self._enter(TUNNEL)
+        self.deadline = self.time() + self.tunnel_timeout
+        held, self.held = self.held, b""
+        if held:
+            upstream.tunnel_data(held)
+        self.flow.resume(HELD)
+
+    def tunnel_data(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None:
             transport.write(data)
+        self.deadline = self.time() + self.tunnel_timeout
+
+    def hold_entry(self, entry: object) -> None:
+        """A rule tracked `entry`: count this connection in it until the connection closes."""
+        entries = self.entries
+        if entries is None:
+            entries = self.entries = []
+        elif entry in entries:
+            return
+        entry.on_connect()
+        entries.append(entry)
 
     def exchange_done(self, exchange: Exchange) -> None:
         """`exchange` has its whole response: go on with the next request or close."""
@@ -357,36 +483,20 @@ class ClientProtocol(asyncio.Protocol):
         if pipeline:
             self.current = pipeline.popleft()
             if not pipeline:
-                self.resume_reading(PAUSE_PIPELINE)
+                self.flow.resume(PIPELINE)
             self.current.start()
         elif self.reject_status:             # a bad request waited behind this one
             self._refuse(self.reject_status)
         elif self.parsing is None:
-            self.phase = IDLE
-            self.deadline = self.time() + self.frontend.timeout_keep_alive
+            self._enter(IDLE)
             if exchange is self.upgrading:
                 self._upgrade_declined()
 
-    def hold_entry(self, entry: object) -> None:
-        """A rule tracked `entry`: count this connection in it until the connection closes."""
-        entries = self.entries
-        if entries is None:
-            entries = self.entries = []
-        elif entry in entries:
-            return
-        entry.on_connect()
-        entries.append(entry)
-
-    def pause_reading(self, reason: int) -> None:
-        if not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def resume_reading(self, reason: int) -> None:
-        was = self.paused
-        self.paused &= ~reason
-        if was and not self.paused and self.transport is not None:
-            self.transport.resume_reading()
+    def close_if_idle(self) -> None:
+        """Graceful stop: a connection between requests closes now, the others after
+        their response (exchange_done sees `stopping`)."""
+        if self.phase <= IDLE and self.current is None:
+            self.close()
 
     def abort(self) -> None:
         """Cut the connection (a response was already partly sent)."""
@@ -399,7 +509,7 @@ class ClientProtocol(asyncio.Protocol):
         if transport is not None:
             transport.close()
 
-    # errors and timeouts
+    # refusing bad requests
 
     def _reject_in_parser(self, status: int) -> None:
         self.reject_status = status
@@ -419,7 +529,7 @@ class ClientProtocol(asyncio.Protocol):
         parsing = self.parsing
         if current is not None and current.request_complete and current is not parsing:
             self.reject_status = status
-            self.pause_reading(PAUSE_PIPELINE)
+            self.flow.pause(PIPELINE)
             if parsing is not None:
                 parsing.abandon()
                 if self.pipeline and self.pipeline[-1] is parsing:
@@ -438,18 +548,10 @@ class ClientProtocol(asyncio.Protocol):
     def _refuse(self, status: int) -> None:
         """Send the error page of a refused request and close."""
         self.frontend.responses[status // 100] += 1
-        self.send_one(canned(status))
+        transport = self.transport
+        if transport is not None:
+            transport.write(error_answer(status).h1(keep_alive=False))
         self.close()
-
-    def timed_out(self) -> None:
-        phase = self.phase
-        if phase == IDLE or phase == TUNNEL:
-            self.close()                    # nothing was asked: close quietly
-        elif phase == HEAD or (phase == BODY and (self.current is None
-                                                  or self.current.status == 0)):
-            self.reject(408)
-        else:
-            self.abort()
 
     # request targets and upgrades
 
@@ -474,20 +576,14 @@ class ClientProtocol(asyncio.Protocol):
         exchange.url_b = origin
 
     def _check_upgrade(self, exchange: Exchange) -> None:
-        """Keep the Upgrade header only for a real protocol switch: HTTP/1.1, `Connection:
-        upgrade`, no body, a protocol other than h2c (HTTP/2 is never upgraded to). Else it
-        is a hop-by-hop header to drop, and the request an ordinary one. llhttp stops after
-        any request with Upgrade and `Connection: upgrade`, skipping its body: when such
-        an upgrade is declined, `body_head` lets a new parser take that body up."""
-        protocols = b", ".join(p for p in (t.strip() for t in exchange.upgrade_b.split(b","))
-                               if p and p.lower() != b"h2c")
+        """Keep Upgrade only for a real protocol switch (http/headers.upgrade_protocols);
+        otherwise it is a hop-by-hop header to drop. llhttp stops after any request with
+        Upgrade and `Connection: upgrade`, skipping its body: when such an upgrade is
+        declined, `body_head` lets a new parser take that body up."""
         has_body = exchange.chunked or exchange.length > 0
-        upgrade = exchange.connection is not None and b"upgrade" in exchange.connection
-        if exchange.http11 and upgrade and protocols and not has_body:
-            exchange.upgrade_b = protocols
-            return
-        exchange.upgrade_b = None
-        if has_body and self.parser.should_upgrade():
+        exchange.upgrade_b = upgrade_protocols(exchange.upgrade_b, exchange.connection,
+                                               exchange.http11, has_body)
+        if exchange.upgrade_b is None and has_body and self.parser.should_upgrade():
             self.body_head = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                               if exchange.chunked else
                               b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % exchange.length)
@@ -517,7 +613,7 @@ class ClientProtocol(asyncio.Protocol):
     def _hold(self, data: bytes) -> None:
         held = self.held = self.held + data
         if len(held) > HELD_LIMIT:
-            self.pause_reading(PAUSE_HELD)
+            self.flow.pause(HELD)
 
     def _upgrade_declined(self) -> None:
         """The server answered an Upgrade request without switching: what the client sent
@@ -525,25 +621,7 @@ class ClientProtocol(asyncio.Protocol):
         self.upgrading = None
         self.parser = httptools.HttpRequestParser(self)
         held, self.held = self.held, b""
-        self.resume_reading(PAUSE_HELD)
+        self.flow.resume(HELD)
         if held:
             self.unparsed = len(held)
             self._parse(held)
-
-    def start_tunnel(self, upstream: UpstreamProtocol) -> None:
-        """The server answered 101: relay raw bytes both ways from now on, starting with
-        those the client sent while it waited."""
-        self.upgrading = None
-        self.tunnel = upstream
-        self.phase = TUNNEL
-        self.deadline = self.time() + self.tunnel_timeout
-        held, self.held = self.held, b""
-        if held:
-            upstream.transport.write(held)
-        self.resume_reading(PAUSE_HELD)
-
-    @property
-    def tunnel_timeout(self) -> float:
-        current = self.current
-        server_timeout = current.backend.server_timeout if current is not None else 0.0
-        return max(self.frontend.timeout_client, server_timeout)

@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.http.addresses import parse_ip
-from lbproxy.proxy.client import ClientProtocol
+from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.routing.actions import ANSWERED, FrontendRules
 
+# Bytes tolerated beyond max_header_size before a partially received head (431) or an
+# unfinished chunk-size line, chunk extension or trailer (400) is refused; the exact
+# per-header checks run on parsed data.
+HEAD_SLACK = 8192
+
 if TYPE_CHECKING:
-    from lbproxy.backends.backend import Backend
+    from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.listener import Listener
     from lbproxy.proxy.state import ProxyState
@@ -23,12 +28,14 @@ if TYPE_CHECKING:
 
 
 class Frontend:
-    def __init__(self, config: FrontendConfig, state: ProxyState, backends: dict[str, Backend],
-                 access_log: AccessLog | None, rules: FrontendRules) -> None:
+    def __init__(self, config: FrontendConfig, state: ProxyState,
+                 dispatchers: dict[str, Dispatcher], access_log: AccessLog | None,
+                 rules: FrontendRules) -> None:
         self.name = config.name
         self.state = state
         self.listeners: list[Listener] = []
-        self.configure(config, backends, access_log, rules)
+        self.phase_timeouts: list[float] = []
+        self.configure(config, dispatchers, access_log, rules)
         # counters
         self.accepted = 0               # connections accepted (TLS ones before the handshake)
         self.connections = 0            # open now
@@ -41,7 +48,7 @@ class Frontend:
         self.rejected = 0               # malformed requests refused
         self.denied = 0                 # requests denied by a rule
 
-    def configure(self, config: FrontendConfig, backends: dict[str, Backend],
+    def configure(self, config: FrontendConfig, dispatchers: dict[str, Dispatcher],
                   access_log: AccessLog | None, rules: FrontendRules) -> None:
         """Take (new) settings and rules; counters and connections are kept (reload)."""
         self.config = config
@@ -50,8 +57,10 @@ class Frontend:
         self.timeout_client = timeouts.client
         self.timeout_http_request = timeouts.http_request
         self.timeout_keep_alive = timeouts.http_keep_alive
+        self.phase_timeouts[:] = phase_timeouts(self)    # in place: connections hold it
         limits = config.limits
         self.max_header_size = limits.max_header_size
+        self.max_unparsed = limits.max_header_size + HEAD_SLACK
         self.max_headers = limits.max_headers
         self.max_body_size = limits.max_body_size
         forwarded = config.forwarded
@@ -62,13 +71,14 @@ class Frontend:
                                 for net in forwarded.trusted_proxies]
         self.request_rules = rules.request
         self.response_rules = rules.response
-        self.use_backend = [(test, backends[name]) for test, name in rules.use_backend]
-        self.default_backend = (backends[config.default_backend]
+        self.use_backend = [(test, dispatchers[name]) for test, name in rules.use_backend]
+        self.default_backend = (dispatchers[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
 
-    def route(self, exchange: Exchange) -> Backend | None:
-        """Run the http_request rules, then pick the backend (None: no backend, 503).
+    def route(self, exchange: Exchange) -> Dispatcher | None:
+        """Run the http_request rules, then pick the backend (its dispatcher; None: no
+        backend, 503).
 
         When a rule answers the request itself (deny, return, redirect) the exchange
         has its status set and the caller stops there."""

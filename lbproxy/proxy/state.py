@@ -29,7 +29,7 @@ class ProxyState:
         self.clients: set = set()      # ClientProtocol objects
         self.upstreams: set = set()    # UpstreamProtocol objects
         self.frontends: list = []      # Frontend objects, paused together at max_connections
-        self.backends: list = []       # Backend objects, ticked by the sweeper (queue, slowstart)
+        self.dispatchers: list = []    # Dispatcher objects, ticked by the sweeper (queue, slowstart)
         self.connections = 0
         self.max_connections = max_connections
         self.stopping = False          # set by graceful stop: answer in-flight, then close
@@ -54,8 +54,8 @@ class ProxyState:
             self.sweep(self.time())
 
     def sweep(self, now: float) -> None:
-        for backend in self.backends:
-            backend.tick(now)
+        for dispatcher in self.dispatchers:
+            dispatcher.tick(now)
         late = [p for group in (self.clients, self.upstreams) for p in group
                 if 0.0 < p.deadline <= now]
         for protocol in late:

@@ -1,10 +1,12 @@
-"""Upstream side: keep-alive connections to one server and the relay of its responses.
+"""HTTP/1.1 upstream: keep-alive connections to one server, and the relay of its responses.
 
 One UpstreamProtocol per server connection, one httptools response parser for its whole
-life (building a parser costs more than relaying a small response). While it serves an
-exchange, parser callbacks append the client's bytes to `out`; `data_received` hands
-them to the client transport in one `writelines` after each parse, so a small response
-costs one write system call. Between exchanges the connection waits in its ServerPool.
+life (building a parser costs more than relaying a small response). It writes the
+request of the exchange it serves in HTTP/1.1 (`request_head`, and the body re-framed:
+chunked stays chunked), parses the response and hands it on: the head to the exchange
+(rules and cookies apply there), body pieces straight to the exchange's downstream, which
+frames them for its client; after each parse the downstream sends what it has in one
+call. Between exchanges the connection waits in its ServerPool.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import httptools
 from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, JUNK_RESPONSE,
                                        RESPONSE_TIMEOUT)
 from lbproxy.config.schema import BackendConfig, ServerConfig
-from lbproxy.http.errors import STATUS_LINES, status_line
+from lbproxy.http.answers import STATUS_LINES
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
-                                  UPGRADE, connection_tokens, named_hop_by_hop, strip_named)
+                                  UPGRADE, connection_header, strip_named)
+from lbproxy.proxy.flow import FlowControl
 from lbproxy.proxy.tls import client_context, server_hostname
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
+    from lbproxy.proxy.downstream import Downstream
     from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.state import ProxyState
 
@@ -35,19 +39,17 @@ POOL_IDLE_TIMEOUT = 4.0
 # 256 cost 1.6 s of p99 (bench/throughput); 1024 keeps fds bounded without churn.
 MAX_IDLE_PER_SERVER = 1024
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 class ServerPool:
     """Idle keep-alive connections to one server, and the way to open new ones."""
 
     def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
-                 server_timeout: float, reuse: bool, ssl: object = None,
-                 server_hostname: str | None = None) -> None:
+                 reuse: bool, ssl: object = None, server_hostname: str | None = None) -> None:
         self.server = server
         self.state = state
         self.connect_timeout = connect_timeout
-        self.server_timeout = server_timeout
         self.reuse = reuse
         self.ssl = ssl
         self.server_hostname = server_hostname
@@ -93,12 +95,11 @@ class ServerPool:
 
     def release(self, upstream: UpstreamProtocol) -> None:
         """Return a connection after a complete exchange; close it if we keep no more."""
-        upstream.exchange = None
+        upstream.exchange = upstream.downstream = None
         if (self.reuse and upstream.transport is not None and not self.state.stopping
                 and len(self.idle) < MAX_IDLE_PER_SERVER):
-            if upstream.read_paused:
-                upstream.read_paused = False
-                upstream.transport.resume_reading()
+            if upstream.flow.paused:
+                upstream.flow.clear()
             upstream.deadline = self.state.time() + POOL_IDLE_TIMEOUT
             self.idle.append(upstream)
         else:
@@ -124,9 +125,39 @@ def make_pool(state: ProxyState, server: Server, config: ServerConfig,
         context = client_context(config.tls, f"{config.where}.tls")
         hostname = server_hostname(config.tls, config.address.host)
     return ServerPool(server, state, connect_timeout=backend.timeouts.connect,
-                      server_timeout=backend.timeouts.server,
                       reuse=backend.http_reuse != "never", ssl=context,
                       server_hostname=hostname)
+
+
+def request_head(exchange: Exchange) -> bytes:
+    """The request line and headers an HTTP/1.1 server gets: the client's headers minus
+    hop-by-hop ones, framing from what was parsed, a Host (the server's address for an
+    HTTP/1.0 request that had none), X-Forwarded-* as the frontend says."""
+    downstream = exchange.downstream
+    frontend = exchange.frontend
+    parts = [exchange.method_b, b" ", exchange.url_b, b" HTTP/1.1\r\n"]
+    parts += exchange.hparts if exchange.extra_hop is None else strip_named(exchange.hparts,
+                                                                            exchange.extra_hop)
+    if exchange.host_b is None:
+        parts += (b"host: ", exchange.server.host_header, b"\r\n")
+    if exchange.upgrade_b is not None:
+        parts += (b"connection: upgrade\r\nupgrade: ", exchange.upgrade_b, b"\r\n")
+    if exchange.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif exchange.length >= 0:
+        parts += (b"content-length: ", b"%d" % exchange.length, b"\r\n")
+    if frontend.x_forwarded_for:
+        if exchange.xff_b is None:
+            parts += (b"x-forwarded-for: ", downstream.src_b, b"\r\n")
+        else:
+            parts += (b"x-forwarded-for: ", exchange.xff_b, b", ", downstream.src_b, b"\r\n")
+    if frontend.x_forwarded_proto:
+        parts.append(b"x-forwarded-proto: https\r\n" if downstream.ssl_fc
+                     else b"x-forwarded-proto: http\r\n")
+    if frontend.x_forwarded_host and exchange.host_b is not None:
+        parts += (b"x-forwarded-host: ", exchange.host_b, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -137,53 +168,54 @@ class UpstreamProtocol(asyncio.Protocol):
         self.pool = pool
         self.time = pool.state.time
         self.transport: asyncio.Transport | None = None
+        self.flow = FlowControl()
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
         self.deadline = 0.0
-        self.read_paused = False
-        self.out: list[bytes] = []          # bytes for the client, flushed after each parse
         self.hparts: list[bytes] = []       # response headers as name, ": ", value, CRLF
+        # per exchange
+        self.exchange: Exchange | None = None
+        self.downstream: Downstream | None = None
+        self.server_timeout = 0.0
+        self.chunked_request = False        # the request body goes out chunked
+        self.request_ended = False          # its last chunk was sent
+        self.received = False               # any byte of the response arrived
         # per response (reset by on_message_begin)
-        self.received = False
         self.in_body = False
         self.informational = False
         self.length = -1
         self.chunked_in = False
-        self.chunked_out = False
         self.server_close = False
         self.extra_hop: set[bytes] | None = None
         self.upgrade_b: bytes | None = None   # the server's Upgrade header (for a 101)
-        self.tunnel = False                    # relaying raw bytes after a 101
+        self.tunnel: bytes | None = None      # the 101 head, once the server switched
         self.done = False
         self.reusable = False
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.flow.transport = transport  # type: ignore[assignment]
         self.pool.state.upstreams.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        self.transport = self.flow.transport = None
         self.deadline = 0.0
         self.pool.state.upstreams.discard(self)
         self.pool.discard(self)
         exchange = self.exchange
         if exchange is None:
             return
-        if self.tunnel:                  # the server ended the tunnel: end the client's
-            self.exchange = None
-            exchange.client.close()
-            return
         self.exchange = None
+        downstream = self.downstream
+        if self.tunnel is not None:      # the server ended the tunnel: end the client's
+            downstream.close()
+            return
         if self.in_body and not self.done and self.length < 0 and not self.chunked_in:
             # A response without length ends when the server closes: that is success.
-            if self.chunked_out:
-                self.out.append(b"0\r\n\r\n")
-            self._flush(exchange)
+            downstream.flush(True)
             exchange.response_done(self, False)
         else:
-            self._flush(exchange)
+            downstream.flush(False)
             exchange.upstream_failed(ABORTED if self.received else EMPTY_RESPONSE)
 
     def data_received(self, data: bytes) -> None:
@@ -191,30 +223,25 @@ class UpstreamProtocol(asyncio.Protocol):
         if exchange is None:             # a server speaking out of turn is not reusable
             self.close()
             return
-        if self.tunnel:
-            client = exchange.client
-            client.send_one(data)
-            client.deadline = self.time() + client.tunnel_timeout
+        if self.tunnel is not None:
+            self.downstream.tunnel_data(data)
             return
         self.received = True
-        self.deadline = self.time() + self.pool.server_timeout
+        self.deadline = self.time() + self.server_timeout
         exchange.resp_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if self.tunnel:                  # the bytes after the 101 head are tunnel data
-                self.out.append(data[upgrade.args[0]:])
-                self._flush(exchange)
+            if self.tunnel is not None:      # the bytes after the 101 head are tunnel data
                 self.deadline = 0.0
-                exchange.tunnel_started(self)
+                exchange.tunnel_started(self, self.tunnel + data[upgrade.args[0]:])
                 return
             self._fail(exchange)
             return
         except httptools.HttpParserError:
             self._fail(exchange)
             return
-        if self.out:
-            self._flush(exchange)
+        self.downstream.flush(self.done)
         if self.done:
             self.done = False
             self.deadline = 0.0
@@ -223,18 +250,62 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.pause_reading(2)
+            self.exchange.pause_request()
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.resume_reading(2)
+            self.exchange.resume_request()
+
+    # the request
+
+    def send_request(self, exchange: Exchange, body: list[bytes], complete: bool) -> None:
+        """Serve `exchange`: write its head and the body received so far."""
+        self.exchange = exchange
+        downstream = self.downstream = exchange.downstream
+        self.received = False
+        self.server_timeout = exchange.backend.server_timeout
+        self.deadline = self.time() + self.server_timeout
+        if downstream.write_paused:
+            exchange.pause_response()
+        head = exchange.request_head
+        if head is None or exchange.host_b is None:   # without Host, it names the server
+            head = exchange.request_head = request_head(exchange)
+        self.chunked_request = exchange.chunked
+        self.request_ended = False
+        if body or (complete and self.chunked_request):
+            self._write([head], body, complete)
+        else:
+            self.pool.server.bytes_in += len(head)
+            self.transport.write(head)
+
+    def send_body(self, body: list[bytes], complete: bool) -> None:
+        """More of the request body (re-framed as chunks when it came chunked)."""
+        if body or (complete and self.chunked_request and not self.request_ended):
+            self._write([], body, complete)
+
+    def _write(self, parts: list[bytes], body: list[bytes], complete: bool) -> None:
+        if self.chunked_request:
+            for piece in body:
+                parts += (b"%x\r\n" % len(piece), piece, b"\r\n")
+            if complete and not self.request_ended:
+                parts.append(LAST_CHUNK)
+                self.request_ended = True
+        else:
+            parts += body
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pool.server.bytes_in += len(data)
+        self.transport.write(data)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Client bytes through the tunnel, after the 101."""
+        self.transport.write(data)
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self.upgrade_b = None
         self.hparts.clear()
-        self.in_body = self.informational = self.chunked_in = self.chunked_out = False
+        self.in_body = self.informational = self.chunked_in = False
         self.server_close = False
         self.extra_hop = None
         self.length = -1
@@ -253,99 +324,56 @@ class UpstreamProtocol(asyncio.Protocol):
         elif code == UPGRADE:
             self.upgrade_b = value
         elif code == CONNECTION:
-            tokens = connection_tokens(value)
+            tokens, self.extra_hop = connection_header(value, self.extra_hop)
             if b"close" in tokens:
                 self.server_close = True
-            self.extra_hop = named_hop_by_hop(tokens, self.extra_hop)
         # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         status = self.parser.get_status_code()
+        hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
+                                                                        self.extra_hop)
         if status < 200:
             if status == 101 and exchange.upgrade_b is not None and self.upgrade_b:
-                self._switch_protocols(exchange)
+                # parsing stops at the end of this head (HttpParserUpgrade): a tunnel
+                self.tunnel = b"".join([STATUS_LINES[101], *hparts, b"connection: upgrade\r\n",
+                                        b"upgrade: ", self.upgrade_b, b"\r\n\r\n"])
                 return
             self.informational = True
             if status == 100 and exchange.expect_continue:
-                self.out.append(CONTINUE)
+                self.downstream.informational(100)
             return
         self.in_body = True
-        exchange.status = status
-        hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
-                                                                        self.extra_hop)
-        if exchange.client.frontend.response_rules or exchange.backend.persistence:
-            hparts = exchange.response_headers(hparts)
-        head = [STATUS_LINES[status] if status < 600 else status_line(status)]
-        head += hparts
-        if exchange.is_head or status == 204 or status == 304 or self.length >= 0:
-            pass
-        elif exchange.http11:
-            head.append(b"transfer-encoding: chunked\r\n")
-            self.chunked_out = True
-        else:
-            exchange.keep_alive = False      # HTTP/1.0 client: the close delimits the body
-        exchange.response_head(head)
-        head.append(b"\r\n")
-        self.out.append(b"".join(head))
+        exchange.response_head(status, hparts, self.length)
         if exchange.is_head:
             # httptools cannot be told the body is absent, so this connection is done.
             self.done = True
             self.reusable = False
 
-    def _switch_protocols(self, exchange: Exchange) -> None:
-        """Relay the 101 with its Upgrade header; parsing stops at the end of this head
-        (httptools raises HttpParserUpgrade) and the connection becomes a tunnel."""
-        exchange.status = 101
-        self.tunnel = True
-        hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
-                                                                        self.extra_hop)
-        self.out.append(b"".join([STATUS_LINES[101], *hparts, b"connection: upgrade\r\n",
-                                  b"upgrade: ", self.upgrade_b, b"\r\n\r\n"]))
-
     def on_body(self, body: bytes) -> None:
-        if self.done:
-            return
-        if self.chunked_out:
-            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
-        else:
-            self.out.append(body)
+        if not self.done:
+            self.downstream.response_body(body)
 
     def on_message_complete(self) -> None:
         if self.informational:
             self.informational = False
             return
-        if self.done or self.tunnel:
+        if self.done or self.tunnel is not None:
             return
-        if self.chunked_out:
-            self.out.append(b"0\r\n\r\n")
         self.done = True
         # A server that was asked to upgrade and declined is not trusted with another
         # request: it may have read more than the request (RFC 9110 §7.8 leaves it open).
         self.reusable = (not self.server_close and self.parser.should_keep_alive()
                          and self.exchange.upgrade_b is None)
 
-    # helpers
+    # failures
 
     def _fail(self, exchange: Exchange) -> None:
-        self._flush(exchange)
+        self.downstream.flush(False)
         self.exchange = None
         self.close()
         exchange.upstream_failed(JUNK_RESPONSE)
-
-    def _flush(self, exchange: Exchange) -> None:
-        out = self.out
-        if out:
-            exchange.client.send(out)
-            out.clear()
-
-    def send(self, parts: list[bytes]) -> None:
-        """Write request bytes to the server in one call (see ClientProtocol.send)."""
-        self.send_data(parts[0] if len(parts) == 1 else b"".join(parts))
-
-    def send_data(self, data: bytes) -> None:
-        self.pool.server.bytes_in += len(data)
-        self.transport.write(data)
 
     def timed_out(self) -> None:
         exchange = self.exchange

@@ -16,7 +16,7 @@ from typing import Any
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import (DenyArgs, FrontendConfig, HeaderArgs, RedirectArgs,
                                    ReplacePathArgs, RuleConfig, TrackArgs)
-from lbproxy.http.errors import error_response
+from lbproxy.http.answers import Answer
 from lbproxy.routing.acl import compile_acl
 from lbproxy.routing.condition import compile_condition
 from lbproxy.routing.interpolate import Render, compile_template
@@ -88,15 +88,13 @@ def header_edit(action: str, args: HeaderArgs, where: str, runtime: Any,
 
 def _answer(status: int, body: str | None, content_type: str | None,
             headers: tuple[tuple[str, str], ...] = ()) -> Action:
-    """deny / return: a fixed response, built once for keep-alive and for close."""
-    encoded = None if body is None else body.encode()
-    ctype = (content_type or ("text/plain" if body is not None else "text/html")).encode()
-    extra = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
-    responses = {keep: error_response(status, keep, encoded, ctype, extra)
-                 for keep in (True, False)}
+    """deny / return: a fixed response, built once."""
+    fixed = Answer(status, None if body is None else body.encode(),
+                   (content_type or ("text/plain" if body is not None else "text/html")).encode(),
+                   tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers))
 
     def answer(exchange: Any) -> int:
-        exchange.respond(status, responses[exchange.may_keep_alive()])
+        exchange.respond(fixed)
         return ANSWERED
     return answer
 
@@ -105,7 +103,7 @@ def _deny(args: DenyArgs) -> Action:
     answer = _answer(args.status, args.body, args.content_type)
 
     def deny(exchange: Any) -> int:
-        exchange.client.frontend.denied += 1
+        exchange.frontend.denied += 1
         return answer(exchange)
     return deny
 
@@ -132,8 +130,7 @@ def _redirect(args: RedirectArgs, where: str, runtime: Any) -> Action:
     def redirect(exchange: Any) -> int:
         target = location(exchange).replace("\r", "").replace("\n", "")
         headers = ((b"location", target.encode("latin-1", "replace")),)
-        exchange.respond(code, error_response(code, exchange.may_keep_alive(), b"",
-                                              b"text/plain", headers))
+        exchange.respond(Answer(code, b"", b"text/plain", headers))
         return ANSWERED
     return redirect
 

@@ -37,7 +37,7 @@ class AccessLog:
             self.stream = self._open()
 
     def log(self, exchange: Exchange) -> None:
-        client = exchange.client
+        client = exchange.downstream
         now = time.time()
         duration_ms = round((client.time() - exchange.started) * 1000, 3) \
             if exchange.started else 0.0
@@ -50,7 +50,7 @@ class AccessLog:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
                 + f".{int(now * 1000) % 1000:03d}Z",
                 "client": client.src, "client_port": client.src_port,
-                "frontend": client.frontend.name,
+                "frontend": exchange.frontend.name,
                 "backend": exchange.backend.name if exchange.backend else None,
                 "server": exchange.server.name if exchange.server else None,
                 "method": exchange.method, "url": exchange.url,

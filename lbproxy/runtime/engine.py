@@ -29,7 +29,7 @@ from functools import partial
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import BackendConfig, BindConfig, BindTLSConfig, Config
-from lbproxy.proxy.client import IDLE
+from lbproxy.proxy.dispatch import Dispatcher
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.state import ProxyState
@@ -72,16 +72,18 @@ class Engine:
         self.started = time.time()
         self.state = ProxyState(self.loop, config.global_.max_connections)
         self.access_log: AccessLog | None = make_access_log(config.global_.log)
-        self.backends: dict[str, Backend] = {
-            name: self._backend(backend_config) for name, backend_config in config.backends.items()}
+        self.backends: dict[str, Backend] = {}
+        self.dispatchers: dict[str, Dispatcher] = {}
+        for backend_config in config.backends.values():
+            self._add_backend(backend_config)
         self.store = open_store(config.global_.stick_store)
         rules = self._sync_tables_and_compile(config)
         self.frontends: dict[str, Frontend] = {
-            name: Frontend(frontend_config, self.state, self.backends, self.access_log,
+            name: Frontend(frontend_config, self.state, self.dispatchers, self.access_log,
                            rules[name])
             for name, frontend_config in config.frontends.items()}
         self.state.frontends = list(self.frontends.values())
-        self.state.backends = list(self.backends.values())
+        self.state.dispatchers = list(self.dispatchers.values())
         self.listeners: dict[ListenKey, Listener] = {}
         self._listener_tls: dict[ListenKey, BindTLSConfig | None] = {}
         self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
@@ -90,8 +92,12 @@ class Engine:
         self._housekeeping: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
 
-    def _backend(self, config: BackendConfig) -> Backend:
-        return Backend(config, self.state, partial(make_pool, self.state))
+    def _add_backend(self, config: BackendConfig) -> Backend:
+        """A backend, and the dispatcher that sends it its requests."""
+        backend = self.backends[config.name] = Backend(config, self.state,
+                                                       partial(make_pool, self.state))
+        self.dispatchers[config.name] = Dispatcher(backend, self.state)
+        return backend
 
     @property
     def active_checks(self) -> bool:
@@ -209,8 +215,7 @@ class Engine:
         for name, backend_config in config.backends.items():
             backend = self.backends.get(name)
             if backend is None:
-                backend = self.backends[name] = self._backend(backend_config)
-                start_watchers(backend, self.active_checks)
+                start_watchers(self._add_backend(backend_config), self.active_checks)
                 continue
             restart = watchers_changed(backend.config, backend_config)
             backend.reconfigure(backend_config)
@@ -219,6 +224,7 @@ class Engine:
                 start_watchers(backend, self.active_checks)
         for name in [name for name in self.backends if name not in config.backends]:
             backend = self.backends.pop(name)        # in-flight requests keep their objects
+            self.dispatchers.pop(name).close()
             await stop_watchers(backend)
             backend.stop()
         if config.global_.log != old.global_.log:
@@ -227,15 +233,15 @@ class Engine:
         for name, frontend_config in config.frontends.items():
             frontend = self.frontends.get(name)
             if frontend is None:
-                self.frontends[name] = Frontend(frontend_config, self.state, self.backends,
+                self.frontends[name] = Frontend(frontend_config, self.state, self.dispatchers,
                                                 self.access_log, rules[name])
             else:
-                frontend.configure(frontend_config, self.backends, self.access_log,
+                frontend.configure(frontend_config, self.dispatchers, self.access_log,
                                    rules[name])
         for name in [name for name in self.frontends if name not in config.frontends]:
             del self.frontends[name]                 # its open connections finish as they are
         self.state.frontends = list(self.frontends.values())
-        self.state.backends = list(self.backends.values())
+        self.state.dispatchers = list(self.dispatchers.values())
         self.state.max_connections = config.global_.max_connections
         await self._serve(binds)
         self.config = config
@@ -251,8 +257,7 @@ class Engine:
         for listener in self.listeners.values():
             listener.close()
         for client in list(state.clients):
-            if client.phase == IDLE and client.current is None:
-                client.close()
+            client.close_if_idle()
         deadline = self.loop.time() + grace
         while state.clients and self.loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -101,7 +101,7 @@ def test_maxconn_queue_serves_in_order_and_times_out(backends, proxy):
     threads = [threading.Thread(target=slow, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    wait_for(lambda: p.engine.backends["app"].max_queue >= 1)
+    wait_for(lambda: p.engine.backends["app"].max_queued >= 1)
     for t in threads:
         t.join(10)
     assert results == {0: 200, 1: 200, 2: 200}

@@ -1,0 +1,76 @@
+"""What an exchange needs from the side that asked: the Downstream interface.
+
+An HTTP/1.1 client connection (lbproxy/proxy/client.py) implements it; an HTTP/2 stream
+will too. The exchange, the dispatcher and the upstream protocol use only this, so the
+request path (rules, dispatch, retries, stick tables, stats, access log) is written once
+for every wire protocol. The response reaches the downstream as data (status, header
+list, body pieces); the downstream frames it for its protocol and writes what one parse
+of the server's bytes produced in one call (`flush`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lbproxy.http.answers import Answer
+    from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.frontend import Frontend
+    from lbproxy.proxy.state import ProxyState
+    from lbproxy.proxy.upstream import UpstreamProtocol
+
+
+class Downstream(Protocol):
+    frontend: Frontend
+    state: ProxyState
+    time: Callable[[], float]
+    # facts of the client's connection, for fetches, logs and X-Forwarded-*
+    src: str
+    src_b: bytes
+    src_port: int
+    dst_port: int
+    ssl_fc: bool
+    ssl_fc_sni: str | None
+    closed: bool                # the client is gone: nothing more can be sent to it
+    write_paused: bool          # the client does not read what it is sent: the server waits
+
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading the request (body) for `reason` (lbproxy/proxy/flow.py)."""
+
+    def resume_reading(self, reason: int) -> None: ...
+
+    def informational(self, status: int) -> None:
+        """A 1xx before the response (100 Continue)."""
+
+    def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
+                      length: int) -> None:
+        """The response starts: `headers` as (name, ": ", value, CRLF) quadruples, hop-by-hop
+        ones removed; `length` is the body's length, -1 when unknown. Decides, for its
+        protocol, whether the connection stays open (`exchange.keep_alive`)."""
+
+    def response_body(self, data: bytes) -> None: ...
+
+    def flush(self, end: bool) -> None:
+        """Send what the calls since the last flush produced; `end`: the response is
+        complete."""
+
+    def answer(self, exchange: Exchange, answer: Answer) -> None:
+        """A whole response of the proxy's own (error page, deny, redirect)."""
+
+    def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
+        """The server switched protocols: `data` (its 101 and what followed) is relayed,
+        and from now on raw bytes go both ways."""
+
+    def tunnel_data(self, data: bytes) -> None: ...
+
+    def hold_entry(self, entry: object) -> None:
+        """Count the connection in a stick-table entry a rule tracked, while it lasts."""
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """`exchange` is finished (answered, counted, logged): go on with the next."""
+
+    def abort(self) -> None:
+        """Cut the client off (a response was partly sent and cannot be finished)."""
+
+    def close(self) -> None: ...
