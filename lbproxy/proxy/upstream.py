@@ -279,8 +279,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.write(head)
 
     def send_body(self, body: list[bytes], complete: bool) -> None:
-        """More of the request body (re-framed as chunks when it came chunked)."""
+        """More of the request body (re-framed as chunks when it came chunked). Sending
+        is activity: the server timeout counts from here, as HAProxy's does."""
         if body or (complete and self.chunked_request and not self.request_ended):
+            self.deadline = self.time() + self.server_timeout
             self._write([], body, complete)
 
     def _write(self, parts: list[bytes], body: list[bytes], complete: bool) -> None:
