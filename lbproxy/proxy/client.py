@@ -174,7 +174,7 @@ class ClientProtocol(asyncio.Protocol):
                 return
         phase = self.phase
         if phase == BODY:
-            self.deadline = self.time() + self.frontend.timeout_client
+            self.deadline = self.time() + self.timeouts[BODY]     # each read restarts it
         if phase != WAITING:
             self.unparsed += len(data)
         self._parse(data)
