@@ -16,7 +16,8 @@ from lbproxy.config.fields import (Section, address, boolean, choice, duration, 
                                    integer, name, nonempty, positive_duration, section, text,
                                    token, tuple_of, uri_path)
 from lbproxy.config.nodes import Node
-from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, COOKIE_MODES,
+from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, BACKEND_PROTOCOLS,
+                                   COOKIE_MODES,
                                    HASH_TYPES, HEALTH_CHECK_TYPES, HTTP_REUSE, RETRY_EVENTS,
                                    SERVER_STATES, TLS_VERIFY, BackendConfig, CookieConfig,
                                    DefaultsConfig, HealthCheckConfig, PassiveConfig,
@@ -40,6 +41,7 @@ def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
         "redispatch": boolean,
         "http_reuse": choice("http_reuse mode", HTTP_REUSE),
         "maxconn": integer(0),
+        "proto": choice("backend protocol", BACKEND_PROTOCOLS),
         "timeouts": timeouts(defaults.timeouts),
         "servers": tuple_of(_SERVER, unique_by="name"),
         "server_template": _SERVER_TEMPLATE,
@@ -99,6 +101,7 @@ _HEALTH_CHECK = section(HealthCheckConfig, {
     "rise": integer(1),
     "fall": integer(1),
     "port": integer(1, MAX_PORT),
+    "service": text,
 })
 _PASSIVE = section(PassiveConfig, {
     "max_fails": integer(1),

@@ -18,9 +18,10 @@ from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, conv
                                    mapping_of, nonempty, section, size, string_map, text,
                                    token, tuple_of)
 from lbproxy.config.nodes import Node
-from lbproxy.config.schema import (TLS_VERSIONS, AclConfig, Address, BindConfig, BindTLSConfig,
-                                   CertConfig, DefaultsConfig, DenyArgs, ForwardedConfig,
-                                   FrontendConfig, HeaderArgs, LimitsConfig, RedirectArgs,
+from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Address,
+                                   BindConfig, BindTLSConfig, CertConfig, DefaultsConfig,
+                                   DenyArgs, ForwardedConfig, FrontendConfig, HeaderArgs,
+                                   Http2Config, LimitsConfig, RedirectArgs,
                                    ReplacePathArgs, ReturnArgs, RuleConfig, TrackArgs,
                                    UseBackendConfig)
 
@@ -50,6 +51,7 @@ def frontend(scope: Scope, name: str, node: Node) -> FrontendConfig:
         "timeouts": timeouts(scope.defaults.timeouts),
         "limits": _LIMITS,
         "forwarded": _FORWARDED,
+        "http2": _HTTP2,
         "acls": mapping_of(_acl),
         "http_request": tuple_of(_rule(_request_actions(scope.tables, s.has("stick_table")))),
         "http_response": tuple_of(_rule(_RESPONSE_ACTIONS)),
@@ -65,15 +67,33 @@ _BIND_TLS = section(BindTLSConfig, {
                              allow_empty=False),
     "min_version": choice("TLS version", TLS_VERSIONS),
     "ciphers": nonempty,
-    "alpn": tuple_of(nonempty, single=True, allow_empty=False),
+    "alpn": tuple_of(choice("ALPN protocol", ALPN_PROTOCOLS), single=True, allow_empty=False),
 })
 
 
 def _bind(listen: Conv[Address], node: Node) -> BindConfig:
-    """`":8080"` or `{address: ":8443", tls: {...}}`."""
+    """`":8080"` or `{address: ":8443", tls: {...}}` or `{address: ":8081", h2c: true}`."""
     if node.is_scalar:
         return BindConfig(listen(node), where=node.where)
-    return Section(node).build(BindConfig, {"address": listen, "tls": _BIND_TLS})
+    section_ = Section(node)
+    bind = section_.build(BindConfig, {"address": listen, "tls": _BIND_TLS, "h2c": boolean})
+    if bind.h2c and bind.tls is not None:
+        section_.report("h2c", "h2c is cleartext HTTP/2: a TLS bind offers h2 by ALPN")
+    return bind
+
+
+def _window(node: Node) -> int:
+    value = size(node)
+    if not 65535 <= value <= (1 << 31) - 1:
+        raise ValueError("must be from 64k (65535) to 2g - 1 (the HTTP/2 limits)")
+    return value
+
+
+_HTTP2 = section(Http2Config, {
+    "max_concurrent_streams": integer(1, 1 << 20),
+    "initial_window_size": _window,
+    "max_header_list_size": size,
+})
 
 
 def _ip_or_cidr(node: Node) -> str:

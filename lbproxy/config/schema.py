@@ -20,7 +20,9 @@ HASH_TYPES = ("consistent", "map-based")
 HTTP_REUSE = ("never", "safe", "always")
 LOG_FORMATS = ("json", "clf", "off")
 COOKIE_MODES = ("insert", "rewrite", "prefix")
-HEALTH_CHECK_TYPES = ("http", "tcp")
+HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
+BACKEND_PROTOCOLS = ("h1", "h2")
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 SERVER_STATES = ("ready", "drain", "maint")
 TLS_VERIFY = ("required", "none")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -132,14 +134,22 @@ class BindTLSConfig:
     certificates: tuple[CertConfig, ...]
     min_version: str = "TLSv1.2"
     ciphers: str | None = None
-    alpn: tuple[str, ...] = ("http/1.1",)
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
 
 
 @dataclass(frozen=True, slots=True)
 class BindConfig:
     address: Address
     tls: BindTLSConfig | None = None
+    h2c: bool = False               # cleartext HTTP/2 with prior knowledge, beside HTTP/1.1
     where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Config:
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 1 << 20
+    max_header_list_size: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,7 @@ class FrontendConfig:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
     forwarded: ForwardedConfig = ForwardedConfig()
+    http2: Http2Config = Http2Config()
     acls: dict[str, AclConfig] = field(default_factory=dict)
     stick_table: StickTableConfig | None = None
     http_request: tuple[RuleConfig, ...] = ()
@@ -269,6 +280,7 @@ class HealthCheckConfig:
     rise: int = 2
     fall: int = 3
     port: int | None = None
+    service: str = ""               # grpc: the service asked about ("": the server as a whole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +336,7 @@ class BackendConfig:
     redispatch: bool = True
     http_reuse: str = "safe"
     maxconn: int = 0
+    proto: str = "h1"               # h2: HTTP/2 to the servers (h2c, or ALPN h2 over TLS)
     timeouts: TimeoutsConfig = TimeoutsConfig()
     servers: tuple[ServerConfig, ...] = ()
     server_template: ServerTemplateConfig | None = None

@@ -36,7 +36,9 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQU
                                   upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.proxy.exchange import Exchange
+from lbproxy.http2.frames import PREFACE
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
+from lbproxy.proxy.h2client import H2ClientProtocol
 from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
 
@@ -80,7 +82,7 @@ class Rejected(Exception):
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, frontend: Frontend) -> None:
+    def __init__(self, frontend: Frontend, h2c: bool = False) -> None:
         # global
         self.frontend = frontend
         self.state = frontend.state
@@ -113,6 +115,7 @@ class ClientProtocol(asyncio.Protocol):
         # bytes of a PROXY protocol header still being received (accept_proxy binds)
         self.proxy_header: bytes | None = b"" if frontend.config.accept_proxy else None
         self.peer_trusted = False                # peer in forwarded.trusted_proxies
+        self.h2c = h2c                           # the bind takes HTTP/2 with prior knowledge
         self.upgrading: Exchange | None = None   # an Upgrade request whose answer is pending
         self.held: bytes = b""                   # what the client sent after it, unparsed
         self.tunnel: UpstreamProtocol | None = None   # the server end of a tunnel after 101
@@ -139,11 +142,14 @@ class ClientProtocol(asyncio.Protocol):
         if sock:
             self.dst_port = sock[1]
         ssl_object = transport.get_extra_info("ssl_object")
+        self.state.clients.add(self)
+        self.frontend.connection_opened()
         if ssl_object is not None:
             self.ssl_fc = True
             self.ssl_fc_sni = sni_of(ssl_object)
-        self.state.clients.add(self)
-        self.frontend.connection_opened()
+            if ssl_object.selected_alpn_protocol() == "h2":
+                H2ClientProtocol(self.frontend).adopt(self, b"")
+                return
         self._enter(NEW)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -175,6 +181,9 @@ class ClientProtocol(asyncio.Protocol):
         phase = self.phase
         if phase == BODY:
             self.deadline = self.time() + self.timeouts[BODY]     # each read restarts it
+        elif phase == NEW and self.h2c and data[:4] == PREFACE[:4]:
+            H2ClientProtocol(self.frontend).adopt(self, data)
+            return
         if phase != WAITING:
             self.unparsed += len(data)
         self._parse(data)
@@ -410,6 +419,9 @@ class ClientProtocol(asyncio.Protocol):
         elif not exchange.http11:
             out.append(b"connection: keep-alive\r\n")
         out.append(b"\r\n")
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers from an HTTP/2 server: HTTP/1.1 clients do not get them."""
 
     def response_body(self, data: bytes) -> None:
         if self.chunked_out:

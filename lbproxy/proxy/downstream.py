@@ -51,6 +51,10 @@ class Downstream(Protocol):
 
     def response_body(self, data: bytes) -> None: ...
 
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers (from an HTTP/2 server), after the body; dropped where the client's
+        protocol cannot carry them."""
+
     def flush(self, end: bool) -> None:
         """Send what the calls since the last flush produced; `end`: the response is
         complete."""

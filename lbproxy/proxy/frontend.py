@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.http.addresses import parse_ip
+from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.routing.actions import ANSWERED, FrontendRules
 
@@ -47,6 +48,10 @@ class Frontend:
         self.responses = [0] * 6
         self.rejected = 0               # malformed requests refused
         self.denied = 0                 # requests denied by a rule
+        self.h2_connections = 0         # connections that spoke HTTP/2
+        self.h2_requests = 0            # streams that carried a request
+        self.h2_protocol_errors = 0     # malformed streams and connections
+        self.h2_abuse: dict[str, int] = {}   # connections ended or streams refused, by why
 
     def configure(self, config: FrontendConfig, dispatchers: dict[str, Dispatcher],
                   access_log: AccessLog | None, rules: FrontendRules) -> None:
@@ -75,6 +80,9 @@ class Frontend:
         self.default_backend = (dispatchers[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
+        http2 = config.http2
+        self.h2_settings = Settings(http2.max_concurrent_streams, http2.initial_window_size,
+                                    http2.max_header_list_size)
 
     def route(self, exchange: Exchange) -> Dispatcher | None:
         """Run the http_request rules, then pick the backend (its dispatcher; None: no
@@ -113,9 +121,11 @@ class Frontend:
                 return candidate
         return None
 
-    def protocol(self) -> ClientProtocol:
+    def protocol(self, h2c: bool = False) -> ClientProtocol:
+        """A new connection's protocol: HTTP/1.1, which hands the connection over to
+        HTTP/2 when TLS chose h2 or (`h2c` binds) the client preface arrives."""
         self.accepted += 1
-        return ClientProtocol(self)
+        return ClientProtocol(self, h2c)
 
     @property
     def tls_handshake_failures(self) -> int:

@@ -20,7 +20,7 @@ class Request:
     __slots__ = (
         "downstream", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b",
         "xff_b", "length", "chunked", "expect_continue", "extra_hop", "is_head", "norm_path",
-        "upgrade_b", "connection", "forwarded_src",
+        "upgrade_b", "connection", "forwarded_src", "http2", "te_trailers",
     )
 
     def __init__(self, downstream: Downstream) -> None:
@@ -42,6 +42,8 @@ class Request:
         self.connection: list[bytes] | None = None   # Connection tokens, lower-cased
         # the client address X-Forwarded-For gives when the peer is a trusted proxy
         self.forwarded_src: str | None = None
+        self.http2 = False                 # arrived on an HTTP/2 stream
+        self.te_trailers = False           # HTTP/2 `te: trailers` (gRPC), for an h2 server
 
     # changes made by rules
 
@@ -61,6 +63,11 @@ class Request:
     @property
     def method(self) -> str:
         return self.method_b.decode("latin-1")
+
+    @property
+    def req_ver(self) -> str:
+        """The HTTP version of the request as the client sent it: "2", "1.1" or "1.0"."""
+        return "2" if self.http2 else "1.1" if self.http11 else "1.0"
 
     @property
     def url(self) -> str:

@@ -112,6 +112,7 @@ FETCHES: dict[str, _Def] = {
     "host": _Def(STR, None, _attr("host")),
     "ssl_fc": _Def(BOOL, None, _ssl_fc),
     "ssl_fc_sni": _Def(STR, None, _attr("ssl_fc_sni")),
+    "req_ver": _Def(STR, None, _attr("req_ver")),
     "nbsrv": _Def(INT, "backend", _nbsrv),
     "date_us": _Def(INT, None, _date_us),
     "srv_name": _Def(STR, None, _optional_attr("srv_name"), phase=RESPONSE),

@@ -44,7 +44,7 @@ class AccessLog:
         if self.clf:
             stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
             line = (f'{client.src} - - [{stamp}] "{exchange.method} {exchange.url} '
-                    f'HTTP/1.{int(exchange.http11)}" {exchange.status} {exchange.resp_bytes}')
+                    f'HTTP/{exchange.req_ver}" {exchange.status} {exchange.resp_bytes}')
         else:
             line = json.dumps({
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
@@ -53,7 +53,7 @@ class AccessLog:
                 "frontend": exchange.frontend.name,
                 "backend": exchange.backend.name if exchange.backend else None,
                 "server": exchange.server.name if exchange.server else None,
-                "method": exchange.method, "url": exchange.url,
+                "method": exchange.method, "url": exchange.url, "proto": exchange.req_ver,
                 "status": exchange.status, "bytes": exchange.resp_bytes,
                 "duration_ms": duration_ms, "retries": exchange.attempts,
             }, separators=(",", ":"))

@@ -162,10 +162,11 @@ class Engine:
             frontend = self.frontends[bind.frontend]
             listener = bind.listener
             if listener is None:
-                listener = Listener(bind.sock, frontend.protocol, bind.context)
+                listener = Listener(bind.sock, partial(frontend.protocol, bind.config.h2c),
+                                    bind.context)
                 await listener.start()
             else:
-                listener.factory = frontend.protocol
+                listener.factory = partial(frontend.protocol, bind.config.h2c)
                 if self._listener_tls.get(key) != bind.config.tls:
                     await listener.restart(bind.context)
             self._listener_tls[key] = bind.config.tls

@@ -70,7 +70,7 @@ CASES = {
               "lb.yaml:6: backends.app.cookie.mode: unknown cookie mode 'insrt' "
               "(did you mean 'insert'?)",
               "lb.yaml:7: backends.app.health_check.type: unknown health check type 'udp' "
-              "(expected one of: http, tcp)",
+              "(expected one of: http, tcp, grpc)",
               "lb.yaml:8: backends.app.retry_on[1]: unknown retry event 'conect-failure' "
               "(did you mean 'connect-failure'?)",
               "lb.yaml:8: backends.app.retry_on[2]: must be between 400 and 599, got 200",

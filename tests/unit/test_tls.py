@@ -193,7 +193,7 @@ def test_alpn_and_ciphers_apply_after_an_sni_switch(ca: trustme.CA,
                            ciphers="ECDHE+AESGCM")
     context = server_context(config, WHERE)
     for name in ("a.test", "b.test"):
-        assert handshake(context, any_certificate(), name).alpn == "http/1.1"
+        assert handshake(context, any_certificate(), name).alpn == "h2"     # the default
     client = any_certificate(maximum=ssl.TLSVersion.TLSv1_2)
     assert server_refusal(context, client, "b.test") is None
     client.set_ciphers("ECDHE+CHACHA20")

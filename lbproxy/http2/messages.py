@@ -1,0 +1,117 @@
+"""HTTP/2 messages as header lists (RFC 9113 §8): a request's fields read into the proxy's
+Request, and a response's head written out of its header quadruples.
+
+A request is malformed (the stream is reset with PROTOCOL_ERROR, §8.1.1) when a pseudo-
+header is unknown, repeated, missing or after a regular field, a name has upper case,
+a connection-specific field appears (Connection, Keep-Alive, Proxy-Connection,
+Transfer-Encoding, Upgrade, TE other than "trailers"), a value holds NUL, CR or LF or
+starts or ends with whitespace, or Content-Length is not a number. Cookie crumbs are
+joined (§8.2.3), :authority becomes the Host an HTTP/1.1 server will see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lbproxy.http.headers import (CONTENT_LENGTH, REQUEST_SPECIAL, X_FORWARDED_FOR,
+                                  X_FORWARDED_HOST, X_FORWARDED_PROTO)
+
+Header = tuple[bytes, bytes]
+
+CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                                 b"transfer-encoding", b"upgrade", b"http2-settings"})
+# response fields an HTTP/1.1 server may send that HTTP/2 forbids or the proxy replaces
+RESPONSE_DROPPED = CONNECTION_SPECIFIC | {b"te", b"trailer"}
+BAD_VALUE_BYTES = (b"\x00", b"\r", b"\n")
+WHITESPACE = b" \t"
+
+
+class Malformed(ValueError):
+    """A request HTTP/2 calls malformed: the stream gets RST_STREAM PROTOCOL_ERROR."""
+
+
+def read_request(request: Any, headers: list[Header], frontend: Any) -> None:
+    """Fill `request` (lbproxy/proxy/request.py) from a request's header list.
+
+    Raises Malformed. Regular fields go to `hparts` as the data plane forwards them; the
+    fields the proxy manages go to their own slots, as the HTTP/1.1 parser puts them."""
+    method = scheme = path = authority = None
+    pseudo_done = False
+    hparts = request.hparts
+    cookies: list[bytes] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if pseudo_done:
+                raise Malformed("pseudo-header after a regular field")
+            if name == b":method" and method is None:
+                method = value
+            elif name == b":path" and path is None:
+                path = value
+            elif name == b":scheme" and scheme is None:
+                scheme = value
+            elif name == b":authority" and authority is None:
+                authority = value
+            else:
+                raise Malformed(f"unexpected pseudo-header {name!r}")
+            continue
+        pseudo_done = True
+        if name != name.lower():
+            raise Malformed("upper case in a field name")
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            raise Malformed(f"connection-specific field {name!r}")
+        if any(bad in value for bad in BAD_VALUE_BYTES) or (
+                value and (value[0] in WHITESPACE or value[-1] in WHITESPACE)):
+            raise Malformed(f"invalid value of {name!r}")
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        code = REQUEST_SPECIAL.get(name)
+        if code is None:
+            hparts += (name, b": ", value, b"\r\n")
+        elif code == CONTENT_LENGTH:
+            if not value.isdigit() or (request.length >= 0 and int(value) != request.length):
+                raise Malformed("invalid content-length")
+            request.length = int(value)
+        elif code == X_FORWARDED_FOR:
+            request.xff_b = value if request.xff_b is None else request.xff_b + b", " + value
+        elif code == X_FORWARDED_PROTO or code == X_FORWARDED_HOST:
+            if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
+                    else frontend.x_forwarded_host):
+                hparts += (name, b": ", value, b"\r\n")
+        elif name == b"host":
+            if request.host_b is not None:
+                raise Malformed("two host fields")
+            request.host_b = value
+        elif name == b"expect":
+            request.expect_continue = value.lower() == b"100-continue"
+            hparts += (name, b": ", value, b"\r\n")
+        # te: trailers is kept for an HTTP/2 server (request.te_trailers); other
+        # hop-by-hop fields were refused above
+        elif name == b"te":
+            request.te_trailers = True
+    if method is None or scheme is None or not path:
+        raise Malformed("missing :method, :scheme or :path")
+    if path[0] != 47 and not (path == b"*" and method == b"OPTIONS"):    # 47: "/"
+        raise Malformed("invalid :path")
+    if authority is not None:
+        if request.host_b is not None and request.host_b != authority:
+            raise Malformed("host and :authority differ")
+        request.host_b = authority
+    if request.host_b is not None:
+        hparts += (b"host", b": ", request.host_b, b"\r\n")
+    if cookies:
+        hparts += (b"cookie", b": ", b"; ".join(cookies), b"\r\n")
+    request.method_b = method
+    request.url_b = path
+    request.is_head = method == b"HEAD"
+
+
+def response_headers(status: int, hparts: list[bytes]) -> list[Header]:
+    """An HTTP/2 response head from the proxy's header quadruples: lower-case names,
+    without the fields HTTP/2 does not carry."""
+    headers = [(b":status", b"%d" % status)]
+    for i in range(0, len(hparts), 4):
+        name = hparts[i].lower()
+        if name not in RESPONSE_DROPPED:
+            headers.append((name, hparts[i + 2]))
+    return headers

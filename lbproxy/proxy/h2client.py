@@ -1,0 +1,472 @@
+"""HTTP/2 downstream: one asyncio Protocol per client connection, one Downstream per stream.
+
+A connection becomes HTTP/2 when TLS negotiated `h2` by ALPN, or when a cleartext bind
+with `h2c: true` receives the client preface; the HTTP/1.1 protocol that accepted it
+hands the transport over (`adopt`). The framing is lbproxy/http2/connection.py; here
+each stream's request is read into an Exchange (lbproxy/http2/messages.py checks it) and
+the stream is that exchange's Downstream (`H2Stream`): the response arrives as data and
+goes out as HEADERS, DATA and trailers, with the peer's flow-control windows as back-
+pressure on the server side, and the request body's window given back only as fast as
+the server takes it.
+
+Timeouts: `http_request` until the first request, `http_keep_alive` while no stream is
+open (then GOAWAY and close), `client` while a stream is receiving its body. Reload and
+graceful stop send GOAWAY: open streams finish, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from lbproxy.http.answers import Answer, error_answer
+from lbproxy.http2 import frames as f
+from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
+from lbproxy.http2.messages import Header, Malformed, read_request, response_headers
+from lbproxy.proxy.exchange import Exchange
+
+LINGER = 1.0        # seconds a connection ended by an error still reads (and drops) input
+
+if TYPE_CHECKING:
+    from lbproxy.proxy.client import ClientProtocol
+    from lbproxy.proxy.frontend import Frontend
+    from lbproxy.proxy.upstream import UpstreamProtocol
+
+
+class H2ClientProtocol(asyncio.Protocol):
+    def __init__(self, frontend: Frontend) -> None:
+        # global
+        self.frontend = frontend
+        self.state = frontend.state
+        self.time = frontend.state.time
+        # per connection
+        self.transport: asyncio.Transport | None = None
+        self.h2 = Connection(self, client=False, settings=frontend.h2_settings,
+                             clock=self.time)
+        self.src = ""
+        self.src_b = b""
+        self.src_port = 0
+        self.dst_port = 0
+        self.ssl_fc = False
+        self.ssl_fc_sni: str | None = None
+        self.deadline = 0.0
+        self.write_paused = False
+        self.peer_trusted = False
+        self.streams: set[H2Stream] = set()      # streams with an exchange under way
+        self.entries: list | None = None         # stick-table entries this connection holds
+        self.draining = False                    # GOAWAY sent: close when streams are done
+
+    def adopt(self, client: ClientProtocol, data: bytes) -> None:
+        """Take over a connection the HTTP/1.1 protocol accepted (ALPN h2, or the h2c
+        preface in `data`): its facts, its place in the proxy's counts, its transport."""
+        transport = client.transport
+        for name in ("src", "src_b", "src_port", "dst_port", "ssl_fc", "ssl_fc_sni",
+                     "peer_trusted"):
+            setattr(self, name, getattr(client, name))
+        self.state.clients.discard(client)
+        client.transport = client.flow.transport = None
+        client.closed = True
+        self.transport = transport
+        self.state.clients.add(self)
+        self.frontend.h2_connections += 1
+        transport.set_protocol(self)
+        self.h2.start()
+        self.deadline = self.time() + self.frontend.timeout_http_request
+        if data:
+            self.data_received(data)
+        else:
+            self.write()
+
+    # asyncio callbacks
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.deadline = 0.0
+        self.state.clients.discard(self)
+        self.frontend.connection_closed()
+        for stream in list(self.streams):
+            stream.gone()
+        self.streams.clear()
+        if self.entries is not None:
+            for entry in self.entries:
+                entry.on_disconnect()
+            self.entries = None
+
+    def data_received(self, data: bytes) -> None:
+        self.frontend.bytes_in += len(data)
+        if self.h2.closed:              # lingering after GOAWAY: what still comes is dropped
+            return
+        self.h2.receive(data)
+        if self.transport is None or self.h2.closed:
+            return
+        timeout = self.frontend.timeout_client if self.streams else \
+            self.frontend.timeout_keep_alive
+        self.deadline = self.time() + timeout
+        self.write()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams:
+            stream.exchange.pause_response()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams):
+            if not stream.stream.paused:
+                stream.exchange.resume_response()
+
+    def write(self) -> None:
+        out = self.h2.out
+        if out and self.transport is not None:
+            self.transport.write(bytes(out))
+            out.clear()
+
+    # the connection's life
+
+    def timed_out(self) -> None:
+        if self.h2.closed:
+            self.close()
+            return
+        if not self.streams:
+            self.goaway()
+            self.close()
+            return
+        for stream in list(self.streams):          # a client too slow sending a body
+            if not stream.exchange.request_complete:
+                stream.too_slow()
+        self.write()
+        self.deadline = 0.0       # streams waiting for a server: the server side's timeout
+
+    def goaway(self) -> None:
+        """Reload or graceful stop: no new streams; those open finish, then we close."""
+        self.draining = True
+        self.h2.goaway()
+        self.write()
+        if not self.streams:
+            self.close()
+
+    def close_if_idle(self) -> None:
+        self.goaway()
+
+    def stream_done(self, stream: H2Stream) -> None:
+        self.streams.discard(stream)
+        self.write()
+        if not self.streams:
+            if self.draining:
+                self.close()
+            elif self.transport is not None:
+                self.deadline = self.time() + self.frontend.timeout_keep_alive
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.write()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def hold_entry(self, entry: object) -> None:
+        entries = self.entries
+        if entries is None:
+            entries = self.entries = []
+        elif entry in entries:
+            return
+        entry.on_connect()
+        entries.append(entry)
+
+    # the HTTP/2 connection's callbacks
+
+    def on_headers(self, stream: Stream, headers: list[Header], end_stream: bool) -> None:
+        downstream = stream.handle
+        if downstream is not None:                 # trailers of the request
+            downstream.request_trailers(headers)
+            return
+        if self.draining:
+            self.h2.reset(stream, f.REFUSED_STREAM)
+            return
+        downstream = stream.handle = H2Stream(self, stream)
+        downstream.start(headers, end_stream)
+
+    def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
+        downstream = stream.handle
+        if downstream is None:
+            self.h2.ack(stream, len(data))
+            return
+        downstream.request_data(data, end_stream)
+
+    def on_reset(self, stream: Stream, code: int) -> None:
+        downstream = stream.handle
+        if downstream is not None:
+            downstream.gone()
+
+    def on_drained(self, stream: Stream) -> None:
+        downstream = stream.handle
+        if downstream is not None and not self.write_paused:
+            downstream.exchange.resume_response()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.draining = True
+        if not self.streams:
+            self.close()
+
+    def on_error(self, code: int, reason: str) -> None:
+        """A connection error: the GOAWAY goes out, then the connection lingers a moment,
+        reading and dropping what the client still sends: closing with unread data would
+        reset the connection and the client might never read the GOAWAY."""
+        frontend = self.frontend
+        if code == f.ENHANCE_YOUR_CALM:
+            frontend.h2_abuse[reason] = frontend.h2_abuse.get(reason, 0) + 1
+        else:
+            frontend.h2_protocol_errors += 1
+        for stream in list(self.streams):
+            stream.gone()
+        self.write()
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        self.draining = True
+        self.deadline = self.time() + LINGER
+
+    def on_oversized(self, stream: Stream) -> None:
+        """A header list over `max_header_list_size`: 431, and the stream ends."""
+        self.frontend.h2_abuse["header_list_size"] = \
+            self.frontend.h2_abuse.get("header_list_size", 0) + 1
+        answer = error_answer(431)
+        self.h2.send_headers(stream, [(b":status", b"431"),
+                                        (b"content-type", answer.content_type),
+                                        (b"content-length", b"%d" % len(answer.body))], False)
+        self.h2.send_data(stream, answer.body, end_stream=True)
+        if not stream.recv_closed:
+            self.h2.reset(stream, f.NO_ERROR)
+
+
+class H2Stream:
+    """One stream: the Downstream (lbproxy/proxy/downstream.py) of its exchange."""
+
+    __slots__ = ("owner", "stream", "exchange", "frontend", "state", "time", "src", "src_b",
+                 "src_port", "dst_port", "ssl_fc", "ssl_fc_sni", "closed", "paused",
+                 "unacked", "ended", "body", "received")
+
+    def __init__(self, protocol: H2ClientProtocol, stream: Stream) -> None:
+        self.owner = protocol
+        self.stream = stream
+        self.frontend = protocol.frontend
+        self.state = protocol.state
+        self.time = protocol.time
+        self.src, self.src_b = protocol.src, protocol.src_b
+        self.src_port, self.dst_port = protocol.src_port, protocol.dst_port
+        self.ssl_fc, self.ssl_fc_sni = protocol.ssl_fc, protocol.ssl_fc_sni
+        self.closed = False
+        self.paused = 0                  # reasons to keep the request body's window closed
+        self.unacked = 0                 # request body bytes received while paused
+        self.ended = False               # END_STREAM sent
+        self.body: list[bytes] = []      # response body pieces until the next flush
+        self.received = 0                # request body bytes, against Content-Length
+        self.exchange = Exchange(self)
+
+    # the request
+
+    def start(self, headers: list[Header], end_stream: bool) -> None:
+        exchange = self.exchange
+        protocol = self.owner
+        frontend = self.frontend
+        try:
+            read_request(exchange, headers, frontend)
+        except Malformed:
+            frontend.rejected += 1
+            frontend.h2_protocol_errors += 1
+            protocol.h2.reset(self.stream, f.PROTOCOL_ERROR)
+            return
+        exchange.http2 = True
+        exchange.http11 = True            # what an HTTP/1.1 server will be sent
+        if protocol.peer_trusted and exchange.xff_b is not None:
+            exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
+        protocol.streams.add(self)
+        frontend.h2_requests += 1
+        status = self._refusal(exchange, end_stream)
+        if status:
+            frontend.rejected += 1
+            exchange.request_complete = True
+            exchange.respond(error_answer(status))
+            return
+        if end_stream:
+            exchange.request_done()
+        elif exchange.length < 0:
+            exchange.chunked = True        # an HTTP/1.1 server gets the body chunked
+        exchange.start()
+
+    def _refusal(self, exchange: Exchange, end_stream: bool) -> int:
+        """The status refusing a request HTTP/2 parsed fine, as HTTP/1.1 would (0: none)."""
+        frontend = self.frontend
+        if exchange.method_b == b"CONNECT":
+            return 501
+        if len(exchange.hparts) // 4 > frontend.max_headers:
+            return 431
+        if 0 < frontend.max_body_size < exchange.length:
+            return 413
+        if end_stream and exchange.length > 0:
+            return 400                     # content-length promised a body that never came
+        return 0
+
+    def request_data(self, data: bytes, end_stream: bool) -> None:
+        exchange = self.exchange
+        if exchange.status and exchange.request_complete:      # answered already
+            self.owner.h2.ack(self.stream, len(data))
+            return
+        size = len(data)
+        self.received += size
+        length = exchange.length
+        if (length >= 0 and (self.received > length or (end_stream and self.received < length))
+                or 0 < self.frontend.max_body_size < self.received):
+            self._malformed_body()
+            return
+        if size:
+            exchange.request_body(data)
+            if self.paused:
+                self.unacked += size
+            else:
+                self.owner.h2.ack(self.stream, size)
+        if end_stream:
+            exchange.request_done()
+        elif exchange.upstream is not None and exchange.body:
+            exchange.flush_body()
+
+    def request_trailers(self, headers: list[Header]) -> None:
+        """Request trailers end the body; they are not passed on (HTTP/1.1 servers, like
+        HAProxy's, never get them)."""
+        self.exchange.request_done()
+
+    def _malformed_body(self) -> None:
+        """DATA that contradicts Content-Length (RFC 9113 §8.1.1) or exceeds the limit."""
+        exchange = self.exchange
+        self.frontend.h2_protocol_errors += 1
+        too_large = 0 < self.frontend.max_body_size < self.received
+        if not exchange.status:
+            exchange.request_complete = True
+            exchange.abandon()
+            if too_large:
+                exchange.respond(error_answer(413))
+                return
+        self.owner.h2.reset(self.stream, f.PROTOCOL_ERROR)
+        self.gone()
+
+    def too_slow(self) -> None:
+        exchange = self.exchange
+        if exchange.status:
+            self.abort()
+            return
+        exchange.abandon()
+        exchange.request_complete = True
+        exchange.respond(error_answer(408))
+
+    # Downstream
+
+    @property
+    def write_paused(self) -> bool:
+        return self.owner.write_paused or self.stream.pending_size > HIGH_WATER
+
+    def pause_reading(self, reason: int) -> None:
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        self.paused &= ~reason
+        if not self.paused and self.unacked:
+            self.owner.h2.ack(self.stream, self.unacked)
+            self.unacked = 0
+            self.owner.write()
+
+    def informational(self, status: int) -> None:
+        self.owner.h2.send_headers(self.stream, [(b":status", b"%d" % status)], False)
+
+    def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
+                      length: int) -> None:
+        no_body = exchange.is_head or status == 204 or status == 304
+        self.owner.h2.send_headers(self.stream, response_headers(status, headers), no_body)
+        if no_body:
+            self.ended = True
+
+    def response_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def response_trailers(self, headers: list[Header]) -> None:
+        if not self.ended:
+            self._send_body(False)
+            self.owner.h2.send_trailers(self.stream, headers)
+            self.ended = True
+
+    def flush(self, end: bool) -> None:
+        if self.closed:
+            return
+        if self.body or (end and not self.ended):
+            self._send_body(end and not self.ended)
+            if end:
+                self.ended = True
+        stream = self.stream
+        if stream.pending_size > HIGH_WATER and not stream.paused:
+            stream.paused = True          # the core calls on_drained when it went out
+            self.exchange.pause_response()
+        self.owner.write()
+
+    def _send_body(self, end: bool) -> None:
+        body = self.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self.owner.h2.send_data(self.stream, data, end)
+
+    def answer(self, exchange: Exchange, answer: Answer) -> None:
+        if self.closed:
+            return
+        headers = [(b":status", b"%d" % answer.status),
+                   (b"content-type", answer.content_type),
+                   (b"content-length", b"%d" % len(answer.body))]
+        headers += [(name.lower(), value) for name, value in answer.headers]
+        conn = self.owner.h2
+        if exchange.is_head:
+            conn.send_headers(self.stream, headers, True)
+        else:
+            conn.send_headers(self.stream, headers, False)
+            conn.send_data(self.stream, answer.body, end_stream=True)
+        self.ended = True
+        self.owner.write()
+
+    def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
+        self.abort()                      # no Upgrade reaches a server from HTTP/2
+
+    def tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def hold_entry(self, entry: object) -> None:
+        self.owner.hold_entry(entry)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        conn = self.owner.h2
+        if not self.closed:
+            if not self.ended:
+                self.flush(True)
+            if not self.stream.recv_closed:
+                conn.reset(self.stream, f.NO_ERROR)    # answered: the rest is not needed
+            conn.finished()
+        self.closed = True
+        self.stream.handle = None
+        self.owner.stream_done(self)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.owner.h2.reset(self.stream, f.INTERNAL_ERROR)
+            self.gone()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.owner.h2.reset(self.stream, f.CANCEL)
+            self.gone()
+
+    def gone(self) -> None:
+        """The stream ended without its response (reset by either side, the connection
+        lost): the exchange lets go of its server."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stream.handle = None
+        self.exchange.abandon()
+        self.owner.stream_done(self)
