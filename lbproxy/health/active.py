@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.server import MAINT
 from lbproxy.config.schema import Address, HealthCheckConfig
+from lbproxy.health.grpc import grpc_probe
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -176,8 +177,12 @@ class ActiveChecker:
         while True:
             started = loop.time()
             if server.admin != MAINT:
-                ok, reason = await probe(server.address, check.timeout, request,
-                                         check.expect_status, check.port)
+                if check.type == "grpc":
+                    ok, reason = await grpc_probe(server.address, check.timeout,
+                                                  check.service, check.port)
+                else:
+                    ok, reason = await probe(server.address, check.timeout, request,
+                                             check.expect_status, check.port)
                 self._record(server, health, ok, reason)
             await asyncio.sleep(max(0.0, started + check.interval - loop.time()))
 

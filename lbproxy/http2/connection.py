@@ -498,6 +498,10 @@ class Connection:
             self._remember_reset(stream.id)
             self.out += f.rst_stream(stream.id, code)
 
+    def forget(self, stream: Stream) -> None:
+        """Drop a stream of ours that never sent a frame (nothing to tell the peer)."""
+        self.streams.pop(stream.id, None)
+
     def ack(self, stream: Stream | None, size: int) -> None:
         """`size` bytes of received DATA were consumed: give the windows back, in halves
         (one WINDOW_UPDATE per half window, not per frame)."""

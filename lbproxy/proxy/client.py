@@ -399,7 +399,7 @@ class ClientProtocol(asyncio.Protocol):
         self.out.append(CONTINUE)
 
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
-                      length: int) -> None:
+                      length: int, end_stream: bool) -> None:
         """Frame the response for the client: the server's Content-Length, else chunked
         for HTTP/1.1 or the close for HTTP/1.0; decide whether the connection stays."""
         out = self.out

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from lbproxy.backends.outcomes import CONNECT_FAILURE
+from lbproxy.backends.outcomes import REFUSED, UNPROCESSED
 from lbproxy.http.answers import error_answer
 
 if TYPE_CHECKING:
@@ -86,12 +86,14 @@ class Dispatcher:
 
     def retry(self, exchange: Exchange, kind: str) -> bool:
         """After a failure of kind `kind`: send `exchange` again when the backend's
-        `retries` and `retry_on` allow it and the request can be replayed (a connect
-        failure sent nothing; otherwise only an idempotent request whose body was not
-        consumed). With `redispatch`, another server is preferred."""
+        `retries` and `retry_on` allow it (a stream an HTTP/2 server refused always may)
+        and the request can be replayed (the server did not process it; otherwise only an
+        idempotent request whose body was not consumed). With `redispatch`, another
+        server is preferred."""
         backend = self.backend
-        if not (exchange.attempts < backend.retries and kind in backend.retry_on
-                and (kind == CONNECT_FAILURE or replayable(exchange))):
+        if not (exchange.attempts < backend.retries
+                and (kind in backend.retry_on or kind == REFUSED)
+                and (kind in UNPROCESSED or replayable(exchange))):
             return False
         exchange.attempts += 1
         backend.retried += 1

@@ -44,10 +44,11 @@ class Downstream(Protocol):
         """A 1xx before the response (100 Continue)."""
 
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
-                      length: int) -> None:
+                      length: int, end_stream: bool) -> None:
         """The response starts: `headers` as (name, ": ", value, CRLF) quadruples, hop-by-hop
-        ones removed; `length` is the body's length, -1 when unknown. Decides, for its
-        protocol, whether the connection stays open (`exchange.keep_alive`)."""
+        ones removed; `length` is the body's length, -1 when unknown; `end_stream`: no body
+        follows (an HTTP/2 server's head can say so: gRPC's trailers-only answers). Decides,
+        for its protocol, whether the connection stays open (`exchange.keep_alive`)."""
 
     def response_body(self, data: bytes) -> None: ...
 

@@ -141,21 +141,23 @@ class Exchange(Request):
     def pause_response(self) -> None:
         """The client does not read the response as fast as the server sends it."""
         if self.upstream is not None:
-            self.upstream.flow.pause(CLIENT_SLOW)
+            self.upstream.pause_reading(CLIENT_SLOW)
 
     def resume_response(self) -> None:
         if self.upstream is not None:
-            self.upstream.flow.resume(CLIENT_SLOW)
+            self.upstream.resume_reading(CLIENT_SLOW)
 
     # outcomes
 
-    def response_head(self, status: int, headers: list[bytes], length: int) -> None:
-        """The server's response starts: sticky cookies and http_response rules edit its
-        headers, then the downstream frames it."""
+    def response_head(self, status: int, headers: list[bytes], length: int,
+                      end_stream: bool = False) -> None:
+        """The server's response starts (`end_stream`: and has no body; only HTTP/2 says
+        so in the head): sticky cookies and http_response rules edit its headers, then the
+        downstream frames it."""
         self.status = status
         if self.frontend.response_rules or self.backend.persistence is not None:
             headers = self.response_headers(headers)
-        self.downstream.response_head(self, status, headers, length)
+        self.downstream.response_head(self, status, headers, length, end_stream)
 
     def response_headers(self, parts: list[bytes]) -> list[bytes]:
         persistence = self.backend.persistence

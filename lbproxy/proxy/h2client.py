@@ -380,8 +380,8 @@ class H2Stream:
         self.owner.h2.send_headers(self.stream, [(b":status", b"%d" % status)], False)
 
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
-                      length: int) -> None:
-        no_body = exchange.is_head or status == 204 or status == 304
+                      length: int, end_stream: bool) -> None:
+        no_body = end_stream or exchange.is_head or status == 204 or status == 304
         self.owner.h2.send_headers(self.stream, response_headers(status, headers), no_body)
         if no_body:
             self.ended = True

@@ -16,6 +16,26 @@ if TYPE_CHECKING:
     from lbproxy.proxy.downstream import Downstream
 
 
+def forwarded_parts(request: Request) -> list[bytes]:
+    """X-Forwarded-For/-Proto/-Host as the frontend adds them, as header quadruples: the
+    client address appended to what the request carried, the scheme, the host."""
+    downstream = request.downstream
+    frontend = downstream.frontend
+    parts: list[bytes] = []
+    if frontend.x_forwarded_for:
+        if request.xff_b is None:
+            parts += (b"x-forwarded-for", b": ", downstream.src_b, b"\r\n")
+        else:
+            parts += (b"x-forwarded-for", b": ", request.xff_b + b", " + downstream.src_b,
+                      b"\r\n")
+    if frontend.x_forwarded_proto:
+        parts += (b"x-forwarded-proto", b": ", b"https" if downstream.ssl_fc else b"http",
+                  b"\r\n")
+    if frontend.x_forwarded_host and request.host_b is not None:
+        parts += (b"x-forwarded-host", b": ", request.host_b, b"\r\n")
+    return parts
+
+
 class Request:
     __slots__ = (
         "downstream", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b",

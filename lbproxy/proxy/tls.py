@@ -72,7 +72,8 @@ def sni_of(ssl_object: ssl.SSLObject | None) -> str | None:
     return getattr(ssl_object, _SNI_ATTRIBUTE, None)
 
 
-def client_context(config: ServerTLSConfig, where: str) -> ssl.SSLContext:
+def client_context(config: ServerTLSConfig, where: str,
+                   alpn: list[str] | None = None) -> ssl.SSLContext:
     """The context to connect to a server with.
 
     verify "required": the chain must lead to `ca` (else the system store) and the
@@ -82,6 +83,8 @@ def client_context(config: ServerTLSConfig, where: str) -> ssl.SSLContext:
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        context.set_alpn_protocols(alpn)
     if config.verify == "none":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

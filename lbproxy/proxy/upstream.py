@@ -23,6 +23,8 @@ from lbproxy.http.answers import STATUS_LINES
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
                                   UPGRADE, connection_header, strip_named)
 from lbproxy.proxy.flow import FlowControl
+from lbproxy.proxy.h2upstream import H2ServerPool
+from lbproxy.proxy.request import forwarded_parts
 from lbproxy.proxy.tls import client_context, server_hostname
 
 if TYPE_CHECKING:
@@ -117,13 +119,18 @@ class ServerPool:
 
 
 def make_pool(state: ProxyState, server: Server, config: ServerConfig,
-              backend: BackendConfig) -> ServerPool:
-    """The pool for `server` as its config and its backend's settings describe it, with
-    the TLS client context it connects with (the engine hands this to each Backend)."""
+              backend: BackendConfig) -> ServerPool | H2ServerPool:
+    """The pool for `server` as its config and its backend's settings describe it: HTTP/1.1
+    keep-alive connections, or HTTP/2 ones (`proto: h2`), with the TLS client context it
+    connects with (ALPN h2 for HTTP/2). The engine hands this to each Backend."""
+    h2 = backend.proto == "h2"
     context = hostname = None
     if config.tls is not None:
-        context = client_context(config.tls, f"{config.where}.tls")
+        context = client_context(config.tls, f"{config.where}.tls", ["h2"] if h2 else None)
         hostname = server_hostname(config.tls, config.address.host)
+    if h2:
+        return H2ServerPool(server, state, connect_timeout=backend.timeouts.connect,
+                            ssl=context, server_hostname=hostname)
     return ServerPool(server, state, connect_timeout=backend.timeouts.connect,
                       reuse=backend.http_reuse != "never", ssl=context,
                       server_hostname=hostname)
@@ -133,8 +140,6 @@ def request_head(exchange: Exchange) -> bytes:
     """The request line and headers an HTTP/1.1 server gets: the client's headers minus
     hop-by-hop ones, framing from what was parsed, a Host (the server's address for an
     HTTP/1.0 request that had none), X-Forwarded-* as the frontend says."""
-    downstream = exchange.downstream
-    frontend = exchange.frontend
     parts = [exchange.method_b, b" ", exchange.url_b, b" HTTP/1.1\r\n"]
     parts += exchange.hparts if exchange.extra_hop is None else strip_named(exchange.hparts,
                                                                             exchange.extra_hop)
@@ -146,16 +151,7 @@ def request_head(exchange: Exchange) -> bytes:
         parts.append(b"transfer-encoding: chunked\r\n")
     elif exchange.length >= 0:
         parts += (b"content-length: ", b"%d" % exchange.length, b"\r\n")
-    if frontend.x_forwarded_for:
-        if exchange.xff_b is None:
-            parts += (b"x-forwarded-for: ", downstream.src_b, b"\r\n")
-        else:
-            parts += (b"x-forwarded-for: ", exchange.xff_b, b", ", downstream.src_b, b"\r\n")
-    if frontend.x_forwarded_proto:
-        parts.append(b"x-forwarded-proto: https\r\n" if downstream.ssl_fc
-                     else b"x-forwarded-proto: http\r\n")
-    if frontend.x_forwarded_host and exchange.host_b is not None:
-        parts += (b"x-forwarded-host: ", exchange.host_b, b"\r\n")
+    parts += forwarded_parts(exchange)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -301,6 +297,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def tunnel_data(self, data: bytes) -> None:
         """Client bytes through the tunnel, after the 101."""
         self.transport.write(data)
+
+    def pause_reading(self, reason: int) -> None:
+        self.flow.pause(reason)
+
+    def resume_reading(self, reason: int) -> None:
+        self.flow.resume(reason)
 
     # httptools callbacks
 

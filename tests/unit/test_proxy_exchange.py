@@ -36,7 +36,7 @@ class RecordingDownstream:
     def informational(self, status: int) -> None:
         self.events.append(("1xx", status))
 
-    def response_head(self, exchange, status, headers, length) -> None:
+    def response_head(self, exchange, status, headers, length, end_stream) -> None:
         names = [headers[i].lower() for i in range(0, len(headers), 4)]
         self.events.append(("head", status, names, length))
 

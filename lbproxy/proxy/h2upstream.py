@@ -1,0 +1,496 @@
+"""HTTP/2 to servers (`proto: h2`): multiplexed connections per server, a stream per exchange.
+
+A server's H2ServerPool puts a new exchange on a connection that has room under the
+server's SETTINGS_MAX_CONCURRENT_STREAMS, and opens another connection only when every
+one is full (exchanges wait for it meanwhile). Each exchange's stream (`H2UpstreamStream`)
+is its upstream: it sends the request as HEADERS and DATA (the body waits for the
+server's window, and the client's reading pauses meanwhile), hands the response head to
+the exchange and the body and trailers to the downstream, and gives the response's
+window back only as fast as the client reads.
+
+A stream the server refused (REFUSED_STREAM, or above the last stream id of its GOAWAY)
+was never processed and is retried whatever its method, as RFC 9113 §8.7 allows. Idle
+connections are checked with PING: one without an answer in time is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from typing import TYPE_CHECKING
+
+from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, REFUSED,
+                                       RESPONSE_TIMEOUT)
+from lbproxy.http2 import frames as f
+from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
+from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
+from lbproxy.proxy.flow import CLIENT_SLOW
+from lbproxy.proxy.request import forwarded_parts
+
+if TYPE_CHECKING:
+    from lbproxy.backends.server import Server
+    from lbproxy.proxy.downstream import Downstream
+    from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.state import ProxyState
+
+IDLE_TIMEOUT = 60.0       # an idle connection is closed after this long
+PING_INTERVAL = 10.0      # an idle connection is pinged this often...
+PING_TIMEOUT = 5.0        # ...and closed when the answer takes longer than this
+ROOM_BEFORE_SETTINGS = 100   # streams we open before the server said how many it takes
+UPSTREAM_SETTINGS = Settings(max_concurrent_streams=100, initial_window_size=1 << 20,
+                             max_header_list_size=64 * 1024)
+
+
+class H2ServerPool:
+    def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
+                 ssl: object = None, server_hostname: str | None = None) -> None:
+        self.server = server
+        self.state = state
+        self.connect_timeout = connect_timeout
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.scheme = b"https" if ssl is not None else b"http"
+        self.connections: list[H2ServerConnection] = []
+        self.waiting: deque[Exchange] = deque()    # exchanges waiting for a connection
+        self.opening = False
+
+    def acquire(self) -> H2UpstreamStream | None:
+        """A new stream on the least busy connection with room, or None."""
+        best = None
+        for connection in self.connections:
+            if connection.has_room() and (best is None or
+                                          len(connection.active) < len(best.active)):
+                best = connection
+        return best.new_stream() if best is not None else None
+
+    def connect(self, exchange: Exchange) -> None:
+        exchange.connecting = self
+        self.waiting.append(exchange)
+        if not self.opening:
+            self.opening = True
+            self.state.loop.create_task(self._open())
+
+    async def _open(self) -> None:
+        loop = self.state.loop
+        address = self.server.address
+        factory = lambda: H2ServerConnection(self)  # noqa: E731
+        try:
+            while self.waiting:
+                if address.unix:
+                    coro = loop.create_unix_connection(factory, address.unix, ssl=self.ssl,
+                                                       server_hostname=self.server_hostname)
+                else:
+                    coro = loop.create_connection(factory, address.host, address.port,
+                                                  ssl=self.ssl,
+                                                  server_hostname=self.server_hostname)
+                _, connection = await asyncio.wait_for(coro, self.connect_timeout)
+                if connection.transport is None:         # no h2 by ALPN
+                    raise OSError("the server does not speak HTTP/2")
+                self.serve_waiting()
+        except (OSError, asyncio.TimeoutError, ValueError):
+            waiting, self.waiting = self.waiting, deque()
+            for exchange in waiting:
+                if exchange.connecting is self:
+                    exchange.connecting = None
+                    exchange.upstream_failed(CONNECT_FAILURE)
+        finally:
+            self.opening = False
+
+    def serve_waiting(self) -> None:
+        """Put waiting exchanges on connections with room (the rest keep waiting)."""
+        waiting = self.waiting
+        while waiting:
+            exchange = waiting[0]
+            if exchange.connecting is not self:          # its client left
+                waiting.popleft()
+                continue
+            stream = self.acquire()
+            if stream is None:
+                return
+            waiting.popleft()
+            exchange.connecting = None
+            exchange.attach(stream)
+
+    def release(self, upstream: H2UpstreamStream) -> None:
+        upstream.finish()
+
+    def discard(self, connection: H2ServerConnection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+
+    def close_idle(self) -> None:
+        for connection in list(self.connections):
+            if not connection.active:
+                connection.close()
+
+
+class H2ServerConnection:
+    """One HTTP/2 connection to a server, carrying the streams of several exchanges."""
+
+    def __init__(self, pool: H2ServerPool) -> None:
+        self.pool = pool
+        self.state = pool.state
+        self.time = pool.state.time
+        self.transport: asyncio.Transport | None = None
+        self.h2 = Connection(self, client=True, settings=UPSTREAM_SETTINGS, clock=self.time)
+        self.active: set[H2UpstreamStream] = set()
+        self.deadline = 0.0
+        self.ping_sent = 0.0
+        self.last_used = self.time()
+        self.gone_away = False
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            transport.close()                     # the pool sees transport None: failure
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self.state.upstreams.add(self)
+        self.pool.connections.append(self)
+        self.h2.start()
+        self.write()
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.deadline = 0.0
+        self.state.upstreams.discard(self)
+        self.pool.discard(self)
+        for stream in list(self.active):
+            stream.lost()
+
+    def data_received(self, data: bytes) -> None:
+        self.h2.receive(data)
+        self.write()
+
+    def pause_writing(self) -> None:
+        for stream in self.active:
+            stream.exchange.pause_request()
+
+    def resume_writing(self) -> None:
+        for stream in list(self.active):
+            if not stream.stream.paused:
+                stream.exchange.resume_request()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def write(self) -> None:
+        out = self.h2.out
+        if out and self.transport is not None:
+            self.transport.write(bytes(out))
+            out.clear()
+
+    # streams
+
+    def has_room(self) -> bool:
+        h2 = self.h2
+        limit = h2.remote_max_streams if h2.settings_received else ROOM_BEFORE_SETTINGS
+        return (self.transport is not None and not self.gone_away and not h2.closed
+                and len(self.active) < limit)
+
+    def new_stream(self) -> H2UpstreamStream:
+        upstream = H2UpstreamStream(self, self.h2.open_stream())
+        self.active.add(upstream)
+        self.deadline = 0.0
+        return upstream
+
+    def stream_done(self, upstream: H2UpstreamStream) -> None:
+        self.active.discard(upstream)
+        self.write()
+        if not self.active:
+            if self.gone_away:
+                self.close()
+            else:
+                self.last_used = self.time()
+                self._idle()
+        if self.pool.waiting:
+            self.pool.serve_waiting()
+
+    def _idle(self) -> None:
+        self.ping_sent = 0.0
+        self.deadline = self.time() + min(PING_INTERVAL, IDLE_TIMEOUT)
+
+    def timed_out(self) -> None:
+        """Idle: close after IDLE_TIMEOUT, else PING, and close if it goes unanswered."""
+        if self.active:
+            return
+        now = self.time()
+        if now - self.last_used >= IDLE_TIMEOUT or self.ping_sent:
+            self.close()
+            return
+        self.ping_sent = now
+        self.h2.ping(os.urandom(8))
+        self.write()
+        self.deadline = now + PING_TIMEOUT
+
+    def on_ping_ack(self, payload: bytes) -> None:
+        if self.ping_sent and not self.active:
+            self._idle()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.h2.goaway()
+            self.write()
+            self.transport.close()
+
+    # the HTTP/2 connection's callbacks
+
+    def on_headers(self, stream: Stream, headers: list[Header], end_stream: bool) -> None:
+        if stream.handle is not None:
+            stream.handle.on_headers(headers, end_stream)
+
+    def on_data(self, stream: Stream, data: bytes, end_stream: bool) -> None:
+        if stream.handle is not None:
+            stream.handle.on_data(data, end_stream)
+        else:
+            self.h2.ack(stream, len(data))
+
+    def on_reset(self, stream: Stream, code: int) -> None:
+        if stream.handle is not None:
+            stream.handle.on_reset(code)
+
+    def on_drained(self, stream: Stream) -> None:
+        if stream.handle is not None:
+            stream.handle.exchange.resume_request()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        """The server takes no new streams: those above `last_stream_id` it never
+        processed (retried elsewhere); the others finish, then the connection closes."""
+        self.gone_away = True
+        for upstream in list(self.active):
+            if upstream.stream.id > last_stream_id:
+                upstream.refused()
+        if not self.active:
+            self.close()
+
+    def on_error(self, code: int, reason: str) -> None:
+        self.write()
+        if self.transport is not None:
+            self.transport.close()
+
+    def on_oversized(self, stream: Stream) -> None:
+        if stream.handle is not None:
+            stream.handle.on_reset(f.PROTOCOL_ERROR)
+
+
+class H2UpstreamStream:
+    """One exchange's stream to the server: the exchange's upstream."""
+
+    __slots__ = ("connection", "stream", "exchange", "downstream", "deadline",
+                 "server_timeout", "paused", "unacked", "responded", "done", "pool")
+
+    def __init__(self, connection: H2ServerConnection, stream: Stream) -> None:
+        self.connection = connection
+        self.pool = connection.pool
+        self.stream = stream
+        stream.handle = self
+        self.exchange: Exchange | None = None
+        self.downstream: Downstream | None = None
+        self.deadline = 0.0
+        self.server_timeout = 0.0
+        self.paused = 0                  # reasons to hold the response's window back
+        self.unacked = 0
+        self.responded = False           # the final response head arrived
+        self.done = False
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.connection.transport
+
+    # the request
+
+    def send_request(self, exchange: Exchange, body: list[bytes], complete: bool) -> None:
+        self.exchange = exchange
+        self.downstream = exchange.downstream
+        connection = self.connection
+        connection.state.upstreams.add(self)
+        self.server_timeout = exchange.backend.server_timeout
+        self.deadline = connection.time() + self.server_timeout
+        if exchange.downstream.write_paused:
+            self.paused |= CLIENT_SLOW
+        end = complete and not body
+        connection.h2.send_headers(self.stream, request_headers(exchange, self.pool), end)
+        if not end:
+            self.send_body(body, complete)
+        connection.write()
+
+    def send_body(self, body: list[bytes], complete: bool) -> None:
+        if self.done:
+            return
+        data = body[0] if len(body) == 1 else b"".join(body)
+        self.pool.server.bytes_in += len(data)
+        stream = self.stream
+        self.connection.h2.send_data(stream, data, complete)
+        self.deadline = self.connection.time() + self.server_timeout
+        if stream.pending_size > HIGH_WATER and not stream.paused:
+            stream.paused = True             # on_drained resumes the client's reading
+            self.exchange.pause_request()
+        self.connection.write()
+
+    def pause_reading(self, reason: int) -> None:
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        self.paused &= ~reason
+        if not self.paused and self.unacked:
+            self.connection.h2.ack(self.stream, self.unacked)
+            self.unacked = 0
+            self.connection.write()
+
+    def tunnel_data(self, data: bytes) -> None:
+        pass
+
+    # the response
+
+    def on_headers(self, headers: list[Header], end_stream: bool) -> None:
+        exchange = self.exchange
+        self.deadline = self.connection.time() + self.server_timeout
+        if self.responded:                      # trailers
+            self.downstream.response_trailers(headers)
+            self._complete()
+            return
+        status, hparts, length = response_head(headers)
+        if status is None:
+            self._failed(ABORTED)
+            return
+        if status < 200:
+            if status == 100 and exchange.expect_continue:
+                self.downstream.informational(100)
+                self.downstream.flush(False)
+            return
+        self.responded = True
+        exchange.resp_bytes += sum(len(n) + len(v) for n, v in headers)
+        exchange.response_head(status, hparts, length, end_stream)
+        if end_stream:
+            self._complete()
+        else:
+            self.downstream.flush(False)
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        size = len(data)
+        exchange = self.exchange
+        if not self.responded:
+            self.connection.h2.ack(self.stream, size)
+            self._failed(ABORTED)
+            return
+        self.deadline = self.connection.time() + self.server_timeout
+        exchange.resp_bytes += size
+        if size:
+            self.downstream.response_body(data)
+            if self.paused:
+                self.unacked += size
+            else:
+                self.connection.h2.ack(self.stream, size)
+        if end_stream:
+            self._complete()
+        else:
+            self.downstream.flush(False)
+
+    def on_reset(self, code: int) -> None:
+        self.done = True
+        self._detach()
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_failed(REFUSED if code == f.REFUSED_STREAM and not self.responded
+                                     else ABORTED if self.responded else EMPTY_RESPONSE)
+
+    def _complete(self) -> None:
+        self.done = True
+        self.downstream.flush(True)
+        exchange = self.exchange
+        self._detach_timer()
+        exchange.response_done(self, True)
+
+    def _failed(self, kind: str) -> None:
+        self.close()
+        self.exchange.upstream_failed(kind)
+
+    # ends
+
+    def refused(self) -> None:
+        """GOAWAY said the server never processed this stream: retry it elsewhere."""
+        self.done = True
+        self._detach()
+        if self.exchange is not None:
+            self.exchange.upstream_failed(REFUSED)
+
+    def lost(self) -> None:
+        """The connection went away under this stream."""
+        if self.done:
+            return
+        self.done = True
+        self._detach()
+        if self.exchange is not None:
+            self.exchange.upstream_failed(ABORTED if self.responded else EMPTY_RESPONSE)
+
+    def timed_out(self) -> None:
+        self.close()
+        if self.exchange is not None:
+            self.exchange.upstream_failed(RESPONSE_TIMEOUT)
+
+    def finish(self) -> None:
+        """The exchange is done with the stream (its response complete, or never sent:
+        the client left while it was being opened)."""
+        if self.exchange is None:
+            self.done = True
+            self.connection.h2.forget(self.stream)
+        self._detach()
+
+    def close(self) -> None:
+        """The exchange gives up the stream (client gone, failure): RST_STREAM CANCEL."""
+        if not self.done:
+            self.done = True
+            self.connection.h2.reset(self.stream, f.CANCEL)
+        self._detach()
+
+    def _detach_timer(self) -> None:
+        self.deadline = 0.0
+        self.connection.state.upstreams.discard(self)
+
+    def _detach(self) -> None:
+        self._detach_timer()
+        if self in self.connection.active:
+            self.stream.handle = None
+            self.connection.stream_done(self)
+
+
+def request_headers(exchange: Exchange, pool: H2ServerPool) -> list[Header]:
+    """The request as an HTTP/2 header list: pseudo-headers, the client's fields minus
+    hop-by-hop ones, `te: trailers` when the client asked (gRPC), X-Forwarded-*."""
+    authority = exchange.host_b if exchange.host_b is not None else pool.server.host_header
+    headers = [(b":method", exchange.method_b), (b":scheme", pool.scheme),
+               (b":authority", authority), (b":path", exchange.url_b)]
+    extra_hop = exchange.extra_hop
+    parts = exchange.hparts + forwarded_parts(exchange)
+    for i in range(0, len(parts), 4):
+        name = parts[i].lower()
+        if name == b"host" or name in CONNECTION_SPECIFIC or (extra_hop and name in extra_hop):
+            continue
+        headers.append((name, parts[i + 2]))
+    if exchange.te_trailers:
+        headers.append((b"te", b"trailers"))
+    if exchange.length >= 0:
+        headers.append((b"content-length", b"%d" % exchange.length))
+    return headers
+
+
+def response_head(headers: list[Header]) -> tuple[int | None, list[bytes], int]:
+    """(status, header quadruples, content length or -1) of an HTTP/2 response head;
+    status None when :status is missing or invalid."""
+    status = None
+    hparts: list[bytes] = []
+    length = -1
+    for name, value in headers:
+        if name == b":status":
+            status = int(value) if value.isdigit() and len(value) == 3 else None
+        elif name[:1] == b":":
+            return None, hparts, -1
+        else:
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+            hparts += (name, b": ", value, b"\r\n")
+    return status, hparts, length
