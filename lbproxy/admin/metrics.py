@@ -55,6 +55,10 @@ FRONTEND = (
          lambda f: f.max_connections_seen),
     Spec("frontend_denied_requests_total", True,
          "Requests refused by the proxy (rules, limits, bad input).", lambda f: f.rejected),
+    Spec("frontend_http2_sessions_total", True, "Client connections that spoke HTTP/2.",
+         lambda f: f.h2_connections),
+    Spec("frontend_http2_protocol_errors_total", True,
+         "Malformed HTTP/2 streams and connections.", lambda f: f.h2_protocol_errors),
 )
 BACKEND = (
     Spec("backend_http_requests_total", True, "HTTP requests sent to the backend.",
@@ -103,6 +107,26 @@ def _responses(kind: str, labels: list[str], rows: Rows) -> Metric:
     return family
 
 
+def _by_protocol(rows: Rows) -> Metric:
+    family = CounterMetricFamily("lbproxy_frontend_http_requests_by_protocol_total",
+                                 "HTTP requests received, by protocol.",
+                                 labels=["frontend", "protocol"])
+    for values, frontend in rows:
+        family.add_metric([*values, "h2"], frontend.h2_requests)
+        family.add_metric([*values, "h1"], frontend.requests - frontend.h2_requests)
+    return family
+
+
+def _http2_abuse(rows: Rows) -> Metric:
+    family = CounterMetricFamily("lbproxy_frontend_http2_abuse_total",
+                                 "HTTP/2 connections ended (ENHANCE_YOUR_CALM) or streams "
+                                 "refused, by reason.", labels=["frontend", "reason"])
+    for values, frontend in rows:
+        for reason, count in sorted(frontend.h2_abuse.items()):
+            family.add_metric([*values, reason], count)
+    return family
+
+
 def _latency(labels: list[str], rows: Rows) -> Metric:
     """Each server's histogram; Prometheus buckets are cumulative, the server's are not."""
     family = HistogramMetricFamily("lbproxy_server_response_time_seconds",
@@ -133,6 +157,8 @@ class EngineCollector(Collector):
                 ("server", SERVER, ["backend", "server"], servers)):
             yield from _families(specs, labels, rows)
             yield _responses(kind, labels, rows)
+        yield _by_protocol(frontends)
+        yield _http2_abuse(frontends)
         yield _latency(["backend", "server"], servers)
         for field, text in (("current", "servers the autoscaler counted"),
                             ("desired", "servers the autoscaler wants")):

@@ -19,8 +19,9 @@ Abuse is bounded here because only the framing layer sees it: more streams than 
 are refused (REFUSED_STREAM, the header block still decoded so HPACK stays in step),
 header blocks are capped in bytes and in CONTINUATION frames, HPACK bombs stop decoding,
 and floods (SETTINGS, PING, PRIORITY, WINDOW_UPDATE, empty DATA, streams reset faster
-than they finish) end the connection with ENHANCE_YOUR_CALM, counted per reason in
-`glitches`. Every limit is per connection, so one client never disturbs another.
+than they finish) end the connection with ENHANCE_YOUR_CALM, counted per reason in the
+`abuse` counts the caller hands in (a frontend's, for its metrics). Every limit is per
+connection, so one client never disturbs another.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Settings:
 
 class Connection:
     def __init__(self, handler: Handler, client: bool, settings: Settings,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], abuse: dict[str, int] | None = None) -> None:
         self.handler = handler
         self.client = client
         self.settings = settings
@@ -130,7 +131,7 @@ class Connection:
         self.resets = 0                          # streams the peer reset (this window)
         self.completed = 0                       # streams that finished (this window)
         self.data_frames_sent = 0
-        self.glitches: dict[str, int] = {}       # why connections were ended, for metrics
+        self.abuse = {} if abuse is None else abuse   # reason -> count, shared by the caller
 
     # start and stop
 
@@ -321,7 +322,7 @@ class Connection:
             self._remember_reset(stream_id)
             return None
         if len(self.streams) >= self.settings.max_concurrent_streams:
-            self.glitches["refused_stream"] = self.glitches.get("refused_stream", 0) + 1
+            self.note("refused_stream")
             self._remember_reset(stream_id)
             self.out += f.rst_stream(stream_id, f.REFUSED_STREAM)
             return None
@@ -370,6 +371,9 @@ class Connection:
             self._setting(key, value)
         self.out += f.SETTINGS_ACK
         self._flush_blocked()
+        on_settings = getattr(self.handler, "on_settings", None)
+        if on_settings is not None:
+            on_settings()
 
     def _setting(self, key: int, value: int) -> None:
         if key == f.HEADER_TABLE_SIZE:
@@ -639,12 +643,15 @@ class Connection:
         if self.resets - self.completed > RAPID_RESETS:
             self._calm("rapid_reset")
 
+    def note(self, reason: str) -> None:
+        self.abuse[reason] = self.abuse.get(reason, 0) + 1
+
     def _calm(self, reason: str) -> None:
         raise ConnectionError_(f.ENHANCE_YOUR_CALM, reason)
 
     def _fail(self, code: int, reason: str) -> None:
         if code == f.ENHANCE_YOUR_CALM:
-            self.glitches[reason] = self.glitches.get(reason, 0) + 1
+            self.note(reason)
         if not self.goaway_sent:
             self.goaway_sent = True
             self.out += f.goaway(self.last_peer_stream, code, reason.encode())

@@ -504,6 +504,10 @@ class ClientProtocol(asyncio.Protocol):
             if exchange is self.upgrading:
                 self._upgrade_declined()
 
+    def reloaded(self) -> None:
+        """A reload changed nothing an HTTP/1.1 connection must act on: its frontend was
+        reconfigured in place."""
+
     def close_if_idle(self) -> None:
         """Graceful stop: a connection between requests closes now, the others after
         their response (exchange_done sees `stopping`)."""

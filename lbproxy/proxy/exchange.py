@@ -34,8 +34,8 @@ BODY_BUFFER_LIMIT = 256 * 1024
 class Exchange(Request):
     __slots__ = (
         "frontend",
-        # request body: pieces not yet sent to the server
-        "body", "body_buffered", "body_size", "request_complete",
+        # request body: pieces not yet sent to the server; trailers (HTTP/2 clients)
+        "body", "body_buffered", "body_size", "request_complete", "trailers",
         # dispatch
         "dispatcher", "backend", "server", "upstream", "connecting", "attempts", "queued",
         "sticky_id", "request_head",
@@ -52,6 +52,7 @@ class Exchange(Request):
         self.body_buffered = 0
         self.body_size = 0
         self.request_complete = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self.dispatcher: Dispatcher | None = None
         self.backend: Backend | None = None
         self.server: Server | None = None

@@ -42,7 +42,7 @@ class H2ClientProtocol(asyncio.Protocol):
         # per connection
         self.transport: asyncio.Transport | None = None
         self.h2 = Connection(self, client=False, settings=frontend.h2_settings,
-                             clock=self.time)
+                             clock=self.time, abuse=frontend.h2_abuse)
         self.src = ""
         self.src_b = b""
         self.src_port = 0
@@ -148,6 +148,11 @@ class H2ClientProtocol(asyncio.Protocol):
     def close_if_idle(self) -> None:
         self.goaway()
 
+    def reloaded(self) -> None:
+        """After a reload, GOAWAY: streams open finish here, new ones come on a new
+        connection with the new settings."""
+        self.goaway()
+
     def stream_done(self, stream: H2Stream) -> None:
         self.streams.discard(stream)
         self.write()
@@ -214,11 +219,8 @@ class H2ClientProtocol(asyncio.Protocol):
         """A connection error: the GOAWAY goes out, then the connection lingers a moment,
         reading and dropping what the client still sends: closing with unread data would
         reset the connection and the client might never read the GOAWAY."""
-        frontend = self.frontend
-        if code == f.ENHANCE_YOUR_CALM:
-            frontend.h2_abuse[reason] = frontend.h2_abuse.get(reason, 0) + 1
-        else:
-            frontend.h2_protocol_errors += 1
+        if code != f.ENHANCE_YOUR_CALM:           # (the HTTP/2 core counted those)
+            self.frontend.h2_protocol_errors += 1
         for stream in list(self.streams):
             stream.gone()
         self.write()
@@ -230,8 +232,7 @@ class H2ClientProtocol(asyncio.Protocol):
 
     def on_oversized(self, stream: Stream) -> None:
         """A header list over `max_header_list_size`: 431, and the stream ends."""
-        self.frontend.h2_abuse["header_list_size"] = \
-            self.frontend.h2_abuse.get("header_list_size", 0) + 1
+        self.h2.note("header_list_size")
         answer = error_answer(431)
         self.h2.send_headers(stream, [(b":status", b"431"),
                                         (b"content-type", answer.content_type),
@@ -333,9 +334,10 @@ class H2Stream:
             exchange.flush_body()
 
     def request_trailers(self, headers: list[Header]) -> None:
-        """Request trailers end the body; they are not passed on (HTTP/1.1 servers, like
-        HAProxy's, never get them)."""
-        self.exchange.request_done()
+        """Request trailers end the body; an HTTP/2 server gets them, an HTTP/1.1 one not."""
+        exchange = self.exchange
+        exchange.trailers = [(name, value) for name, value in headers if name[:1] != b":"]
+        exchange.request_done()
 
     def _malformed_body(self) -> None:
         """DATA that contradicts Content-Length (RFC 9113 §8.1.1) or exceeds the limit."""

@@ -9,8 +9,10 @@ the exchange and the body and trailers to the downstream, and gives the response
 window back only as fast as the client reads.
 
 A stream the server refused (REFUSED_STREAM, or above the last stream id of its GOAWAY)
-was never processed and is retried whatever its method, as RFC 9113 §8.7 allows. Idle
-connections are checked with PING: one without an answer in time is closed.
+was never processed and is retried whatever its method, as RFC 9113 §8.7 allows: the
+body sent on it is kept until the server answers, up to BODY_BUFFER_LIMIT (past that a
+refusal cannot be replayed and answers 502). Idle connections are checked with PING: one
+without an answer in time is closed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE,
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
 from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
+from lbproxy.proxy.exchange import BODY_BUFFER_LIMIT
 from lbproxy.proxy.flow import CLIENT_SLOW
 from lbproxy.proxy.request import forwarded_parts
 
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 IDLE_TIMEOUT = 60.0       # an idle connection is closed after this long
 PING_INTERVAL = 10.0      # an idle connection is pinged this often...
 PING_TIMEOUT = 5.0        # ...and closed when the answer takes longer than this
-ROOM_BEFORE_SETTINGS = 100   # streams we open before the server said how many it takes
 UPSTREAM_SETTINGS = Settings(max_concurrent_streams=100, initial_window_size=1 << 20,
                              max_header_list_size=64 * 1024)
 
@@ -72,33 +74,33 @@ class H2ServerPool:
             self.state.loop.create_task(self._open())
 
     async def _open(self) -> None:
+        """Open one connection; its first SETTINGS (the server's stream limit) lets the
+        waiting exchanges on (`serve_waiting`), which opens another if some are left."""
         loop = self.state.loop
         address = self.server.address
         factory = lambda: H2ServerConnection(self)  # noqa: E731
         try:
-            while self.waiting:
-                if address.unix:
-                    coro = loop.create_unix_connection(factory, address.unix, ssl=self.ssl,
-                                                       server_hostname=self.server_hostname)
-                else:
-                    coro = loop.create_connection(factory, address.host, address.port,
-                                                  ssl=self.ssl,
-                                                  server_hostname=self.server_hostname)
-                _, connection = await asyncio.wait_for(coro, self.connect_timeout)
-                if connection.transport is None:         # no h2 by ALPN
-                    raise OSError("the server does not speak HTTP/2")
-                self.serve_waiting()
+            if address.unix:
+                coro = loop.create_unix_connection(factory, address.unix, ssl=self.ssl,
+                                                   server_hostname=self.server_hostname)
+            else:
+                coro = loop.create_connection(factory, address.host, address.port,
+                                              ssl=self.ssl, server_hostname=self.server_hostname)
+            _, connection = await asyncio.wait_for(coro, self.connect_timeout)
+            if connection.transport is None:         # no h2 by ALPN
+                raise OSError("the server does not speak HTTP/2")
         except (OSError, asyncio.TimeoutError, ValueError):
+            self.opening = False
             waiting, self.waiting = self.waiting, deque()
             for exchange in waiting:
                 if exchange.connecting is self:
                     exchange.connecting = None
                     exchange.upstream_failed(CONNECT_FAILURE)
-        finally:
-            self.opening = False
 
     def serve_waiting(self) -> None:
-        """Put waiting exchanges on connections with room (the rest keep waiting)."""
+        """Put waiting exchanges on connections with room; if some are left and no
+        connection is being opened, open one more."""
+        self.opening = False
         waiting = self.waiting
         while waiting:
             exchange = waiting[0]
@@ -107,6 +109,9 @@ class H2ServerPool:
                 continue
             stream = self.acquire()
             if stream is None:
+                if not self.opening:
+                    self.opening = True
+                    self.state.loop.create_task(self._open())
                 return
             waiting.popleft()
             exchange.connecting = None
@@ -187,10 +192,15 @@ class H2ServerConnection:
     # streams
 
     def has_room(self) -> bool:
+        """Open, not going away, its SETTINGS received, under their stream limit."""
         h2 = self.h2
-        limit = h2.remote_max_streams if h2.settings_received else ROOM_BEFORE_SETTINGS
-        return (self.transport is not None and not self.gone_away and not h2.closed
-                and len(self.active) < limit)
+        return (self.transport is not None and h2.settings_received and not self.gone_away
+                and not h2.closed and len(self.active) < h2.remote_max_streams)
+
+    def on_settings(self) -> None:
+        """The server's SETTINGS arrived (the first ones: the connection is ready)."""
+        if self.pool.waiting:
+            self.pool.serve_waiting()
 
     def new_stream(self) -> H2UpstreamStream:
         upstream = H2UpstreamStream(self, self.h2.open_stream())
@@ -201,14 +211,14 @@ class H2ServerConnection:
     def stream_done(self, upstream: H2UpstreamStream) -> None:
         self.active.discard(upstream)
         self.write()
+        if self.pool.waiting:
+            self.pool.serve_waiting()
         if not self.active:
             if self.gone_away:
                 self.close()
             else:
                 self.last_used = self.time()
                 self._idle()
-        if self.pool.waiting:
-            self.pool.serve_waiting()
 
     def _idle(self) -> None:
         self.ping_sent = 0.0
@@ -281,7 +291,8 @@ class H2UpstreamStream:
     """One exchange's stream to the server: the exchange's upstream."""
 
     __slots__ = ("connection", "stream", "exchange", "downstream", "deadline",
-                 "server_timeout", "paused", "unacked", "responded", "done", "pool")
+                 "server_timeout", "paused", "unacked", "responded", "done", "pool",
+                 "replay", "replay_size")
 
     def __init__(self, connection: H2ServerConnection, stream: Stream) -> None:
         self.connection = connection
@@ -296,6 +307,8 @@ class H2UpstreamStream:
         self.unacked = 0
         self.responded = False           # the final response head arrived
         self.done = False
+        self.replay: list[bytes] | None = []     # body sent, kept until the server answers
+        self.replay_size = 0
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -312,7 +325,7 @@ class H2UpstreamStream:
         self.deadline = connection.time() + self.server_timeout
         if exchange.downstream.write_paused:
             self.paused |= CLIENT_SLOW
-        end = complete and not body
+        end = complete and not body and exchange.trailers is None
         connection.h2.send_headers(self.stream, request_headers(exchange, self.pool), end)
         if not end:
             self.send_body(body, complete)
@@ -323,8 +336,16 @@ class H2UpstreamStream:
             return
         data = body[0] if len(body) == 1 else b"".join(body)
         self.pool.server.bytes_in += len(data)
+        if self.replay is not None and data:
+            self.replay_size += len(data)
+            self.replay = self.replay + [data] if self.replay_size <= BODY_BUFFER_LIMIT \
+                else None
         stream = self.stream
-        self.connection.h2.send_data(stream, data, complete)
+        h2 = self.connection.h2
+        trailers = self.exchange.trailers if complete else None
+        h2.send_data(stream, data, complete and trailers is None)
+        if trailers is not None:
+            h2.send_trailers(stream, trailers)
         self.deadline = self.connection.time() + self.server_timeout
         if stream.pending_size > HIGH_WATER and not stream.paused:
             stream.paused = True             # on_drained resumes the client's reading
@@ -363,6 +384,7 @@ class H2UpstreamStream:
                 self.downstream.flush(False)
             return
         self.responded = True
+        self.replay = None
         exchange.resp_bytes += sum(len(n) + len(v) for n, v in headers)
         exchange.response_head(status, hparts, length, end_stream)
         if end_stream:
@@ -391,12 +413,13 @@ class H2UpstreamStream:
             self.downstream.flush(False)
 
     def on_reset(self, code: int) -> None:
+        if code == f.REFUSED_STREAM and not self.responded:
+            self.refused()
+            return
         self.done = True
         self._detach()
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.upstream_failed(REFUSED if code == f.REFUSED_STREAM and not self.responded
-                                     else ABORTED if self.responded else EMPTY_RESPONSE)
+        if self.exchange is not None:
+            self.exchange.upstream_failed(ABORTED if self.responded else EMPTY_RESPONSE)
 
     def _complete(self) -> None:
         self.done = True
@@ -412,11 +435,19 @@ class H2UpstreamStream:
     # ends
 
     def refused(self) -> None:
-        """GOAWAY said the server never processed this stream: retry it elsewhere."""
+        """The server never processed this stream (REFUSED_STREAM, or above its GOAWAY's
+        last id): the body it got goes back to the exchange, which may be retried."""
         self.done = True
         self._detach()
-        if self.exchange is not None:
-            self.exchange.upstream_failed(REFUSED)
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if self.replay is None:
+            exchange.upstream_failed(EMPTY_RESPONSE)     # too much body to send again
+            return
+        if self.replay:
+            exchange.body = self.replay + list(exchange.body)
+        exchange.upstream_failed(REFUSED)
 
     def lost(self) -> None:
         """The connection went away under this stream."""

@@ -246,6 +246,8 @@ class Engine:
         self.state.max_connections = config.global_.max_connections
         await self._serve(binds)
         self.config = config
+        for client in list(self.state.clients):
+            client.reloaded()
         for hook in self.on_reload:
             await hook(old, config)
 

@@ -32,7 +32,9 @@ def fake_engine(requests: int, up: bool, latency: list[int], pool: int = 2) -> S
                               redispatched=0, in_flight=2, responses=server.responses)
     frontend = SimpleNamespace(name="web", requests=requests, bytes_in=10, bytes_out=20,
                                connections_total=3, connections=1, max_connections_seen=4,
-                               rejected=0, responses=server.responses)
+                               rejected=0, responses=server.responses, h2_connections=1,
+                               h2_requests=requests // 2, h2_protocol_errors=0,
+                               h2_abuse={"rapid_reset": 1})
     return SimpleNamespace(frontends={"web": frontend}, backends={"app": backend},
                            autoscale={"app": {"current": pool, "desired": pool + 1}})
 
