@@ -91,8 +91,18 @@ class Decoder:
         while i < end:
             byte = block[i]
             if byte & 0x80:                         # indexed field
-                index, i = _integer(block, i, 7)
-                header = self._lookup(index, entries)
+                index = byte & 0x7F
+                if index < 0x7F:                    # the common, one-byte case inline
+                    i += 1
+                    if 0 < index <= STATIC_LEN:
+                        header = STATIC[index - 1]
+                    elif STATIC_LEN < index <= STATIC_LEN + len(entries):
+                        header = entries[index - STATIC_LEN - 1]
+                    else:
+                        raise HPACKError("header index out of range")
+                else:
+                    index, i = _integer(block, i, 7)
+                    header = self._lookup(index, entries)
             elif byte & 0x40:                       # literal, incremental indexing
                 header, i = self._literal(block, i, 6, entries)
                 table.add(*header)
@@ -168,6 +178,7 @@ def _string(data: bytes, i: int) -> tuple[bytes, int]:
 
 # --- encoding ----------------------------------------------------------------------------
 
+INDEXED = [bytes((0x80 | index,)) for index in range(0x7F)]   # one-byte indexed fields
 STATIC_FIELDS: dict[Header, int] = {}
 STATIC_NAMES: dict[bytes, int] = {}
 for _index, (_name, _value) in enumerate(STATIC, 1):
@@ -180,6 +191,8 @@ MAX_INDEXED_VALUE = 256            # longer values are sent as literals without 
 
 
 def _encode_integer(value: int, prefix: int, first: int) -> bytes:
+    if first == 0x80 and value < 0x7F:
+        return INDEXED[value]
     mask = (1 << prefix) - 1
     if value < mask:
         return bytes((first | value,))
@@ -222,15 +235,15 @@ class Encoder:
         if self.pending_resize is not None:
             out += _encode_integer(self.pending_resize, 5, 0x20)
             self.pending_resize = None
-        for name, value in headers:
-            index = STATIC_FIELDS.get((name, value))
-            if index is not None:
-                out += _encode_integer(index, 7, 0x80)
-                continue
-            index = self._dynamic(self.fields, (name, value))
+        fields = self.fields
+        for header in headers:
+            index = STATIC_FIELDS.get(header)
+            if index is None and header in fields:
+                index = self._dynamic(fields, header)
             if index:
-                out += _encode_integer(index, 7, 0x80)
+                out += INDEXED[index] if index < 0x7F else _encode_integer(index, 7, 0x80)
                 continue
+            name, value = header
             name_index = STATIC_NAMES.get(name) or self._dynamic(self.names, name)
             if name in SENSITIVE:
                 first, prefix = 0x10, 4

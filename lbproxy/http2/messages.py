@@ -11,6 +11,7 @@ joined (§8.2.3), :authority becomes the Host an HTTP/1.1 server will see.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lbproxy.http.headers import (CONTENT_LENGTH, REQUEST_SPECIAL, X_FORWARDED_FOR,
@@ -22,8 +23,11 @@ CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connectio
                                  b"transfer-encoding", b"upgrade", b"http2-settings"})
 # response fields an HTTP/1.1 server may send that HTTP/2 forbids or the proxy replaces
 RESPONSE_DROPPED = CONNECTION_SPECIFIC | {b"te", b"trailer"}
-BAD_VALUE_BYTES = (b"\x00", b"\r", b"\n")
-WHITESPACE = b" \t"
+BAD_VALUE = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")
+# Fields already found valid: headers repeat (the HPACK table holds the same ones), so most
+# are checked once. Bounded, so that varied input cannot make it grow without end.
+VALID_FIELDS: set[Header] = set()
+VALID_FIELDS_MAX = 8192
 
 
 class Malformed(ValueError):
@@ -39,8 +43,9 @@ def read_request(request: Any, headers: list[Header], frontend: Any) -> None:
     pseudo_done = False
     hparts = request.hparts
     cookies: list[bytes] = []
-    for name, value in headers:
-        if name[:1] == b":":
+    for header in headers:
+        name, value = header
+        if name[0] == 58:                                   # ":"
             if pseudo_done:
                 raise Malformed("pseudo-header after a regular field")
             if name == b":method" and method is None:
@@ -55,13 +60,10 @@ def read_request(request: Any, headers: list[Header], frontend: Any) -> None:
                 raise Malformed(f"unexpected pseudo-header {name!r}")
             continue
         pseudo_done = True
-        if name != name.lower():
-            raise Malformed("upper case in a field name")
-        if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-            raise Malformed(f"connection-specific field {name!r}")
-        if any(bad in value for bad in BAD_VALUE_BYTES) or (
-                value and (value[0] in WHITESPACE or value[-1] in WHITESPACE)):
-            raise Malformed(f"invalid value of {name!r}")
+        if header not in VALID_FIELDS:
+            check_field(name, value)
+            if len(VALID_FIELDS) < VALID_FIELDS_MAX:
+                VALID_FIELDS.add(header)
         if name == b"cookie":
             cookies.append(value)
             continue
@@ -104,6 +106,16 @@ def read_request(request: Any, headers: list[Header], frontend: Any) -> None:
     request.method_b = method
     request.url_b = path
     request.is_head = method == b"HEAD"
+
+
+def check_field(name: bytes, value: bytes) -> None:
+    """Raise Malformed for a field a request may not carry in HTTP/2."""
+    if name != name.lower():
+        raise Malformed("upper case in a field name")
+    if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+        raise Malformed(f"connection-specific field {name!r}")
+    if BAD_VALUE.search(value):
+        raise Malformed(f"invalid value of {name!r}")
 
 
 def response_headers(status: int, hparts: list[bytes]) -> list[Header]:

@@ -51,6 +51,7 @@ class H2ClientProtocol(asyncio.Protocol):
         self.ssl_fc_sni: str | None = None
         self.deadline = 0.0
         self.write_paused = False
+        self.write_pending = False
         self.peer_trusted = False
         self.streams: set[H2Stream] = set()      # streams with an exchange under way
         self.entries: list | None = None         # stick-table entries this connection holds
@@ -120,6 +121,17 @@ class H2ClientProtocol(asyncio.Protocol):
         if out and self.transport is not None:
             self.transport.write(bytes(out))
             out.clear()
+
+    def write_soon(self) -> None:
+        """Write at the end of this turn of the event loop: responses of many streams
+        finishing together go out in one write, not one each."""
+        if not self.write_pending:
+            self.write_pending = True
+            self.state.loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self.write_pending = False
+        self.write()
 
     # the connection's life
 
@@ -376,7 +388,7 @@ class H2Stream:
         if not self.paused and self.unacked:
             self.owner.h2.ack(self.stream, self.unacked)
             self.unacked = 0
-            self.owner.write()
+            self.owner.write_soon()
 
     def informational(self, status: int) -> None:
         self.owner.h2.send_headers(self.stream, [(b":status", b"%d" % status)], False)
@@ -408,7 +420,7 @@ class H2Stream:
         if stream.pending_size > HIGH_WATER and not stream.paused:
             stream.paused = True          # the core calls on_drained when it went out
             self.exchange.pause_response()
-        self.owner.write()
+        self.owner.write_soon()
 
     def _send_body(self, end: bool) -> None:
         body = self.body
@@ -430,7 +442,7 @@ class H2Stream:
             conn.send_headers(self.stream, headers, False)
             conn.send_data(self.stream, answer.body, end_stream=True)
         self.ended = True
-        self.owner.write()
+        self.owner.write_soon()
 
     def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
         self.abort()                      # no Upgrade reaches a server from HTTP/2

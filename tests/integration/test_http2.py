@@ -224,6 +224,7 @@ def test_hpack_bomb_is_stopped(h2):
     (lambda c: c.settings(), "settings_flood"),
     (lambda c: c.priority(c.new_id()), "priority_flood"),
     (lambda c: c.data(1, b""), "empty_data_flood"),
+    (lambda c: c.window_update(0, 1), "window_update_flood"),
 ])
 def test_floods_are_stopped(h2, flood, reason):
     p, _, h2c, _, _ = h2

@@ -1,0 +1,166 @@
+"""The sans-IO HTTP/2 connection (lbproxy/http2/connection.py), both sides in memory: what
+each side is told, and flow control, limits and framing errors."""
+
+from __future__ import annotations
+
+import struct
+
+from lbproxy.http2 import frames as f
+from lbproxy.http2.connection import HIGH_WATER, Connection, Settings
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def on_headers(self, stream, headers, end_stream):
+        self.events.append(("headers", stream.id, headers, end_stream))
+
+    def on_data(self, stream, data, end_stream):
+        self.events.append(("data", stream.id, data, end_stream))
+
+    def on_reset(self, stream, code):
+        self.events.append(("reset", stream.id, code))
+
+    def on_drained(self, stream):
+        self.events.append(("drained", stream.id))
+
+    def on_goaway(self, last, code):
+        self.events.append(("goaway", last, code))
+
+    def on_error(self, code, reason):
+        self.events.append(("error", code, reason))
+
+    def on_oversized(self, stream):
+        self.events.append(("oversized", stream.id))
+
+    def of(self, kind: str) -> list[tuple]:
+        return [event for event in self.events if event[0] == kind]
+
+
+def pair(server_settings: Settings | None = None, client_settings: Settings | None = None):
+    clock = lambda: 0.0  # noqa: E731
+    client_events, server_events = Recorder(), Recorder()
+    client = Connection(client_events, True, client_settings or Settings(), clock)
+    server = Connection(server_events, False, server_settings or Settings(), clock)
+    client.start()
+    server.start()
+    exchange(client, server)
+    return client, server, client_events, server_events
+
+
+def exchange(a: Connection, b: Connection) -> None:
+    """Deliver what each side wrote until both are quiet."""
+    while a.out or b.out:
+        if a.out:
+            data, a.out[:] = bytes(a.out), b""
+            b.receive(data)
+        if b.out:
+            data, b.out[:] = bytes(b.out), b""
+            a.receive(data)
+
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"h")]
+
+
+def test_a_request_and_a_response_with_trailers():
+    client, server, client_events, server_events = pair()
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, False)
+    client.send_data(stream, b"body", True)
+    exchange(client, server)
+    assert server_events.of("headers") == [("headers", 1, REQUEST, False)]
+    assert server_events.of("data") == [("data", 1, b"body", True)]
+    served = server.streams[1]
+    server.send_headers(served, [(b":status", b"200")], False)
+    server.send_data(served, b"answer")
+    server.send_trailers(served, [(b"grpc-status", b"0")])
+    exchange(client, server)
+    assert [e[0] for e in client_events.events] == ["headers", "data", "headers"]
+    assert client_events.events[-1] == ("headers", 1, [(b"grpc-status", b"0")], True)
+    assert not client.streams and not server.streams          # closed both ways
+
+
+def test_output_waits_for_the_window_and_the_drain_is_told():
+    client, server, client_events, server_events = pair(
+        client_settings=Settings(initial_window_size=65535))
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, True)
+    exchange(client, server)
+    served = server.streams[1]
+    server.send_headers(served, [(b":status", b"200")], False)
+    server.send_data(served, b"x" * 200_000, True)
+    served.paused = True                      # the protocol paused its source
+    exchange(client, server)
+    received = sum(len(e[2]) for e in client_events.of("data"))
+    assert received == 65535 and served.pending_size == 200_000 - 65535
+    while served.pending_size:
+        client.ack(client.streams[1], received)  # the client consumed what it got
+        before = received
+        exchange(client, server)
+        received = sum(len(e[2]) for e in client_events.of("data"))
+        assert received > before
+    assert ("drained", 1) in server_events.events
+    assert client_events.of("data")[-1][3] is True               # END_STREAM last
+    assert received == 200_000
+
+
+def test_streams_past_the_limit_are_refused_and_hpack_stays_in_step():
+    client, server, client_events, server_events = pair(Settings(max_concurrent_streams=2))
+    streams = [client.open_stream() for _ in range(3)]
+    for stream in streams:
+        client.send_headers(stream, REQUEST + [(b"x-n", b"%d" % stream.id)], False)
+    exchange(client, server)
+    assert [e[1] for e in server_events.of("headers")] == [1, 3]
+    assert client_events.of("reset") == [("reset", 5, f.REFUSED_STREAM)]
+    assert server.abuse == {"refused_stream": 1}
+    server.reset(server.streams[1], f.CANCEL)
+    fourth = client.open_stream()
+    client.send_headers(fourth, REQUEST + [(b"x-n", b"7")], True)
+    exchange(client, server)
+    assert server_events.of("headers")[-1][2][-1] == (b"x-n", b"7")
+
+
+def test_a_changed_initial_window_moves_open_streams():
+    client, server, client_events, server_events = pair()
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, True)
+    exchange(client, server)
+    served = server.streams[1]
+    before = served.send_window
+    client.out += f.settings({f.INITIAL_WINDOW_SIZE: (1 << 20) + 1000})
+    exchange(client, server)
+    assert served.send_window == before + 1000
+
+
+def test_padding_and_continuation_are_read():
+    client, server, client_events, server_events = pair()
+    block = client.encoder.encode(REQUEST)
+    client.out += f.frame(f.HEADERS, f.PADDED, 1, bytes([3]) + block[:5] + b"\0\0\0")
+    client.out += f.frame(f.CONTINUATION, f.END_HEADERS, 1, block[5:])
+    client.out += f.frame(f.DATA, f.PADDED | f.END_STREAM, 1, bytes([2]) + b"ab" + b"\0\0")
+    client.next_stream_id = 3
+    exchange(client, server)
+    assert server_events.of("headers")[0][2] == REQUEST
+    assert server_events.of("data") == [("data", 1, b"ab", True)]
+
+
+def test_framing_errors_end_the_connection():
+    client, server, client_events, server_events = pair()
+    length = 65536                       # over the 16384 bytes we allow
+    client.out += struct.pack("!HBBBI", length >> 8, length & 0xFF, f.DATA, 0, 1) + b"\0" * length
+    exchange(client, server)
+    assert server_events.of("error")[0][1] == f.FRAME_SIZE_ERROR
+    assert client_events.of("goaway")[0][2] == f.FRAME_SIZE_ERROR
+
+
+def test_data_past_the_stream_window_resets_the_stream():
+    client, server, client_events, server_events = pair(
+        Settings(initial_window_size=65535))
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, False)
+    client.out += f.frame(f.DATA, 0, 1, b"x" * 16384) * 4 + f.frame(f.DATA, 0, 1, b"x" * 100)
+    exchange(client, server)
+    assert client_events.of("reset") == [("reset", 1, f.FLOW_CONTROL_ERROR)]
+    assert not server_events.of("error")
+    assert HIGH_WATER > 0
