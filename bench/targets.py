@@ -130,3 +130,21 @@ PROXIES: dict[str, Target] = {
     "nginx": Target("nginx", _binary("nginx"), nginx_command, tls=True),
     "naive-aiohttp": Target("naive-aiohttp", _always, naive_command),
 }
+
+
+def nginx_backend_argv(workdir: Path, port: int) -> list[str]:
+    """nginx as a fast backend: a fixed ~100-byte 200 for every request, keep-alive without
+    a request limit, so that a proxy in front of it, not the backend, is what is measured."""
+    temp_paths = "".join(f"  {kind}_temp_path {workdir}/backend-{kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    config = _write(
+        workdir, "nginx-backend.conf",
+        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx-backend.pid;\n"
+        "error_log stderr warn;\nworker_rlimit_nofile 40000;\n"
+        "events { worker_connections 20000; }\n"
+        "http {\n  access_log off;\n" + temp_paths +
+        f"  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000000;\n"
+        '    location / { return 200 "hello from nginx: a fixed answer of about one hundred '
+        'bytes, so that the proxy is measured\\n"; }\n  }\n}\n')
+    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
