@@ -37,7 +37,8 @@ COPY conf/lbproxy.yaml /etc/lbproxy/lbproxy.yaml
 COPY deploy/container-stats.yaml /etc/lbproxy/stats.yaml
 USER 10001:10001
 # Relative paths in the configuration (certificates, log files) resolve against the
-# working directory: make that the configuration's directory.
+# directory of the file naming them, whatever the working directory; this one is only
+# where `docker exec` shells start.
 WORKDIR /etc/lbproxy
 EXPOSE 8080 8404
 # lbproxy drains on SIGTERM (in-flight requests finish, up to 30 s): give `docker stop` a

@@ -19,6 +19,7 @@ ALGORITHMS_WITH_ARG = ("url_param", "hdr")          # written url_param(NAME), h
 HASH_TYPES = ("consistent", "map-based")
 HTTP_REUSE = ("never", "safe", "always")
 LOG_FORMATS = ("json", "clf", "off")
+LOG_STREAMS = ("stdout", "stderr")                  # log.access targets that are not files
 COOKIE_MODES = ("insert", "rewrite", "prefix")
 HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 BACKEND_PROTOCOLS = ("h1", "h2")
@@ -58,7 +59,7 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    access: str = "stdout"          # stdout | stderr | a file path
+    access: str = "stdout"          # stdout | stderr | a file path (absolute once loaded)
     format: str = "json"
 
 
