@@ -333,6 +333,8 @@ class BackendConfig:
     health_check: HealthCheckConfig | None = None
     passive: PassiveConfig | None = None
     retries: int = 3
+    # junk-response is left out, as HAProxy advises: an invalid answer usually means a wrong
+    # port or a request that breaks the server, and retrying sends it to the next one.
     retry_on: tuple[str | int, ...] = ("connect-failure", "empty-response", 502, 503)
     redispatch: bool = True
     http_reuse: str = "safe"
