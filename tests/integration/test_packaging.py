@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lbproxy.cli import build_parser
 from lbproxy.cli import main as lbproxy_main
 from lbproxy.config.schema import Config
+from lbproxy.runtime.engine import STOP_GRACE
 from lbproxy.runtime.validate import load_checked
 
 REPO = Path(__file__).resolve().parents[2]
@@ -303,3 +305,64 @@ def test_kubernetes_deployment() -> None:
     service = one("Service", "lbproxy")
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
     assert [p["port"] for p in service["spec"]["ports"]] == [8080]
+
+
+# --- lbproxy.service (systemd) ---------------------------------------------------------------
+
+SYSTEMD_UNIT = REPO / "deploy" / "lbproxy.service"
+
+
+def unit_entries() -> list[tuple[str, str, str]]:
+    """(section, key, value) of every assignment, in order (Exec keys may repeat)."""
+    entries, section = [], ""
+    for line in SYSTEMD_UNIT.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def test_systemd_unit_runs_commands_that_exist() -> None:
+    """Every Exec line names the lbproxy console script with a command line it accepts,
+    or kill with a signal lbproxy handles."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = [(key, value.split()) for section, key, value in unit_entries()
+                if section == "Service" and key.startswith("Exec")]
+    assert {key for key, _ in commands} == {"ExecStartPre", "ExecStart", "ExecReload"}
+    for key, (program, *args) in commands:
+        assert program.startswith("/"), f"{key}: systemd wants an absolute path"
+        name = Path(program).name
+        if name == "kill":
+            assert shutil.which("kill") and args in (["-HUP", "$MAINPID"], ["-USR1", "$MAINPID"])
+            continue
+        assert name in scripts, f"{key}: {program} is not a console script of pyproject.toml"
+        try:
+            parsed = build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{key}: lbproxy does not accept {' '.join(args)}")
+        assert parsed.config == CONF_DIR
+    start = dict((key, value) for _, key, value in unit_entries())["ExecStart"].split()
+    assert start[1:] == ["run", "-c", CONF_DIR]
+
+
+def test_systemd_unit_stops_after_the_drain() -> None:
+    values = {key: value for _, key, value in unit_entries()}
+    assert int(values["TimeoutStopSec"].rstrip("s")) > STOP_GRACE
+    assert values["KillSignal"] == "SIGTERM" and values["User"] not in ("root", "0")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None or shutil.which("lbproxy") is None,
+                    reason="needs systemd-analyze and an installed lbproxy")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own check, with the unit pointing at the lbproxy installed here."""
+    unit = tmp_path / "lbproxy.service"
+    unit.write_text(SYSTEMD_UNIT.read_text().replace("/opt/lbproxy/bin/lbproxy",
+                                                     shutil.which("lbproxy")))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
