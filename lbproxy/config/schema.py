@@ -1,18 +1,19 @@
 """The configuration as frozen dataclasses: the one shape the rest of lbproxy reads.
 
-Field names are the YAML keys of CONFIG.md (`global` becomes `global_`). Values are already
+Field names are the YAML keys (`global` becomes `global_`); docs/configuration.md
+documents every one, and tests/unit/test_docs.py keeps the two in step. Values are already
 normalised: durations are float seconds, sizes int bytes, addresses `Address`, defaults
-merged in. Runtime code trusts these objects and never re-validates them. A field without a
-default is a required YAML key (the validator reads that off these classes). Rules, ACLs,
-servers and sections carry `where` ("FILE:LINE: key.path") so later compile steps can report
-errors the same way the loader does.
+merged in. Runtime code trusts these objects and never re-validates them. A field without
+a default is a required YAML key (the validator reads that off these classes). Rules,
+ACLs, servers and sections carry `where` ("FILE:LINE: key.path") so later compile steps
+can report errors the same way the loader does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Enumerations, in the order CONFIG.md lists them (error messages show them in this order).
+# Enumerations, in the order the reference lists them (error messages show them in this order).
 ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "source", "uri", "url_param", "hdr",
               "random", "least_response_time", "first")
 ALGORITHMS_WITH_ARG = ("url_param", "hdr")          # written url_param(NAME), hdr(NAME)

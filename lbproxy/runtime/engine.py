@@ -7,7 +7,7 @@
   reconciles by name: listeners on unchanged addresses keep their sockets, frontends
   and backends are reconfigured in place (counters, connections, pools, health state
   and stick-table entries stay), removed servers drain.
-- `stop()` is the graceful stop of CONFIG.md: stop accepting, close idle connections,
+- `stop()` is the graceful stop (docs/configuration.md, Signals): stop accepting, close idle connections,
   let in-flight requests finish up to a deadline, then cut the rest.
 
 The engine is the data plane only; lbproxy/runtime/serve.py assembles a process from it

@@ -2,7 +2,7 @@
 loop, signals and pidfile.
 
 SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration, SIGUSR1 reopens the
-access log (CONFIG.md "Signals"). With `global.workers` > 1 the supervisor
+access log (docs/configuration.md, "Signals"). With `global.workers` > 1 the supervisor
 (lbproxy/runtime/workers.py) runs one such process per worker.
 """
 

@@ -105,7 +105,7 @@ def full(tmp_path: Path) -> Path:
 
 
 def test_full_example_loads_whole(full: Path) -> None:
-    """Every snippet of CONFIG.md, assembled, is accepted: no feature is refused any more."""
+    """Every section of the configuration, assembled, is accepted."""
     config = load_config(full, env={})
     web, app = config.frontends["web"], config.backends["app"]
     assert set(web.acls) >= {"is_api", "is_admin"} and web.bind[1].tls is not None
