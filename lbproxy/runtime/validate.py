@@ -104,8 +104,9 @@ def _rules_skipped(config: Config, problems: Problems) -> Callable[[str], bool]:
     """Which frontends' rules not to compile after loader problems: one whose own
     section had a problem (an ACL or a table of it may be missing), and every one when a
     shared stick table or a backend may be missing (a rule naming it would be reported
-    again, as unknown)."""
-    shared_lost = problems.under("stick_tables") or _backend_lost(config, problems)
+    again, as unknown), or a whole file could not be read."""
+    shared_lost = ("" in problems.paths or problems.under("stick_tables")
+                   or _backend_lost(config, problems))
     return lambda name: shared_lost or problems.under(f"frontends.{name}")
 
 
