@@ -34,10 +34,11 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # Default configuration: the example (proxy on :8080) plus the stats listener on :8404
 # that HEALTHCHECK and orchestrators probe. Replace the whole directory with your own.
 COPY conf/lbproxy.yaml /etc/lbproxy/lbproxy.yaml
-COPY conf/examples/container-stats.yaml /etc/lbproxy/stats.yaml
+COPY deploy/container-stats.yaml /etc/lbproxy/stats.yaml
 USER 10001:10001
 # Relative paths in the configuration (certificates, log files) resolve against the
-# working directory: make that the configuration's directory.
+# directory of the file naming them, whatever the working directory; this one is only
+# where `docker exec` shells start.
 WORKDIR /etc/lbproxy
 EXPOSE 8080 8404
 # lbproxy drains on SIGTERM (in-flight requests finish, up to 30 s): give `docker stop` a

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from lbproxy import __version__
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import Config
 from lbproxy.runtime.validate import load_checked
@@ -108,9 +109,12 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     return run_autoscaler(config, dry_run=args.dry_run)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `lbproxy [--version] COMMAND ...` (exit codes in docs/configuration.md:
+    0 success, 1 an invalid configuration or a failed start or request, 2 a usage error)."""
     parser = argparse.ArgumentParser(prog="lbproxy",
                                      description="asyncio HTTP reverse-proxy load balancer")
+    parser.add_argument("--version", action="version", version=f"lbproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("-c", "--config", required=True, help="YAML file or conf/ directory")
@@ -135,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     autoscale.add_argument("--dry-run", action="store_true",
                            help="log decisions, create and remove nothing")
     autoscale.set_defaults(func=cmd_autoscale)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)

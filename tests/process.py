@@ -26,10 +26,11 @@ class LbproxyProcess:
     """`python -m lbproxy ARGS` in its own process group; killed on exit if still alive."""
 
     def __init__(self, *args: str, wait_port: int | None = None,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None,
+                 cwd: str | os.PathLike[str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "lbproxy", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True, preexec_fn=preexec_fn)
+                                     start_new_session=True, preexec_fn=preexec_fn, cwd=cwd)
         if wait_port is not None:
             wait_for(lambda: port_open(wait_port) or self.proc.poll() is not None, 15)
             if self.proc.poll() is not None:

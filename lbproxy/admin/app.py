@@ -33,6 +33,7 @@ from lbproxy.admin.metrics import make_registry
 from lbproxy.admin.model import TICK, Sampler
 from lbproxy.admin.stats_csv import stat_rows, to_csv
 from lbproxy.admin.stats_page import render_page
+from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Address, StatsConfig
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class AdminServer:
             else web.TCPSite(runner, bind.host or None, bind.port, reuse_address=True))
         try:
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(self.unix_path or bind, exc, " (stats)") from exc
         except BaseException:
             await runner.cleanup()
             raise

@@ -26,6 +26,7 @@ from lbproxy.admin.aggregate import merge_json, merge_metrics, merge_rows, rende
 from lbproxy.admin.app import INTERNAL, SHUTDOWN_TIMEOUT, guard
 from lbproxy.admin.base import STATS, json_response
 from lbproxy.admin.stats_csv import to_csv
+from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Address, StatsConfig
 
 if TYPE_CHECKING:
@@ -54,8 +55,11 @@ class FanoutServer:
         await self.runner.setup()
         if self.public:
             bind = self.stats.bind
-            await web.TCPSite(self.runner, bind.host or None, bind.port,
-                              reuse_address=True).start()
+            try:
+                await web.TCPSite(self.runner, bind.host or None, bind.port,
+                                  reuse_address=True).start()
+            except OSError as exc:
+                raise ListenError(bind, exc, " (stats)") from exc
 
     async def stop(self) -> None:
         await self.runner.cleanup()

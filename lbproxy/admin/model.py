@@ -84,7 +84,7 @@ class Recent:
     """Activity over the last WINDOW seconds; times in seconds, None without responses."""
 
     rps: float
-    rps_max: float          # highest per-TICK rate seen since sampling began
+    rps_max: float          # highest rate seen since sampling began, >= rps
     avg: float | None
     p95: float | None
 
@@ -148,7 +148,9 @@ class Sampler:
         else:
             base = ring.samples[0]
             rps = (obj.requests - base.requests) / max(now - base.time, TICK)
-            rps_max = ring.rps_max
+            # The rate now counts requests since the last sample too: it is a rate seen,
+            # so the maximum includes it (req_rate never shows above req_rate_max).
+            rps_max = ring.rps_max = max(ring.rps_max, rps)
         if isinstance(obj, Frontend):
             return Recent(rps, rps_max, None, None)
         servers = obj.servers if isinstance(obj, Backend) else [obj]

@@ -1,4 +1,4 @@
-"""Configuration: YAML files -> validated, frozen dataclasses (see CONFIG.md).
+"""Configuration: YAML files -> validated, frozen dataclasses (see docs/configuration.md).
 
 `load_config(path)` is the entry point; the dataclasses live in `lbproxy.config.schema`.
 """

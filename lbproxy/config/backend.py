@@ -13,8 +13,8 @@ from lbproxy.config.common import stick_table, timeouts
 from lbproxy.config.durations import parse_address
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Section, address, boolean, choice, duration, int_range,
-                                   integer, name, nonempty, positive_duration, section, text,
-                                   token, tuple_of, uri_path)
+                                   integer, name, nonempty, positive_duration, readable_file,
+                                   section, text, token, tuple_of, uri_path)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, BACKEND_PROTOCOLS,
                                    COOKIE_MODES,
@@ -118,7 +118,7 @@ _SERVER = section(ServerConfig, {
     "slowstart": duration,
     "state": choice("server state", SERVER_STATES),
     "tls": section(ServerTLSConfig, {"verify": choice("verify mode", TLS_VERIFY),
-                                     "sni": nonempty, "ca": nonempty}),
+                                     "sni": nonempty, "ca": readable_file}),
 })
 _SERVER_TEMPLATE = section(ServerTemplateConfig, {
     "prefix": name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -210,7 +211,43 @@ def uri_path(node: Node) -> str:
 
 
 def address(allow_unix: bool) -> Conv[Address]:
-    return lambda node: parse_address(text(node), allow_unix)
+    """HOST:PORT, or with `allow_unix` also `unix:PATH` (a relative PATH is resolved like
+    any file the configuration names, see `file_path`)."""
+    def conv(node: Node) -> Address:
+        value = parse_address(text(node), allow_unix)
+        if value.unix is not None:
+            value = dataclasses.replace(value, unix=resolve_path(node, value.unix))
+        return value
+    return conv
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def resolve_path(node: Node, value: str) -> str:
+    """`value` as an absolute path: a relative one is taken from the directory of the YAML
+    file that holds `node`, never from the working directory, so `lbproxy check -c
+    /etc/lbproxy/` finds the certificates beside its files wherever it runs from."""
+    base = os.path.dirname(os.path.abspath(node.file))
+    return os.path.normpath(os.path.join(base, value))
+
+
+def file_path(node: Node) -> str:
+    """A file the configuration names (log file, pidfile), as an absolute path."""
+    return resolve_path(node, nonempty(node))
+
+
+def readable_file(node: Node) -> str:
+    """A file lbproxy reads (certificate, key, CA), as an absolute path. When it cannot be
+    read, the problem is reported on this key's own line with the absolute path tried,
+    and the path is still returned: the section around it stays whole, so the other
+    checks of the same load (lbproxy/runtime/validate.py) still see it."""
+    path = file_path(node)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        node.report(f"cannot read {path}: {exc.strerror or exc}")
+    return path
 
 
 def choice(noun: str, choices: Sequence[str]) -> Conv[str]:

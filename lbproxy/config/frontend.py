@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from lbproxy.config.common import listen_address, stick_table, timeouts
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, convert, integer,
-                                   mapping_of, nonempty, section, size, string_map, text,
-                                   token, tuple_of)
+                                   mapping_of, nonempty, readable_file, section, size,
+                                   string_map, text, token, tuple_of)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Address,
                                    BindConfig, BindTLSConfig, CertConfig, DefaultsConfig,
@@ -63,7 +63,7 @@ def frontend(scope: Scope, name: str, node: Node) -> FrontendConfig:
 # --- binds, limits, forwarded headers -------------------------------------------------------
 
 _BIND_TLS = section(BindTLSConfig, {
-    "certificates": tuple_of(section(CertConfig, {"cert": nonempty, "key": nonempty}),
+    "certificates": tuple_of(section(CertConfig, {"cert": readable_file, "key": readable_file}),
                              allow_empty=False),
     "min_version": choice("TLS version", TLS_VERSIONS),
     "ciphers": nonempty,

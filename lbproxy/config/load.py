@@ -38,6 +38,17 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     `${NAME}` references read `env` (default: os.environ). Raises ConfigError listing every
     problem as `FILE:LINE: key.path: message`.
     """
+    config, problems = load_partial(path, env)
+    if problems:
+        raise problems.error(config.sources)
+    return config
+
+
+def load_partial(path: str | os.PathLike[str],
+                 env: Mapping[str, str] | None = None) -> tuple[Config, Problems]:
+    """Like load_config, but never raises: the Config built from what is valid (an invalid
+    value takes its default, an invalid item is left out) and the problems found. Later
+    checks (lbproxy/runtime/validate.py) run on it so that one load reports everything."""
     problems = Problems()
     files = _files(os.fspath(path), problems)
     root: Node | None = None
@@ -56,9 +67,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     if root is not None:
         config = validate(root, sources)
         _refuse_unsupported(root, config)
-    if problems:
-        raise problems.error(sources)
-    return config
+    return config, problems
 
 
 def _files(path: str, problems: Problems) -> list[str]:

@@ -66,7 +66,8 @@ class Node:
         return not isinstance(self.value, (dict, list, Broken))
 
     def report(self, message: str) -> None:
-        self.problems.add(self.file, self.line, f"{self.path or '(top level)'}: {message}")
+        self.problems.add(self.file, self.line, f"{self.path or '(top level)'}: {message}",
+                          self.path)
 
     def describe(self) -> str:
         """What the user wrote, for 'expected X, got Y' messages."""
@@ -140,7 +141,7 @@ class _Builder:
             kline = knode.start_mark.line + 1
             if not isinstance(knode, yaml.ScalarNode):
                 self.problems.add(self.file, kline,
-                                  f"{path or '(top level)'}: keys must be strings")
+                                  f"{path or '(top level)'}: keys must be strings", path)
                 continue
             key = knode.value
             child = self.build(vnode, f"{path}.{key}" if path else key, kline)

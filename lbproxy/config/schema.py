@@ -1,24 +1,26 @@
 """The configuration as frozen dataclasses: the one shape the rest of lbproxy reads.
 
-Field names are the YAML keys of CONFIG.md (`global` becomes `global_`). Values are already
+Field names are the YAML keys (`global` becomes `global_`); docs/configuration.md
+documents every one, and tests/unit/test_docs.py keeps the two in step. Values are already
 normalised: durations are float seconds, sizes int bytes, addresses `Address`, defaults
-merged in. Runtime code trusts these objects and never re-validates them. A field without a
-default is a required YAML key (the validator reads that off these classes). Rules, ACLs,
-servers and sections carry `where` ("FILE:LINE: key.path") so later compile steps can report
-errors the same way the loader does.
+merged in. Runtime code trusts these objects and never re-validates them. A field without
+a default is a required YAML key (the validator reads that off these classes). Rules,
+ACLs, servers and sections carry `where` ("FILE:LINE: key.path") so later compile steps
+can report errors the same way the loader does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Enumerations, in the order CONFIG.md lists them (error messages show them in this order).
+# Enumerations, in the order the reference lists them (error messages show them in this order).
 ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "source", "uri", "url_param", "hdr",
               "random", "least_response_time", "first")
 ALGORITHMS_WITH_ARG = ("url_param", "hdr")          # written url_param(NAME), hdr(NAME)
 HASH_TYPES = ("consistent", "map-based")
 HTTP_REUSE = ("never", "safe", "always")
 LOG_FORMATS = ("json", "clf", "off")
+LOG_STREAMS = ("stdout", "stderr")                  # log.access targets that are not files
 COOKIE_MODES = ("insert", "rewrite", "prefix")
 HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 BACKEND_PROTOCOLS = ("h1", "h2")
@@ -58,7 +60,7 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    access: str = "stdout"          # stdout | stderr | a file path
+    access: str = "stdout"          # stdout | stderr | a file path (absolute once loaded)
     format: str = "json"
 
 
@@ -332,6 +334,8 @@ class BackendConfig:
     health_check: HealthCheckConfig | None = None
     passive: PassiveConfig | None = None
     retries: int = 3
+    # junk-response is left out, as HAProxy advises: an invalid answer usually means a wrong
+    # port or a request that breaks the server, and retrying sends it to the next one.
     retry_on: tuple[str | int, ...] = ("connect-failure", "empty-response", 502, 503)
     redispatch: bool = True
     http_reuse: str = "safe"

@@ -15,12 +15,14 @@ from urllib.parse import urlsplit
 from lbproxy.config.autoscale import autoscale
 from lbproxy.config.backend import backend
 from lbproxy.config.common import listen_address, stick_table, timeouts
-from lbproxy.config.fields import (Conv, Section, boolean, choice, integer, mapping_of, nonempty,
-                                   positive_duration, section, text, uri_path)
+from lbproxy.config.fields import (Conv, Section, boolean, choice, file_path, integer,
+                                   mapping_of, nonempty, positive_duration, section, text,
+                                   uri_path)
 from lbproxy.config.frontend import Scope, frontend
 from lbproxy.config.nodes import Node
-from lbproxy.config.schema import (LOG_FORMATS, Address, AuthConfig, Config, DefaultsConfig,
-                                   GlobalConfig, LogConfig, StatsConfig, TimeoutsConfig)
+from lbproxy.config.schema import (LOG_FORMATS, LOG_STREAMS, Address, AuthConfig, Config,
+                                   DefaultsConfig, GlobalConfig, LogConfig, StatsConfig,
+                                   TimeoutsConfig)
 
 
 def validate(root: Node, sources: tuple[str, ...]) -> Config:
@@ -41,6 +43,10 @@ def validate(root: Node, sources: tuple[str, ...]) -> Config:
         sources=sources,
     )
     s.done()
+    if not _names(s, "frontends"):
+        # An empty frontends: mapping, or none at all: nothing would ever be served.
+        (s.entries.get("frontends") or root).report(
+            "no frontend defined: a configuration needs at least one under 'frontends:'")
     return config
 
 
@@ -77,12 +83,25 @@ def _stick_store(node: Node) -> str:
     return value
 
 
+def _log_target(node: Node) -> str:
+    """stdout, stderr, or a file (absolute; its directory must exist)."""
+    value = nonempty(node)
+    if value in LOG_STREAMS:
+        return value
+    path = file_path(node)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ValueError(f"cannot write {path}: directory {directory} does not exist")
+    return path
+
+
 _GLOBAL = section(GlobalConfig, {
     "workers": _workers,
     "max_connections": integer(1),
-    "pidfile": nonempty,
+    "pidfile": file_path,
     "stick_store": _stick_store,
-    "log": section(LogConfig, {"access": nonempty, "format": choice("log format", LOG_FORMATS)}),
+    "log": section(LogConfig, {"access": _log_target,
+                               "format": choice("log format", LOG_FORMATS)}),
 })
 _DEFAULTS = section(DefaultsConfig, {
     "timeouts": timeouts(TimeoutsConfig()),

@@ -7,6 +7,7 @@ for logging, not even a method call.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -15,6 +16,8 @@ from lbproxy.config.schema import LogConfig
 
 if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
+
+log = logging.getLogger("lbproxy")
 
 
 class AccessLog:
@@ -28,13 +31,24 @@ class AccessLog:
             return sys.stdout
         if self.target == "stderr":
             return sys.stderr
-        return open(self.target, "a", buffering=1, encoding="utf-8")
+        try:
+            return open(self.target, "a", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise OSError(f"cannot open the access log {self.target}: "
+                          f"{exc.strerror or exc}") from exc
 
     def reopen(self) -> None:
-        """SIGUSR1: reopen a log file after rotation."""
-        if self.stream not in (sys.stdout, sys.stderr):
-            self.stream.close()
-            self.stream = self._open()
+        """SIGUSR1: reopen a log file after rotation. When the file cannot be opened
+        (say, its directory went away), the old stream is kept and the error logged."""
+        if self.stream in (sys.stdout, sys.stderr):
+            return
+        try:
+            stream = self._open()
+        except OSError as exc:
+            log.error("%s; still writing to the file opened before", exc)
+            return
+        self.stream.close()
+        self.stream = stream
 
     def log(self, exchange: Exchange) -> None:
         client = exchange.downstream

@@ -7,7 +7,7 @@
   reconciles by name: listeners on unchanged addresses keep their sockets, frontends
   and backends are reconfigured in place (counters, connections, pools, health state
   and stick-table entries stay), removed servers drain.
-- `stop()` is the graceful stop of CONFIG.md: stop accepting, close idle connections,
+- `stop()` is the graceful stop (docs/configuration.md, Signals): stop accepting, close idle connections,
   let in-flight requests finish up to a deadline, then cut the rest.
 
 The engine is the data plane only; lbproxy/runtime/serve.py assembles a process from it
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from lbproxy.backends.backend import Backend
-from lbproxy.config.errors import ConfigError
+from lbproxy.config.errors import ConfigError, ListenError
 from lbproxy.config.schema import BackendConfig, BindConfig, BindTLSConfig, Config
 from lbproxy.proxy.dispatch import Dispatcher
 from lbproxy.proxy.frontend import Frontend
@@ -141,8 +141,7 @@ class Engine:
                     raise ConfigError(errors)
                 for bind, context in zip(frontend.bind, contexts):
                     listener = self.listeners.get(_key(bind))
-                    sock = None if listener is not None else bind_socket(
-                        bind.address, reuse_port=self.worker is not None)
+                    sock = None if listener is not None else self._bind_socket(bind)
                     binds.append(_Bind(frontend.name, bind, context, listener, sock))
         except (OSError, ConfigError):
             for bind in binds:
@@ -150,6 +149,12 @@ class Engine:
                     bind.sock.close()
             raise
         return binds
+
+    def _bind_socket(self, bind: BindConfig) -> socket.socket:
+        try:
+            return bind_socket(bind.address, reuse_port=self.worker is not None)
+        except OSError as exc:
+            raise ListenError(bind.address, exc) from exc
 
     async def _serve(self, binds: list[_Bind]) -> None:
         """Make the listeners match `binds`: start new ones, point kept ones at their
@@ -199,19 +204,28 @@ class Engine:
         async with self._reloading:
             try:
                 config = load_checked(self.path)
+                access_log = self._reopen_log(config)
                 binds = self._bind(config)
             except ConfigError as exc:
                 log.error("reload refused, the previous configuration keeps running:\n%s", exc)
                 return exc.errors
-            except OSError as exc:
-                log.error("reload refused, the previous configuration keeps running: "
-                          "cannot listen: %s", exc)
-                return [f"cannot listen: {exc}"]
-            await self._apply(config, binds)
+            except OSError as exc:       # it names the address or the file
+                log.error("reload refused, the previous configuration keeps running: %s", exc)
+                return [str(exc)]
+            await self._apply(config, binds, access_log)
             log.info("configuration reloaded from %s", self.path)
             return []
 
-    async def _apply(self, config: Config, binds: list[_Bind]) -> None:
+    def _reopen_log(self, config: Config) -> AccessLog | None:
+        """The access log `config` asks for: the current one when unchanged, else a new
+        one opened now, before anything is applied (a file that cannot be opened
+        refuses the reload instead of leaving it half done)."""
+        if config.global_.log == self.config.global_.log:
+            return self.access_log
+        return make_access_log(config.global_.log)
+
+    async def _apply(self, config: Config, binds: list[_Bind],
+                     access_log: AccessLog | None) -> None:
         old = self.config
         for name, backend_config in config.backends.items():
             backend = self.backends.get(name)
@@ -228,8 +242,7 @@ class Engine:
             self.dispatchers.pop(name).close()
             await stop_watchers(backend)
             backend.stop()
-        if config.global_.log != old.global_.log:
-            self.access_log = make_access_log(config.global_.log)
+        self.access_log = access_log
         rules = self._sync_tables_and_compile(config)
         for name, frontend_config in config.frontends.items():
             frontend = self.frontends.get(name)

@@ -2,7 +2,7 @@
 loop, signals and pidfile.
 
 SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration, SIGUSR1 reopens the
-access log (CONFIG.md "Signals"). With `global.workers` > 1 the supervisor
+access log (docs/configuration.md, "Signals"). With `global.workers` > 1 the supervisor
 (lbproxy/runtime/workers.py) runs one such process per worker.
 """
 
@@ -96,13 +96,13 @@ async def serve(config: Config, path: str | None = None,
     ready through the control directory."""
     loop = asyncio.get_running_loop()
     raise_fd_limit()
-    process = ProxyProcess(config, loop, path, worker)
-    engine = process.engine
     try:
+        process = ProxyProcess(config, loop, path, worker)   # opens the access log
         await process.start()
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
+    except OSError as exc:   # says which address it could not bind, or which log file
+        log.error("%s", exc)
         return 1
+    engine = process.engine
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -1,16 +1,24 @@
 """Everything `lbproxy check` verifies beyond the schema: rules compile (ACL names,
 conditions, fetches, templates), stick tables are named once, certificates and keys
 load. `run`, `check` and a reload all go through `load_checked`, so they accept and
-refuse the same files."""
+refuse the same files.
+
+These checks run even when the loader found problems, on the part of the configuration
+that is valid, so one load reports every error (an unset environment variable does not
+hide the certificate errors behind it). A check is skipped only where a loader problem
+would make it repeat or misread that problem: rules of a frontend that lost part of
+itself, or that may name a table or backend that was left out.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable
 
-from lbproxy.config.errors import ConfigError
-from lbproxy.config.load import load_config
+from lbproxy.config.errors import ConfigError, Problems
+from lbproxy.config.load import load_partial
 from lbproxy.config.schema import Config, FrontendConfig, StickTableConfig
 from lbproxy.proxy.tls import client_context, server_context
 from lbproxy.routing.actions import FrontendRules
@@ -39,10 +47,14 @@ def table_lookup(tables: dict, section: str) -> Callable[[str | None], object]:
     return lambda name: tables[section if name is None else name]
 
 
-def compile_frontends(config: Config, runtime: RuleRuntime,
-                      tables: dict) -> tuple[dict[str, FrontendRules], list[str]]:
+def compile_frontends(config: Config, runtime: RuleRuntime, tables: dict,
+                      skip: Callable[[str], bool] = lambda _name: False,
+                      ) -> tuple[dict[str, FrontendRules], list[str]]:
+    """Every frontend's rules compiled; `skip(name)` leaves a frontend out (checks only)."""
     rules, errors = {}, []
     for name, frontend in config.frontends.items():
+        if skip(name):
+            continue
         try:
             rules[name] = FrontendRules(frontend, runtime, table_lookup(tables, name))
         except ConfigError as exc:
@@ -55,7 +67,7 @@ def bind_contexts(frontend: FrontendConfig) -> tuple[list[ssl.SSLContext | None]
     contexts: list[ssl.SSLContext | None] = []
     errors: list[str] = []
     for bind in frontend.bind:
-        if bind.tls is None:
+        if bind.tls is None or not bind.tls.certificates:   # none left: each one reported
             contexts.append(None)
             continue
         if frontend.accept_proxy:
@@ -70,7 +82,11 @@ def bind_contexts(frontend: FrontendConfig) -> tuple[list[ssl.SSLContext | None]
 
 
 def tls_errors(config: Config) -> list[str]:
-    """Certificate, key and CA problems of every bind and server, with their files."""
+    """Certificate, key and CA problems of every bind and server, with their files.
+
+    The loader has already checked that each of these files can be read, on the key's
+    own line (lbproxy/config/fields.py `readable_file`); the same finding from the TLS
+    layer, which only knows the section's line, is left out."""
     errors: list[str] = []
     for frontend in config.frontends.values():
         errors += bind_contexts(frontend)[1]
@@ -81,16 +97,59 @@ def tls_errors(config: Config) -> list[str]:
                     client_context(server.tls, f"{server.where}.tls")
                 except ConfigError as exc:
                     errors.extend(exc.errors)
-    return errors
+    return [error for error in errors if ": cannot read " not in error]
+
+
+def _rules_skipped(config: Config, problems: Problems) -> Callable[[str], bool]:
+    """Which frontends' rules not to compile after loader problems: one whose own
+    section had a problem (an ACL or a table of it may be missing), and every one when a
+    shared stick table or a backend may be missing (a rule naming it would be reported
+    again, as unknown), or a whole file could not be read."""
+    shared_lost = ("" in problems.paths or problems.under("stick_tables")
+                   or _backend_lost(config, problems))
+    return lambda name: shared_lost or problems.under(f"frontends.{name}")
+
+
+def _backend_lost(config: Config, problems: Problems) -> bool:
+    """Whether a backend, or a backend's own stick table, may be missing from `config`."""
+    for path in problems.paths:
+        if path != "backends" and not path.startswith("backends."):
+            continue
+        owner = next((name for name in config.backends
+                      if problems.under(f"backends.{name}") and (
+                          path == f"backends.{name}"
+                          or path.startswith((f"backends.{name}.", f"backends.{name}[")))),
+                     None)
+        if owner is None or path.startswith(f"backends.{owner}.stick_table"):
+            return True
+    return False
 
 
 def load_checked(path: str | os.PathLike[str]) -> Config:
-    """load_config plus the checks above; raises ConfigError with every problem."""
-    config = load_config(path)
+    """The loader plus the checks above; raises ConfigError with every problem of both,
+    in file and line order."""
+    config, problems = load_partial(path)
     tables, errors = table_configs(config)
+    skip = _rules_skipped(config, problems) if problems else (lambda _name: False)
     _, rule_errors = compile_frontends(config, RuleRuntime(config.backends),
-                                       {table.name: table for table in tables})
+                                       {table.name: table for table in tables}, skip)
     errors += rule_errors + tls_errors(config)
-    if errors:
-        raise ConfigError(errors)
+    if problems or errors:
+        found = problems.error(config.sources).errors if problems else []
+        raise ConfigError(sort_errors(found + errors, config.sources))
     return config
+
+
+_POSITION = re.compile(r"(.*?):(\d+): ")
+
+
+def sort_errors(errors: list[str], files: tuple[str, ...]) -> list[str]:
+    """`FILE:LINE: ...` lines in the order of `files`, then by line (stable otherwise)."""
+    rank = {file: i for i, file in enumerate(files)}
+
+    def key(error: str) -> tuple[int, int]:
+        match = _POSITION.match(error)
+        if match is None:
+            return (-1, 0)
+        return (rank.get(match[1], len(files)), int(match[2]))
+    return sorted(errors, key=key)

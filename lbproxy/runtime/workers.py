@@ -28,6 +28,7 @@ import sys
 import tempfile
 
 from lbproxy.admin.fanout import FanoutServer
+from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Config
 from lbproxy.runtime.control import ready_path, remove_pidfile, write_pidfile
 from lbproxy.runtime.health_share import HealthShare
@@ -68,7 +69,11 @@ class Supervisor:
             self._tasks = [loop.create_task(self._keep(index)) for index in range(self.count)]
             self.workers = WorkerClient(self.control, self.count)
             self.fanout = FanoutServer(self.config.stats, self.workers, self.stopping)
-            await self.fanout.start()
+            try:
+                await self.fanout.start()
+            except ListenError as exc:
+                log.error("%s; stopping the workers", exc)
+                return 1
             if any(b.health_check for b in self.config.backends.values()):
                 self.health = HealthShare(self.workers)
                 self._tasks.append(loop.create_task(self.health.run()))

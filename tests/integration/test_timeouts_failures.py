@@ -63,6 +63,23 @@ def test_idle_keep_alive_connection_is_closed_quietly(backends, proxy):
         assert 0.25 < time.monotonic() - started < 2.0
 
 
+def test_a_connection_that_sends_nothing_is_closed_quietly(backends, proxy):
+    """As HAProxy does: a connection that never sent a byte gets no 408 at http_request
+    (a browser's speculative pre-connection, a port scan); it is simply closed."""
+    (app,) = backends(1)
+    p = proxy(simple_config([app.port], timeouts={"http_request": "300ms"}))
+    with connect(p.port) as sock:
+        reader = Reader(sock)
+        assert reader.closed(timeout=5)
+        assert reader.buf == b""
+    with connect(p.port) as sock:                  # one byte is a request begun: 408
+        sock.sendall(b"G")
+        reader = Reader(sock)
+        assert reader.read_response().status == 408
+        assert reader.closed(timeout=5)
+    assert app.stats.requests == 0
+
+
 def test_slow_request_body_gets_408(backends, proxy):
     (app,) = backends(1)
     p = proxy(simple_config([app.port], timeouts={"client": "300ms"}))
@@ -98,11 +115,45 @@ def test_connect_failure_is_retried_on_another_server(backends, proxy):
     assert backend.retried >= 3 and backend.redispatched >= 3
 
 
-def test_invalid_response_gives_502(proxy):
+def test_invalid_response_gives_502_and_is_not_retried_by_default(proxy):
+    """HAProxy's advice: retrying a junk answer is usually a bad idea (a wrong port, or a
+    request that breaks the server), so the default retry_on leaves junk-response out."""
     junk = RawServer(b"this is not HTTP\r\n\r\n")
     try:
-        p = proxy(simple_config([junk.port]))
+        p = proxy(simple_config([junk.port], backend={"retries": 2}))
         assert get(p.port).status == 502
+        assert junk.connections == 1
+        assert p.engine.backends["app"].retried == 0
+    finally:
+        junk.close()
+
+
+def test_junk_response_in_retry_on_retries_idempotent_requests(backends, proxy):
+    (app,) = backends(1)
+    junk = RawServer(b"HTTP/1.1 2OO OK\r\n\r\n")        # a status that is not a number
+    try:
+        config = simple_config([junk.port, app.port],
+                               backend={"retries": 2, "retry_on": ["junk-response"]})
+        p = proxy(config)
+        assert [get(p.port).status for _ in range(4)] == [200] * 4
+        backend = p.engine.backends["app"]
+        assert junk.connections >= 1 and app.stats.requests == 4
+        assert backend.retried == backend.redispatched == junk.connections   # each one, once
+    finally:
+        junk.close()
+
+
+def test_junk_response_alone_is_retried_then_502_but_post_is_not(proxy):
+    junk = RawServer(b"garbage")
+    try:
+        p = proxy(simple_config([junk.port],
+                                backend={"retries": 2, "retry_on": ["junk-response"]}))
+        assert get(p.port).status == 502
+        assert junk.connections == 3                         # first try + 2 retries
+        with connect(p.port) as sock:                        # not idempotent: sent once
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+            assert Reader(sock).read_response().status == 502
+        assert junk.connections == 4
     finally:
         junk.close()
 

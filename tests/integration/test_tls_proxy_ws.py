@@ -77,7 +77,8 @@ def test_tls_config_errors_name_the_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lbproxy", "check", "-c", str(path)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
-    assert "cannot read missing.pem" in result.stderr and str(path) in result.stderr
+    assert f"{path}:5: frontends.web.bind[0].tls.certificates[0].cert: cannot read " \
+           f"{tmp_path / 'missing.pem'}: No such file or directory" in result.stderr
 
 
 class TLSServer:

@@ -87,6 +87,27 @@ def test_sampler_rates_and_recent_latency(backend):
     assert sampler.recent(server).rps == 0 and sampler.recent(server).avg is None
 
 
+def test_the_rate_never_exceeds_the_maximum_rate(backend):
+    """A burst since the last sample shows in the rate at once; the maximum follows it
+    (the frontend JSON showed req_rate above req_rate_max)."""
+    now = [100.0]
+    sampler = Sampler(SimpleNamespace(frontends={}, backends={"app": backend}))
+    sampler.clock = lambda: now[0]
+    server = backend.servers[0]
+    sampler.tick()
+    now[0] += 0.5                                      # between two samples
+    server.requests += 30
+    recent = sampler.recent(server)
+    assert recent.rps == pytest.approx(30) and recent.rps_max >= recent.rps
+    now[0] += 0.5
+    sampler.tick()                                     # the burst, now sampled
+    now[0] += WINDOW * 2                               # then idle
+    for _ in range(3):
+        sampler.tick()
+    recent = sampler.recent(server)
+    assert recent.rps == 0 and recent.rps_max == pytest.approx(30)
+
+
 def test_csv_layout_matches_haproxy():
     text = to_csv([{"pxname": "web", "svname": "FRONTEND", "stot": 3, "last_chk": "a,b\nc"}])
     header, row, end = text.split("\n")

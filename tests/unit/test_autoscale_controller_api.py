@@ -1,4 +1,4 @@
-"""The runtime API client against a small aiohttp server speaking CONFIG.md's contract."""
+"""The runtime API client against a small aiohttp server speaking the documented API (docs/configuration.md)."""
 
 from __future__ import annotations
 

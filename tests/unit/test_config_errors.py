@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.config_helpers import Write, errors
@@ -79,6 +81,10 @@ CASES = {
               "lb.yaml:9: backends.app.servers[0].tls.verify: unknown verify mode 'optional' "
               "(expected one of: required, none)",
               "lb.yaml:10: stick_tables.t.type: unknown table type 'ipv4' (did you mean 'ipv6'?)",
+              "lb.yaml:12: frontends.web.bind.tls.certificates[0].cert: cannot read $DIR/c: "
+              "No such file or directory",
+              "lb.yaml:12: frontends.web.bind.tls.certificates[0].key: cannot read $DIR/k: "
+              "No such file or directory",
               "lb.yaml:12: frontends.web.bind.tls.min_version: unknown TLS version 'TLSv1.1' "
               "(did you mean 'TLSv1.3'?)"]),
     "dangling backend": ("""\
@@ -240,6 +246,20 @@ CASES = {
 }
 
 
+NO_FRONTEND = "no frontend defined: a configuration needs at least one under 'frontends:'"
+
+
 @pytest.mark.parametrize(("text", "expected"), CASES.values(), ids=CASES.keys())
 def test_error(write: Write, text: str, expected: list[str]) -> None:
-    assert errors(write(text)) == expected
+    # Most cases leave out frontends to stay short; that error is tested on its own below.
+    # $DIR: the directory of lb.yaml, which relative file names resolve against.
+    found = [error.replace(os.getcwd(), "$DIR") for error in errors(write(text))]
+    assert [error for error in found if NO_FRONTEND not in error] == expected
+
+
+def test_a_configuration_without_frontends_is_an_error(write: Write) -> None:
+    assert errors(write("backends: {app: {servers: []}}\n")) == [
+        f"lb.yaml:1: (top level): {NO_FRONTEND}"]
+    assert errors(write("frontends: {}\nbackends: {app: {servers: []}}\n")) == [
+        f"lb.yaml:1: frontends: {NO_FRONTEND}"]
+    assert errors(write("")) == [f"lb.yaml:1: (top level): {NO_FRONTEND}"]

@@ -8,6 +8,7 @@ import pytest
 
 from lbproxy.config import Address, load_config
 from lbproxy.config import load as load_module
+from lbproxy.config.load import load_partial
 from lbproxy.config.schema import (SCALE_DOWN, BindTLSConfig, CertConfig, CookieConfig,
                                    DenyArgs, HeaderArgs, HealthCheckConfig, MetricConfig,
                                    PassiveConfig, RedirectArgs, ReplacePathArgs, ReturnArgs,
@@ -89,23 +90,38 @@ def test_example_autoscale_pools() -> None:
     assert (threshold.scale_up.max_step, threshold.scale_down.stabilization) == (4, 120.0)
 
 
-def test_full_example_loads_whole() -> None:
-    """Every snippet of CONFIG.md, assembled, is accepted: no feature is refused any more."""
-    config = load_config(CONFIGS / "full.yaml", env={})
+FULL_FILES = ("conf/certs/site.pem", "conf/certs/site.key", "conf/ca.pem")
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> Path:
+    """full.yaml in a directory that also holds the files it names (relative to it)."""
+    path = tmp_path / "full.yaml"
+    path.write_text((CONFIGS / "full.yaml").read_text())
+    for name in FULL_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("the loader only checks that it can be read\n")
+    return path
+
+
+def test_full_example_loads_whole(full: Path) -> None:
+    """Every section of the configuration, assembled, is accepted."""
+    config = load_config(full, env={})
     web, app = config.frontends["web"], config.backends["app"]
     assert set(web.acls) >= {"is_api", "is_admin"} and web.bind[1].tls is not None
     assert app.cookie is not None and app.health_check is not None
     assert app.server_template is not None and app.servers[4].tls is not None
 
 
-def test_full_example_frontend_features() -> None:
-    path = CONFIGS / "full.yaml"
+def test_full_example_frontend_features(full: Path) -> None:
+    path = full
     config = load_config(path, env={})
     assert config.stick_tables["per_ip"].store == (StoreItem("http_req_rate", 10.0),
                                                    StoreItem("conn_cur"))
     web = config.frontends["web"]
     assert web.bind[1].tls == BindTLSConfig(
-        certificates=(CertConfig("conf/certs/site.pem", "conf/certs/site.key"),))
+        certificates=(CertConfig(str(path.parent / "conf/certs/site.pem"),
+                                 str(path.parent / "conf/certs/site.key")),))
     assert web.acls["is_admin"].patterns == ("path_beg -i /admin",)
     assert web.acls["is_admin"].where == f"{path}:40: frontends.web.acls.is_admin"
     assert web.stick_table is not None and web.stick_table.name == "web"
@@ -121,12 +137,13 @@ def test_full_example_frontend_features() -> None:
                                                 f"{path}:57: frontends.web.use_backend[0]"),)
 
 
-def test_full_example_backend_features() -> None:
-    app = load_config(CONFIGS / "full.yaml", env={}).backends["app"]
+def test_full_example_backend_features(full: Path) -> None:
+    app = load_config(full, env={}).backends["app"]
     assert app.cookie == CookieConfig()
     assert app.health_check == HealthCheckConfig(host="app.internal")
     assert app.passive == PassiveConfig()
-    assert app.servers[4].tls == ServerTLSConfig(sni="app.internal", ca="conf/ca.pem")
+    assert app.servers[4].tls == ServerTLSConfig(sni="app.internal",
+                                                 ca=str(full.parent / "conf/ca.pem"))
     template = app.server_template
     assert template is not None
     assert (template.prefix, template.count, template.port) == ("web", 10, 8080)
@@ -177,9 +194,67 @@ def test_empty_directory_and_missing_file(write: Write) -> None:
     assert errors("nope.yaml") == ["nope.yaml: cannot read: No such file or directory"]
 
 
-def test_empty_file_is_an_empty_config(write: Write) -> None:
-    config = load_config(write(""), env={})
+def test_an_empty_file_is_a_configuration_without_frontends(write: Write) -> None:
+    config, problems = load_partial(write(""), env={})
     assert (config.frontends, config.stats, config.sources) == ({}, None, ("lb.yaml",))
+    assert problems.error(config.sources).errors == [
+        "lb.yaml:1: (top level): no frontend defined: a configuration needs at least one "
+        "under 'frontends:'"]
+
+
+# --- relative paths ------------------------------------------------------------------------
+
+def test_relative_paths_resolve_against_the_file_that_names_them(
+        write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file's relative paths start from its own directory, whatever the working
+    directory is when it is loaded."""
+    write("global: {pidfile: run/lb.pid, log: {access: ../logs/access.log}}\n",
+          "etc/conf.d/10-global.yaml")
+    write("""\
+        frontends: {web: {bind: ":8080", default_backend: app}}
+        backends:
+          app:
+            servers:
+              - {name: a, address: "unix:sockets/a.sock"}
+              - {name: b, address: "unix:/run/b.sock", tls: {ca: ca.pem}}
+        """, "etc/conf.d/20-app.yaml")
+    write("", "etc/conf.d/ca.pem")
+    (tmp_path / "etc" / "logs").mkdir()
+    monkeypatch.chdir("/")
+    config = load_config(tmp_path / "etc" / "conf.d", env={})
+    conf_d = tmp_path / "etc" / "conf.d"
+    assert config.global_.pidfile == str(conf_d / "run" / "lb.pid")
+    assert config.global_.log.access == str(tmp_path / "etc" / "logs" / "access.log")
+    a, b = config.backends["app"].servers
+    assert a.address == Address("", 0, str(conf_d / "sockets" / "a.sock"))
+    assert b.address == Address("", 0, "/run/b.sock")
+    assert b.tls is not None and b.tls.ca == str(conf_d / "ca.pem")
+
+
+def test_file_errors_name_the_absolute_path(write: Write, tmp_path: Path) -> None:
+    path = write("""\
+        global: {log: {access: nowhere/access.log}}
+        frontends: {web: {bind: ":8080", default_backend: app}}
+        backends:
+          app:
+            servers:
+              - name: b
+                address: 127.0.0.1:8443
+                tls:
+                  ca: certs/ca.pem
+        """)
+    assert errors(path) == [
+        f"lb.yaml:1: global.log.access: cannot write {tmp_path}/nowhere/access.log: "
+        f"directory {tmp_path}/nowhere does not exist",
+        f"lb.yaml:9: backends.app.servers[0].tls.ca: cannot read {tmp_path}/certs/ca.pem: "
+        "No such file or directory",
+    ]
+
+
+def test_log_streams_are_not_paths(write: Write) -> None:
+    for target in ("stdout", "stderr"):
+        path = write(MINIMAL + f"global: {{log: {{access: {target}}}}}\n")
+        assert load_config(path, env={}).global_.log.access == target
 
 
 # --- ${ENV} ---------------------------------------------------------------------------------

@@ -36,5 +36,6 @@ def test_the_autoscale_example_is_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "secret")
     block = next(block for block in yaml_blocks() if block.startswith("autoscale:"))
     path = tmp_path / "lbproxy.yaml"
-    path.write_text("backends: {app: {servers: []}}\n" + block)
+    path.write_text("frontends: {web: {bind: ':8080', default_backend: app}}\n"
+                    "backends: {app: {servers: []}}\n" + block)
     assert load_checked(path).autoscale.pools["app"].max == 10
