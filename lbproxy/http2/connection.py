@@ -84,7 +84,7 @@ class Stream:
 
 
 class Settings:
-    """What we advertise; the defaults are CONFIG.md's frontend `http2` section's."""
+    """What we advertise; defaults: the frontend `http2` section of docs/configuration.md."""
 
     def __init__(self, max_concurrent_streams: int = 100, initial_window_size: int = 1 << 20,
                  max_header_list_size: int = 64 * 1024) -> None:

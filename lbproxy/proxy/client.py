@@ -1,8 +1,8 @@
 """HTTP/1.1 downstream: one asyncio Protocol per client connection.
 
-It parses requests with httptools, enforces the strict checks and limits of CONFIG.md
-("Behaviour users rely on") before anything reaches a server, answers pipelined requests
-in order, keeps the connection alive between requests, and frames each response for the
+It parses requests with httptools, enforces the strict checks and limits of
+docs/configuration.md before anything reaches a server, answers pipelined requests in
+order, keeps the connection alive between requests, and frames each response for the
 client (Content-Length, chunked, or close-delimited for HTTP/1.0). It is the Downstream
 (lbproxy/proxy/downstream.py) of the exchanges it creates: an exchange never looks
 inside it. Parser callbacks stay small: they fill the Exchange; dispatch happens after
