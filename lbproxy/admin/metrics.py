@@ -160,6 +160,9 @@ class EngineCollector(Collector):
         yield _by_protocol(frontends)
         yield _http2_abuse(frontends)
         yield _latency(["backend", "server"], servers)
+        yield CounterMetricFamily("lbproxy_access_log_dropped_lines_total",
+                                  "Access-log lines lost: the target did not take them in "
+                                  "time, or refused them.", value=self.engine.log_lines_dropped)
         for field, text in (("current", "servers the autoscaler counted"),
                             ("desired", "servers the autoscaler wants")):
             family = GaugeMetricFamily(f"lbproxy_autoscale_{field}_servers",

@@ -62,6 +62,7 @@ class Address:
 class LogConfig:
     access: str = "stdout"          # stdout | stderr | a file path (absolute once loaded)
     format: str = "json"
+    buffer: int = 8 * 1024 * 1024   # bytes that may wait for a slow target; more are dropped
 
 
 @dataclass(frozen=True, slots=True)

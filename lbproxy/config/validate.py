@@ -16,7 +16,7 @@ from lbproxy.config.autoscale import autoscale
 from lbproxy.config.backend import backend
 from lbproxy.config.common import listen_address, stick_table, timeouts
 from lbproxy.config.fields import (Conv, Section, boolean, choice, file_path, integer,
-                                   mapping_of, nonempty, positive_duration, section, text,
+                                   mapping_of, nonempty, positive_duration, section, size, text,
                                    uri_path)
 from lbproxy.config.frontend import Scope, frontend
 from lbproxy.config.nodes import Node
@@ -101,7 +101,8 @@ _GLOBAL = section(GlobalConfig, {
     "pidfile": file_path,
     "stick_store": _stick_store,
     "log": section(LogConfig, {"access": _log_target,
-                               "format": choice("log format", LOG_FORMATS)}),
+                               "format": choice("log format", LOG_FORMATS),
+                               "buffer": size}),
 })
 _DEFAULTS = section(DefaultsConfig, {
     "timeouts": timeouts(TimeoutsConfig()),

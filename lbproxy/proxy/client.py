@@ -35,6 +35,7 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQU
                                   X_FORWARDED_PROTO, connection_header, is_token_list_chunked,
                                   upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
+from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.http2.frames import PREFACE
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
@@ -107,7 +108,8 @@ class ClientProtocol(asyncio.Protocol):
         self.unparsed = 0
         self.head_size = 0       # bytes of the current head's target and headers (exact)
         self.header_count = 0
-        self.reject_status = 0   # a bad request waits behind earlier ones to be answered
+        self.reject_status = 0   # the status of a refused request (a parser callback's)
+        self.refused: Exchange | None = None    # it waits behind earlier ones to be answered
         self.parsing: Exchange | None = None    # request being received
         self.current: Exchange | None = None    # request being answered
         self.pipeline: deque[Exchange] | None = None
@@ -158,8 +160,8 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.state.clients.discard(self)
         self.frontend.connection_closed()
-        self._abandon(self.current, self.parsing)
-        self.current = self.parsing = self.pipeline = None
+        self._lost(self.current, self.parsing, self.refused)
+        self.current = self.parsing = self.pipeline = self.refused = None
         if self.entries is not None:
             for entry in self.entries:
                 entry.on_disconnect()
@@ -263,6 +265,8 @@ class ClientProtocol(asyncio.Protocol):
                                                   or self.current.status == 0)):
             self.reject(408)
         else:
+            if self.current is not None:
+                self.current.set_termination("c", CLIENT_TIMEOUT)
             self.abort()
 
     # httptools callbacks
@@ -442,14 +446,17 @@ class ClientProtocol(asyncio.Protocol):
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
-    def answer(self, exchange: Exchange, answer: Answer) -> None:
+    def answer(self, exchange: Exchange, answer: Answer) -> int:
         """A response of the proxy's own; the connection stays only if the request was
         complete (nothing of it is left unread) and the proxy is not stopping."""
         keep = exchange.keep_alive = (exchange.keep_alive and exchange.request_complete
                                       and not self.state.stopping)
         transport = self.transport
-        if transport is not None:
-            transport.write(answer.h1(keep, exchange.is_head))
+        if transport is None:
+            return 0
+        data = answer.h1(keep, exchange.is_head)
+        transport.write(data)
+        return len(data)
 
     def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
         """The server answered 101 (its head and first bytes are `data`): relay raw bytes
@@ -497,8 +504,8 @@ class ClientProtocol(asyncio.Protocol):
             if not pipeline:
                 self.flow.resume(PIPELINE)
             self.current.start()
-        elif self.reject_status:             # a bad request waited behind this one
-            self._refuse(self.reject_status)
+        elif self.refused is not None:       # a bad request waited behind this one
+            self._refuse(self.refused, self.reject_status)
         elif self.parsing is None:
             self._enter(IDLE)
             if exchange is self.upgrading:
@@ -531,11 +538,12 @@ class ClientProtocol(asyncio.Protocol):
         self.reject_status = status
         raise Rejected(status)
 
-    def _abandon(self, *exchanges: Exchange | None) -> None:
-        """Let `exchanges` and every queued pipelined one release their server resources."""
+    def _lost(self, *exchanges: Exchange | None) -> None:
+        """The connection is gone: `exchanges` and every pipelined one release what they
+        hold, and each is logged."""
         for exchange in (*exchanges, *(self.pipeline or ())):
             if exchange is not None:
-                exchange.abandon()
+                exchange.lost()
 
     def reject(self, status: int) -> None:
         """Answer a bad request with `status` and close; nothing more reaches a server.
@@ -543,30 +551,37 @@ class ClientProtocol(asyncio.Protocol):
         self.frontend.rejected += 1
         current = self.current
         parsing = self.parsing
+        refused = parsing if parsing is not None else Exchange(self)
+        refused.set_termination("c" if status == 408 else "P", REFUSALS[status])
+        refused.abandon()
+        self.parsing = None
         if current is not None and current.request_complete and current is not parsing:
             self.reject_status = status
+            self.refused = refused
             self.flow.pause(PIPELINE)
-            if parsing is not None:
-                parsing.abandon()
-                if self.pipeline and self.pipeline[-1] is parsing:
-                    self.pipeline.pop()
-                self.parsing = None
+            if self.pipeline and self.pipeline[-1] is parsing:
+                self.pipeline.pop()
             if not current.started:
                 current.start()
             return
-        self._abandon(current, parsing)
-        self.current = self.parsing = self.pipeline = None
-        if current is None or current.status == 0:
-            self._refuse(status)
-        else:
+        self._lost(current if current is not refused else None)
+        self.current = self.pipeline = None
+        if refused.status == 0:
+            self._refuse(refused, status)
+        else:                                 # its response has started: cut it off
+            refused.lost()
             self.abort()
 
-    def _refuse(self, status: int) -> None:
-        """Send the error page of a refused request and close."""
+    def _refuse(self, refused: Exchange, status: int) -> None:
+        """Send the error page of a refused request, log it, and close."""
         self.frontend.responses[status // 100] += 1
+        refused.status = status
         transport = self.transport
         if transport is not None:
-            transport.write(error_answer(status).h1(keep_alive=False))
+            data = error_answer(status).h1(keep_alive=False)
+            transport.write(data)
+            refused.resp_bytes = len(data)
+        refused.lost()
         self.close()
 
     # request targets and upgrades

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import REFUSED, UNPROCESSED
 from lbproxy.http.answers import error_answer
+from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, QUEUE_TIMEOUT
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from lbproxy.proxy.state import ProxyState
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-NO_SERVER = error_answer(503)
+UNAVAILABLE = error_answer(503)
 
 
 class Dispatcher:
@@ -51,7 +52,8 @@ class Dispatcher:
             if backend.queued > backend.max_queued:
                 backend.max_queued = backend.queued
         else:
-            exchange.respond(NO_SERVER)
+            exchange.set_termination("S", NO_SERVER, "C")
+            exchange.respond(UNAVAILABLE)
 
     def _send(self, exchange: Exchange, server: Server) -> None:
         """Take a slot of `server` for `exchange`: a pooled connection, or a new one."""
@@ -142,8 +144,9 @@ class Dispatcher:
         while queue and (queue[0][0] <= now or not queue[0][1].queued):
             _, exchange = queue.popleft()
             if exchange.queued:
+                exchange.set_termination("s", QUEUE_TIMEOUT)
                 exchange.queued = False
-                exchange.respond(NO_SERVER)
+                exchange.respond(UNAVAILABLE)
         self.backend.queued = len(queue)
 
     def close(self) -> None:
@@ -152,8 +155,9 @@ class Dispatcher:
         queue, self.queue = self.queue, deque()
         for _, exchange in queue:
             if exchange.queued:
+                exchange.set_termination("S", BACKEND_REMOVED)
                 exchange.queued = False
-                exchange.respond(NO_SERVER)
+                exchange.respond(UNAVAILABLE)
 
 
 def replayable(exchange: Exchange) -> bool:

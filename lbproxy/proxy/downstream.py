@@ -60,8 +60,9 @@ class Downstream(Protocol):
         """Send what the calls since the last flush produced; `end`: the response is
         complete."""
 
-    def answer(self, exchange: Exchange, answer: Answer) -> None:
-        """A whole response of the proxy's own (error page, deny, redirect)."""
+    def answer(self, exchange: Exchange, answer: Answer) -> int:
+        """A whole response of the proxy's own (error page, deny, redirect); returns the
+        bytes it sent (0 when the client is gone)."""
 
     def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
         """The server switched protocols: `data` (its 101 and what followed) is relayed,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import CONNECT_FAILURE, RESPONSE_TIMEOUT
 from lbproxy.http.answers import error_answer
+from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
 from lbproxy.proxy.request import Request
 from lbproxy.tables.stick_table import StickTable, is_http_error
@@ -41,6 +42,8 @@ class Exchange(Request):
         "sticky_id", "request_head",
         # response
         "status", "started", "resp_bytes",
+        # how it ended, for the access log: termination flags, an error name, logged yet
+        "termination", "error", "logged",
         # stick counters tracked by rules (track_sc0..2), None until one is
         "tracked",
     )
@@ -64,7 +67,10 @@ class Exchange(Request):
         self.request_head: bytes | None = None   # the head as the upstream protocol sends it
         self.status = 0
         self.started = 0.0
-        self.resp_bytes = 0             # bytes received from the server for this response
+        self.resp_bytes = 0             # response bytes relayed (or the proxy's own answer)
+        self.termination = "--"         # see set_termination()
+        self.error: str | None = None
+        self.logged = False
         self.tracked: list | None = None
 
     # request body (from the downstream while it parses)
@@ -104,6 +110,7 @@ class Exchange(Request):
         dispatcher = frontend.route(self)
         if dispatcher is None:
             if not self.status:                # not answered by a rule
+                self.set_termination("P", NO_BACKEND)
                 self.respond(error_answer(503))
             return
         self.dispatcher = dispatcher
@@ -185,9 +192,10 @@ class Exchange(Request):
         self.dispatcher.release(self, self.status < 500)
         self.finish()
 
-    def upstream_failed(self, kind: str) -> None:
-        """The server connection failed (`kind` from backends/outcomes.py): retry, answer
-        502/503/504, or cut the client off when part of the response is already out."""
+    def upstream_failed(self, kind: str, error: str | None = None) -> None:
+        """The server connection failed (`kind` from backends/outcomes.py; `error`, a
+        closer name for the log): retry, answer 502/503/504, or cut the client off when
+        part of the response is already out."""
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
@@ -198,10 +206,15 @@ class Exchange(Request):
         if passive is not None:
             passive.observe(server, kind)
         self.dispatcher.release(self, False)
-        if self.status:
-            self.downstream.abort()
+        status = self.status
+        if not status and self.dispatcher.retry(self, kind):
             return
-        if not self.dispatcher.retry(self, kind):
+        self.set_termination("s" if kind == RESPONSE_TIMEOUT else "S", error or kind,
+                             "C" if kind == CONNECT_FAILURE else "D" if status else "H")
+        if status:
+            self._log()
+            self.downstream.abort()
+        else:
             self.respond(error_answer(503 if kind == CONNECT_FAILURE else
                                       504 if kind == RESPONSE_TIMEOUT else 502))
 
@@ -210,14 +223,13 @@ class Exchange(Request):
         tunnel. The server slot stays taken until the tunnel closes (abandon releases it)."""
         self.status = 101
         self._count()
-        if self.frontend.access_log is not None:
-            self.frontend.access_log.log(self)
+        self._log()
         self.downstream.start_tunnel(upstream, data)
 
     def respond(self, answer: Answer) -> None:
         """Answer from the proxy itself (an error page, a deny, a redirect)."""
         self.status = answer.status
-        self.downstream.answer(self, answer)
+        self.resp_bytes = self.downstream.answer(self, answer)
         self.finish()
 
     def abandon(self) -> None:
@@ -239,9 +251,39 @@ class Exchange(Request):
         if self.tracked is not None and is_http_error(status):
             for entry in {id(e): e for e in self.tracked if e is not None}.values():
                 entry.on_error()
-        if self.frontend.access_log is not None:
-            self.frontend.access_log.log(self)
+        self._log()
         self.downstream.exchange_done(self)
+
+    def set_termination(self, cause: str, error: str | None = None,
+                        phase: str | None = None) -> None:
+        """Note, for the access log, how the exchange ends when it is not normally. The
+        termination flags are HAProxy's: `cause` is who ended it (C the client, c a
+        client timeout, S the server, s a server timeout, P the proxy refused it, L the
+        proxy answered it itself), `phase` (by default the one it reached) where it was
+        (R receiving the request, Q queued, C connecting to a server, H waiting for the
+        response head, D relaying the response); "--" is a normal end. `error` names
+        why (lbproxy/http/termination.py, lbproxy/backends/outcomes.py)."""
+        if phase is None:
+            phase = ("Q" if self.queued else "C" if self.connecting is not None else
+                     "D" if self.status else
+                     "R" if self.dispatcher is None or not self.request_complete else "H")
+        self.termination = cause + phase
+        self.error = error
+
+    def lost(self) -> None:
+        """The client went away or its connection was cut: release what the exchange
+        holds and log it (once) with the phase it reached."""
+        if not self.logged and self.error is None:
+            self.set_termination("C", CLIENT_CLOSED)
+        self.abandon()
+        self._log()
+
+    def _log(self) -> None:
+        if not self.logged:
+            self.logged = True
+            access_log = self.frontend.access_log
+            if access_log is not None:
+                access_log.log(self)
 
     def _count(self) -> None:
         """Count the response by status class, and its bytes, where it went."""

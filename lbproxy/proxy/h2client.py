@@ -20,8 +20,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lbproxy.http.answers import Answer, error_answer
+from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
 from lbproxy.http2 import frames as f
-from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
+from lbproxy.http2.connection import HIGH_WATER, Connection, Stream
 from lbproxy.http2.messages import Header, Malformed, read_request, response_headers
 from lbproxy.proxy.exchange import Exchange
 
@@ -245,6 +246,9 @@ class H2ClientProtocol(asyncio.Protocol):
     def on_oversized(self, stream: Stream) -> None:
         """A header list over `max_header_list_size`: 431, and the stream ends."""
         self.h2.note("header_list_size")
+        frontend = self.frontend
+        frontend.rejected += 1
+        frontend.responses[4] += 1
         answer = error_answer(431)
         self.h2.send_headers(stream, [(b":status", b"431"),
                                         (b"content-type", answer.content_type),
@@ -252,6 +256,11 @@ class H2ClientProtocol(asyncio.Protocol):
         self.h2.send_data(stream, answer.body, end_stream=True)
         if not stream.recv_closed:
             self.h2.reset(stream, f.NO_ERROR)
+        exchange = H2Stream(self, stream).exchange      # for its log line
+        exchange.set_termination("P", REFUSALS[431])
+        exchange.status = 431
+        exchange.resp_bytes = len(answer.body)
+        exchange.lost()
 
 
 class H2Stream:
@@ -277,6 +286,7 @@ class H2Stream:
         self.body: list[bytes] = []      # response body pieces until the next flush
         self.received = 0                # request body bytes, against Content-Length
         self.exchange = Exchange(self)
+        self.exchange.http2 = True
 
     # the request
 
@@ -290,8 +300,9 @@ class H2Stream:
             frontend.rejected += 1
             frontend.h2_protocol_errors += 1
             protocol.h2.reset(self.stream, f.PROTOCOL_ERROR)
+            exchange.set_termination("P", REFUSALS[400])
+            exchange.lost()
             return
-        exchange.http2 = True
         exchange.http11 = True            # what an HTTP/1.1 server will be sent
         if protocol.peer_trusted and exchange.xff_b is not None:
             exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
@@ -301,6 +312,7 @@ class H2Stream:
         if status:
             frontend.rejected += 1
             exchange.request_complete = True
+            exchange.set_termination("P", REFUSALS[status])
             exchange.respond(error_answer(status))
             return
         if end_stream:
@@ -356,6 +368,7 @@ class H2Stream:
         exchange = self.exchange
         self.frontend.h2_protocol_errors += 1
         too_large = 0 < self.frontend.max_body_size < self.received
+        exchange.set_termination("P", REFUSALS[413 if too_large else 400])
         if not exchange.status:
             exchange.request_complete = True
             exchange.abandon()
@@ -368,8 +381,10 @@ class H2Stream:
     def too_slow(self) -> None:
         exchange = self.exchange
         if exchange.status:
+            exchange.set_termination("c", CLIENT_TIMEOUT)
             self.abort()
             return
+        exchange.set_termination("c", REFUSALS[408])
         exchange.abandon()
         exchange.request_complete = True
         exchange.respond(error_answer(408))
@@ -428,9 +443,9 @@ class H2Stream:
         body.clear()
         self.owner.h2.send_data(self.stream, data, end)
 
-    def answer(self, exchange: Exchange, answer: Answer) -> None:
+    def answer(self, exchange: Exchange, answer: Answer) -> int:
         if self.closed:
-            return
+            return 0
         headers = [(b":status", b"%d" % answer.status),
                    (b"content-type", answer.content_type),
                    (b"content-length", b"%d" % len(answer.body))]
@@ -443,6 +458,8 @@ class H2Stream:
             conn.send_data(self.stream, answer.body, end_stream=True)
         self.ended = True
         self.owner.write_soon()
+        head = sum(len(name) + len(value) for name, value in headers)
+        return head if exchange.is_head else head + len(answer.body)
 
     def start_tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
         self.abort()                      # no Upgrade reaches a server from HTTP/2
@@ -482,5 +499,5 @@ class H2Stream:
             return
         self.closed = True
         self.stream.handle = None
-        self.exchange.abandon()
+        self.exchange.lost()
         self.owner.stream_done(self)

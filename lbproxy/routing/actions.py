@@ -17,6 +17,7 @@ from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import (DenyArgs, FrontendConfig, HeaderArgs, RedirectArgs,
                                    ReplacePathArgs, RuleConfig, TrackArgs)
 from lbproxy.http.answers import Answer
+from lbproxy.http.termination import DENIED
 from lbproxy.routing.acl import compile_acl
 from lbproxy.routing.condition import compile_condition
 from lbproxy.routing.interpolate import Render, compile_template
@@ -87,20 +88,23 @@ def header_edit(action: str, args: HeaderArgs, where: str, runtime: Any,
 # request actions ---------------------------------------------------------------------
 
 def _answer(status: int, body: str | None, content_type: str | None,
-            headers: tuple[tuple[str, str], ...] = ()) -> Action:
-    """deny / return: a fixed response, built once."""
+            headers: tuple[tuple[str, str], ...] = (), cause: str = "L",
+            error: str | None = None) -> Action:
+    """deny / return: a fixed response, built once; `cause` and `error` say in the
+    access log that the proxy refused (deny) or answered (return) the request."""
     fixed = Answer(status, None if body is None else body.encode(),
                    (content_type or ("text/plain" if body is not None else "text/html")).encode(),
                    tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers))
 
     def answer(exchange: Any) -> int:
+        exchange.set_termination(cause, error)
         exchange.respond(fixed)
         return ANSWERED
     return answer
 
 
 def _deny(args: DenyArgs) -> Action:
-    answer = _answer(args.status, args.body, args.content_type)
+    answer = _answer(args.status, args.body, args.content_type, cause="P", error=DENIED)
 
     def deny(exchange: Any) -> int:
         exchange.frontend.denied += 1
@@ -130,6 +134,7 @@ def _redirect(args: RedirectArgs, where: str, runtime: Any) -> Action:
     def redirect(exchange: Any) -> int:
         target = location(exchange).replace("\r", "").replace("\n", "")
         headers = ((b"location", target.encode("latin-1", "replace")),)
+        exchange.set_termination("L")
         exchange.respond(Answer(code, b"", b"text/plain", headers))
         return ANSWERED
     return redirect

@@ -1,81 +1,161 @@
-"""The access log: one line per answered request, JSON or Common Log Format.
+"""The access log: exactly one line per request, JSON or Common Log Format.
 
-With `format: off` the frontends hold no AccessLog at all, so a request pays nothing
-for logging, not even a method call.
+A line is formatted on the event loop into a list of strings (an f-string and a time
+stamp cached per second: a few microseconds), and the list is handed to the writer
+thread (lbproxy/runtime/logwriter.py) every FLUSH_INTERVAL or FLUSH_LINES lines, so the
+loop never writes, never waits, and a stuck target costs dropped lines, counted, instead
+of a frozen proxy. With `format: off` the frontends hold no AccessLog at all: a request
+pays nothing for logging, not even a method call.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import os
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from json.encoder import encode_basestring_ascii as quoted   # the C encoder
+from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import LogConfig
+from lbproxy.runtime.logwriter import LogWriter
 
 if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
 
 log = logging.getLogger("lbproxy")
 
+FLUSH_INTERVAL = 0.2     # seconds a line may wait before it is handed to the writer
+FLUSH_LINES = 256        # or this many lines, whichever comes first
+WARN_EVERY = 10.0        # seconds between two warnings about dropped lines
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
 
 class AccessLog:
-    def __init__(self, config: LogConfig) -> None:
+    def __init__(self, config: LogConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.target = config.access
-        self.clf = config.format == "clf"
-        self.stream: TextIO = self._open()
+        self.loop = loop
+        self.lines: list[str] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.warned = 0.0                  # when dropped lines were last reported
+        self.reported = 0                  # dropped lines reported so far
+        self.second = -1                   # the second the cached time stamp is for
+        self.stamp = ""
+        self.log = self.clf_line if config.format == "clf" else self.json_line
+        if self.target in ("stdout", "stderr"):
+            stream = sys.stdout if self.target == "stdout" else sys.stderr
+            stream.flush()                 # what was printed before goes out first
+            self.writer = LogWriter(stream.fileno(), False, config.buffer)
+        else:
+            self.writer = LogWriter(self._open(), True, config.buffer)
 
-    def _open(self) -> TextIO:
-        if self.target == "stdout":
-            return sys.stdout
-        if self.target == "stderr":
-            return sys.stderr
+    def _open(self) -> int:
         try:
-            return open(self.target, "a", buffering=1, encoding="utf-8")
+            return os.open(self.target, _OPEN_FLAGS, 0o644)
         except OSError as exc:
             raise OSError(f"cannot open the access log {self.target}: "
                           f"{exc.strerror or exc}") from exc
 
+    @property
+    def dropped(self) -> int:
+        """Lines that never reached the target: too many waiting, or refused by it."""
+        return self.writer.dropped + self.writer.failed
+
     def reopen(self) -> None:
         """SIGUSR1: reopen a log file after rotation. When the file cannot be opened
-        (say, its directory went away), the old stream is kept and the error logged."""
-        if self.stream in (sys.stdout, sys.stderr):
+        (say, its directory went away), the old one is kept and the error logged."""
+        if self.target in ("stdout", "stderr"):
             return
         try:
-            stream = self._open()
+            fd = self._open()
         except OSError as exc:
             log.error("%s; still writing to the file opened before", exc)
             return
-        self.stream.close()
-        self.stream = stream
+        self.flush()
+        self.writer.switch(fd)
 
-    def log(self, exchange: Exchange) -> None:
-        client = exchange.downstream
+    # one line per request (`log` is one of these two)
+
+    def json_line(self, exchange: Exchange) -> None:
         now = time.time()
-        duration_ms = round((client.time() - exchange.started) * 1000, 3) \
-            if exchange.started else 0.0
-        if self.clf:
-            stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
-            line = (f'{client.src} - - [{stamp}] "{exchange.method} {exchange.url} '
-                    f'HTTP/{exchange.req_ver}" {exchange.status} {exchange.resp_bytes}')
-        else:
-            line = json.dumps({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                + f".{int(now * 1000) % 1000:03d}Z",
-                "client": client.src, "client_port": client.src_port,
-                "frontend": exchange.frontend.name,
-                "backend": exchange.backend.name if exchange.backend else None,
-                "server": exchange.server.name if exchange.server else None,
-                "method": exchange.method, "url": exchange.url, "proto": exchange.req_ver,
-                "status": exchange.status, "bytes": exchange.resp_bytes,
-                "duration_ms": duration_ms, "retries": exchange.attempts,
-            }, separators=(",", ":"))
-        self.stream.write(line + "\n")
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            self.stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        client = exchange.downstream
+        backend = exchange.backend
+        server = exchange.server
+        started = exchange.started
+        error = exchange.error
+        self._add(
+            f'{{"time":"{self.stamp}{int((now - second) * 1000):03d}Z",'
+            f'"client":"{client.src}","client_port":{client.src_port},'
+            f'"frontend":{quoted(exchange.frontend.name)},'
+            f'"backend":{"null" if backend is None else quoted(backend.name)},'
+            f'"server":{"null" if server is None else quoted(server.name)},'
+            f'"method":{quoted(exchange.method_b.decode("latin-1"))},'
+            f'"url":{quoted(exchange.url_b.decode("latin-1"))},'
+            f'"proto":"{exchange.req_ver}","status":{exchange.status or -1},'
+            f'"bytes":{exchange.resp_bytes},'
+            f'"duration_ms":{(client.time() - started) * 1000 if started else 0.0:.3f},'
+            f'"retries":{exchange.attempts},"termination":"{exchange.termination}",'
+            f'"error":{"null" if error is None else quoted(error)}}}\n')
+
+    def clf_line(self, exchange: Exchange) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            self.stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+        url = exchange.url_b.decode("latin-1").replace('"', "%22")
+        self._add(f'{exchange.downstream.src} - - [{self.stamp}] '
+                  f'"{exchange.method_b.decode("latin-1")} {url} HTTP/{exchange.req_ver}" '
+                  f'{exchange.status or "-"} {exchange.resp_bytes}\n')
+
+    def _add(self, line: str) -> None:
+        lines = self.lines
+        lines.append(line)
+        if len(lines) == 1:
+            self.timer = self.loop.call_later(FLUSH_INTERVAL, self.flush)
+        elif len(lines) >= FLUSH_LINES:
+            self.flush()
+
+    # handing lines to the writer
 
     def flush(self) -> None:
-        self.stream.flush()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        lines = self.lines
+        if not lines:
+            return
+        self.lines = []
+        self.writer.write("".join(lines).encode("utf-8", "replace"), len(lines))
+        if self.dropped != self.reported:
+            self._warn_dropped()
+
+    def _warn_dropped(self) -> None:
+        """Say, at most every WARN_EVERY seconds, that lines are being lost and why."""
+        now = self.loop.time()
+        if now - self.warned < WARN_EVERY:
+            return
+        writer = self.writer
+        why = (f"writing failed: {writer.last_error}" if writer.failed else
+               f"{writer.pending // 1024} KiB wait for it to read them")
+        log.warning("access log: %s is not taking lines (%s); %d lines dropped so far",
+                    self.target, why, self.dropped)
+        self.warned = now
+        self.reported = self.dropped
+
+    def close(self, timeout: float) -> None:
+        """Flush, then let the writer finish: wait up to `timeout` seconds (0 at a reload,
+        where the loop must not wait; the thread ends by itself once it has written)."""
+        self.flush()
+        if not self.writer.close(timeout) and timeout:
+            log.warning("access log: %s did not take the last %d KiB in time",
+                        self.target, self.writer.pending // 1024)
 
 
-def make_access_log(config: LogConfig) -> AccessLog | None:
-    return None if config.format == "off" else AccessLog(config)
+def make_access_log(config: LogConfig, loop: asyncio.AbstractEventLoop) -> AccessLog | None:
+    return None if config.format == "off" else AccessLog(config, loop)

@@ -46,7 +46,7 @@ from lbproxy.tables import open_store
 log = logging.getLogger("lbproxy")
 
 STOP_GRACE = 30.0          # seconds in-flight requests get on SIGTERM
-LOG_FLUSH_INTERVAL = 0.5   # access log lines reach a pipe within this delay
+LOG_CLOSE_TIMEOUT = 1.0    # then seconds the last access-log lines get to go out
 
 ListenKey = tuple[str, int]
 
@@ -71,7 +71,7 @@ class Engine:
         self.loop = loop or asyncio.get_running_loop()
         self.started = time.time()
         self.state = ProxyState(self.loop, config.global_.max_connections)
-        self.access_log: AccessLog | None = make_access_log(config.global_.log)
+        self.access_log: AccessLog | None = make_access_log(config.global_.log, self.loop)
         self.backends: dict[str, Backend] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         for backend_config in config.backends.values():
@@ -89,8 +89,8 @@ class Engine:
         self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
         # called with (old, new) after a reload was applied (the admin server's restart)
         self.on_reload: list[Callable[[Config, Config], Awaitable[None]]] = []
-        self._housekeeping: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
+        self._old_logs_dropped = 0       # lines dropped by access logs a reload replaced
 
     def _add_backend(self, config: BackendConfig) -> Backend:
         """A backend, and the dispatcher that sends it its requests."""
@@ -121,8 +121,6 @@ class Engine:
         for backend in self.backends.values():
             start_watchers(backend, self.active_checks)
         self.state.start()
-        if self.access_log is not None:
-            self._housekeeping = self.loop.create_task(self._flush_logs())
 
     def close_listeners(self) -> None:
         """Stop listening at once (a start that failed after the listeners were bound)."""
@@ -188,11 +186,11 @@ class Engine:
         """Where the listeners are bound."""
         return [listener.address for listener in self.listeners.values()]
 
-    async def _flush_logs(self) -> None:
-        while True:
-            await asyncio.sleep(LOG_FLUSH_INTERVAL)
-            if self.access_log is not None:
-                self.access_log.flush()
+    @property
+    def log_lines_dropped(self) -> int:
+        """Access-log lines lost since the start (for /metrics)."""
+        current = self.access_log.dropped if self.access_log is not None else 0
+        return self._old_logs_dropped + current
 
     # reload
 
@@ -202,17 +200,24 @@ class Engine:
         if self.path is None:
             return ["no configuration file to reload (the proxy was started without one)"]
         async with self._reloading:
+            access_log = self.access_log
             try:
                 config = load_checked(self.path)
                 access_log = self._reopen_log(config)
                 binds = self._bind(config)
             except ConfigError as exc:
+                self._discard_log(access_log)
                 log.error("reload refused, the previous configuration keeps running:\n%s", exc)
                 return exc.errors
             except OSError as exc:       # it names the address or the file
+                self._discard_log(access_log)
                 log.error("reload refused, the previous configuration keeps running: %s", exc)
                 return [str(exc)]
+            old_log = self.access_log
             await self._apply(config, binds, access_log)
+            if old_log is not None and old_log is not access_log:
+                old_log.close(0.0)          # its thread writes what it has, then ends
+                self._old_logs_dropped += old_log.dropped
             log.info("configuration reloaded from %s", self.path)
             return []
 
@@ -222,7 +227,12 @@ class Engine:
         refuses the reload instead of leaving it half done)."""
         if config.global_.log == self.config.global_.log:
             return self.access_log
-        return make_access_log(config.global_.log)
+        return make_access_log(config.global_.log, self.loop)
+
+    def _discard_log(self, access_log: AccessLog | None) -> None:
+        """A refused reload: close the access log it had opened, if any."""
+        if access_log is not None and access_log is not self.access_log:
+            access_log.close(0.0)
 
     async def _apply(self, config: Config, binds: list[_Bind],
                      access_log: AccessLog | None) -> None:
@@ -283,10 +293,8 @@ class Engine:
             await stop_watchers(backend)
             backend.stop()
         await self.store.close()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
         if self.access_log is not None:
-            self.access_log.flush()
+            self.access_log.close(LOG_CLOSE_TIMEOUT)
         await state.close()
 
 

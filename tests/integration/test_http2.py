@@ -257,3 +257,31 @@ def test_graceful_stop_sends_goaway_and_lets_streams_finish(h2):
     assert goaway.error_code == NO_ERROR and goaway.last_stream_id == stream
     assert client.response(stream).status == 200
     assert client.wait_closed()
+
+
+def test_every_stream_gets_one_log_line(backends, proxy, tmp_path):
+    """Served, malformed (reset), over the header limit (431), reset by the client."""
+    (app,) = backends(1)
+    log_path = tmp_path / "access.log"
+    config = simple_config([app.port], http2={"max_header_list_size": "16k"},
+                           **{"global": {"log": {"access": str(log_path)}}})
+    h2c = free_port()
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{h2c}", "h2c": True}]
+    p = proxy(config)
+    client = RawH2(h2c)
+    assert client.response(client.request("/ok")).status == 200
+    bad = client.new_id()
+    client.headers(bad, request_headers("/Bad", extra=[("Upper", "x")]))
+    assert client.response(bad).reset == PROTOCOL_ERROR
+    assert client.response(client.request("/big", extra=[("x-big", "v" * 20000)])).status == 431
+    slow = client.request("/slow/3000")
+    wait_for(lambda: p.call(lambda: p.engine.backends["app"].in_flight) == 1)
+    client.rst(slow)
+    wait_for(lambda: p.call(lambda: p.engine.backends["app"].in_flight) == 0)
+    p.stop()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(line["status"], line["termination"], line["error"], line["proto"])
+            for line in lines] == [(200, "--", None, "2"), (-1, "PR", "bad-request", "2"),
+                                   (431, "PR", "header-too-large", "2"),
+                                   (-1, "CH", "client-closed", "2")]
+    assert lines[0]["url"] == "/ok" and lines[3]["url"] == "/slow/3000"

@@ -145,6 +145,42 @@ def test_access_log_json_lines(backends, tmp_path):
     assert record["method"] == "GET" and record["client"] == "127.0.0.1"
 
 
+def test_a_stdout_nobody_reads_costs_log_lines_never_service(backends, tmp_path):
+    """A stalled log reader (a pipe never read: a stuck log driver) must not freeze the
+    proxy: lines past `buffer` are dropped and counted, requests and SIGTERM still work."""
+    import http.client
+    import time
+
+    (app,) = backends(1)
+    config = simple_config([app.port], **{"global": {"log": {"access": "stdout",
+                                                              "buffer": "64k"}}})
+    stats_port = free_port()
+    config["stats"] = {"bind": f"127.0.0.1:{stats_port}"}
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    path = write_config(config, str(tmp_path))
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:   # its stdout: never read
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for i in range(3000):                       # ~700 KB of lines: pipe and buffer fill
+            conn.request("GET", f"/bytes/1?n={i}")
+            response = conn.getresponse()
+            assert response.status == 200
+            response.read()
+        conn.close()
+
+        def dropped() -> float:
+            metrics = get(stats_port, "/metrics").body.decode()
+            line = next(line for line in metrics.splitlines()
+                        if line.startswith("lbproxy_access_log_dropped_lines_total "))
+            return float(line.split()[1])
+        wait_for(lambda: dropped() > 0, 5)
+        assert get(port, "/bytes/3").status == 200          # still serving
+        started = time.monotonic()
+        lb.signal(signal.SIGTERM)
+        assert lb.wait(10) == 0
+        assert time.monotonic() - started < 5
+        assert b"access log: stdout is not taking lines" in lb.proc.stderr.read()
+
+
 def test_busy_port_fails_whole(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -197,6 +197,37 @@ def test_server_dying_mid_response_cuts_only_that_client(backends, proxy):
         truncated.close()
 
 
+def test_a_cut_response_is_logged_and_counted(proxy, tmp_path):
+    """Both framings cut short: the client is cut off, the line says how far it got."""
+    import json
+
+    heads = {"length": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+             "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"}
+    servers = {"length": RawServer(heads["length"] + b"only part"),
+               "chunked": RawServer(heads["chunked"] + b"9\r\nonly part\r\n")}
+    log_path = tmp_path / "access.log"
+    try:
+        for framing, server in servers.items():
+            config = simple_config([server.port], **{"global": {"log": {
+                "access": str(log_path), "format": "json"}}})
+            p = proxy(config)
+            with connect(p.port) as sock:
+                sock.sendall(f"GET /{framing} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                reader = Reader(sock)
+                assert reader.closed()
+                assert reader.buf.startswith(b"HTTP/1.1 200 OK")
+            assert p.call(lambda: p.engine.backends["app"].servers[0].failures) == 1
+            p.stop()
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+        assert [line["url"] for line in lines] == ["/length", "/chunked"]
+        for line, framing in zip(lines, ("length", "chunked")):
+            assert (line["status"], line["termination"], line["error"]) == (200, "SD", "aborted")
+            assert line["bytes"] == len(servers[framing].answer)
+    finally:
+        for server in servers.values():
+            server.close()
+
+
 def test_maxconn_queues_new_clients_in_the_backlog(backends, proxy):
     (app,) = backends(1)
     p = proxy(simple_config([app.port], maxconn=2))

@@ -90,6 +90,15 @@ class FakeLoop:
         self.tasks.append(coro)
         return coro
 
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+        """A timer that never fires (the access log's flush: tests flush themselves)."""
+        return Timer()
+
+
+class Timer:
+    def cancel(self) -> None:
+        pass
+
 
 class TestPool(ServerPool):
     __test__ = False

@@ -36,7 +36,8 @@ def fake_engine(requests: int, up: bool, latency: list[int], pool: int = 2) -> S
                                h2_requests=requests // 2, h2_protocol_errors=0,
                                h2_abuse={"rapid_reset": 1})
     return SimpleNamespace(frontends={"web": frontend}, backends={"app": backend},
-                           autoscale={"app": {"current": pool, "desired": pool + 1}})
+                           autoscale={"app": {"current": pool, "desired": pool + 1}},
+                           log_lines_dropped=requests)
 
 
 def test_merge_metrics_of_two_real_workers():
@@ -54,6 +55,7 @@ def test_merge_metrics_of_two_real_workers():
     assert got["lbproxy_backend_active_servers", (("backend", "app"),)] == 1
     assert got["lbproxy_autoscale_desired_servers", (("pool", "app"),)] == 3
     assert got["lbproxy_server_current_sessions", server] == 4     # load: summed
+    assert got["lbproxy_access_log_dropped_lines_total", ()] == 12
     assert got["lbproxy_frontend_max_sessions", (("frontend", "web"),)] == 8
     assert got["lbproxy_server_http_responses_total", (*server[:1], ("code", "5xx"),
                                                         *server[1:])] == 2

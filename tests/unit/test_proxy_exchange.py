@@ -46,8 +46,9 @@ class RecordingDownstream:
     def flush(self, end: bool) -> None:
         self.events.append(("flush", end))
 
-    def answer(self, exchange, answer) -> None:
+    def answer(self, exchange, answer) -> int:
         self.events.append(("answer", answer.status))
+        return len(answer.body)
 
     def start_tunnel(self, upstream, data) -> None:
         self.events.append(("tunnel", data))
