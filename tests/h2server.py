@@ -36,6 +36,7 @@ class H2Server:
         self.goaway_last: int | None = None   # send GOAWAY(last) on the next request
         self.pings = 0
         self.most_open = 0         # most streams open at once on one connection
+        self.extra_headers: list[tuple[str, str]] = []   # added to every response head
         self.port = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,7 +130,8 @@ class H2Server:
         body = request.body or b"ok"
         try:
             conn.send_headers(request.stream_id, [(":status", "200"),
-                                                  ("content-type", "text/plain")])
+                                                  ("content-type", "text/plain"),
+                                                  *self.extra_headers])
             conn.send_data(request.stream_id, body)
             conn.send_headers(request.stream_id, [("x-trailer", "done")], end_stream=True)
             writer.write(conn.data_to_send())

@@ -14,7 +14,7 @@ from lbproxy.config.durations import parse_address
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Section, address, boolean, choice, duration, int_range,
                                    integer, name, nonempty, positive_duration, readable_file,
-                                   section, text, token, tuple_of, uri_path)
+                                   section, size, text, token, tuple_of, uri_path)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, BACKEND_PROTOCOLS,
                                    COOKIE_MODES,
@@ -26,6 +26,7 @@ from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, BACKEND_PROT
 _BALANCE = re.compile(r"([a-z_-]+)\s*(?:\((.*)\))?")
 MAX_WEIGHT = 256
 MAX_PORT = 65535
+MIN_HEAD_LIMIT = 1024      # no real response head is smaller
 
 
 def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
@@ -42,12 +43,20 @@ def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
         "http_reuse": choice("http_reuse mode", HTTP_REUSE),
         "maxconn": integer(0),
         "proto": choice("backend protocol", BACKEND_PROTOCOLS),
+        "max_response_header_size": _head_limit,
         "timeouts": timeouts(defaults.timeouts),
         "servers": tuple_of(_SERVER, unique_by="name"),
         "server_template": _SERVER_TEMPLATE,
         "stick_table": lambda n: stick_table(name, n),
     }, name=name, balance=balance, balance_arg=balance_arg, retries=defaults.retries,
         redispatch=defaults.redispatch, timeouts=defaults.timeouts)
+
+
+def _head_limit(node: Node) -> int:
+    value = size(node)
+    if value < MIN_HEAD_LIMIT:
+        raise ValueError(f"expected at least {MIN_HEAD_LIMIT // 1024}k, got {node.value}")
+    return value
 
 
 def _balance(node: Node) -> tuple[str, str | None]:

@@ -342,6 +342,7 @@ class BackendConfig:
     http_reuse: str = "safe"
     maxconn: int = 0
     proto: str = "h1"               # h2: HTTP/2 to the servers (h2c, or ALPN h2 over TLS)
+    max_response_header_size: int = 65536    # a larger response head is a 502
     timeouts: TimeoutsConfig = TimeoutsConfig()
     servers: tuple[ServerConfig, ...] = ()
     server_template: ServerTemplateConfig | None = None

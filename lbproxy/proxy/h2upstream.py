@@ -22,8 +22,9 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING
 
-from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, REFUSED,
-                                       RESPONSE_TIMEOUT)
+from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE,
+                                       JUNK_RESPONSE, REFUSED, RESPONSE_TIMEOUT)
+from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
 from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
@@ -40,16 +41,18 @@ if TYPE_CHECKING:
 IDLE_TIMEOUT = 60.0       # an idle connection is closed after this long
 PING_INTERVAL = 10.0      # an idle connection is pinged this often...
 PING_TIMEOUT = 5.0        # ...and closed when the answer takes longer than this
-UPSTREAM_SETTINGS = Settings(max_concurrent_streams=100, initial_window_size=1 << 20,
-                             max_header_list_size=64 * 1024)
 
 
 class H2ServerPool:
     def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
-                 ssl: object = None, server_hostname: str | None = None) -> None:
+                 max_head: int = 64 * 1024, ssl: object = None,
+                 server_hostname: str | None = None) -> None:
         self.server = server
         self.state = state
         self.connect_timeout = connect_timeout
+        # what its connections advertise: a response head list up to `max_head`
+        self.settings = Settings(max_concurrent_streams=100, initial_window_size=1 << 20,
+                                 max_header_list_size=max_head)
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.scheme = b"https" if ssl is not None else b"http"
@@ -138,7 +141,7 @@ class H2ServerConnection:
         self.state = pool.state
         self.time = pool.state.time
         self.transport: asyncio.Transport | None = None
-        self.h2 = Connection(self, client=True, settings=UPSTREAM_SETTINGS, clock=self.time)
+        self.h2 = Connection(self, client=True, settings=pool.settings, clock=self.time)
         self.active: set[H2UpstreamStream] = set()
         self.deadline = 0.0
         self.ping_sent = 0.0
@@ -283,8 +286,9 @@ class H2ServerConnection:
             self.transport.close()
 
     def on_oversized(self, stream: Stream) -> None:
+        """A response head over the backend's `max_response_header_size`."""
         if stream.handle is not None:
-            stream.handle.on_reset(f.PROTOCOL_ERROR)
+            stream.handle.failed(JUNK_RESPONSE, RESPONSE_HEAD_TOO_LARGE)
 
 
 class H2UpstreamStream:
@@ -376,7 +380,7 @@ class H2UpstreamStream:
             return
         status, hparts, length = response_head(headers)
         if status is None:
-            self._failed(ABORTED)
+            self.failed(ABORTED)
             return
         if status < 200:
             if status == 100 and exchange.expect_continue:
@@ -397,7 +401,7 @@ class H2UpstreamStream:
         exchange = self.exchange
         if not self.responded:
             self.connection.h2.ack(self.stream, size)
-            self._failed(ABORTED)
+            self.failed(ABORTED)
             return
         self.deadline = self.connection.time() + self.server_timeout
         exchange.resp_bytes += size
@@ -428,9 +432,9 @@ class H2UpstreamStream:
         self._detach_timer()
         exchange.response_done(self, True)
 
-    def _failed(self, kind: str) -> None:
+    def failed(self, kind: str, error: str | None = None) -> None:
         self.close()
-        self.exchange.upstream_failed(kind)
+        self.exchange.upstream_failed(kind, error)
 
     # ends
 

@@ -22,6 +22,7 @@ from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.answers import STATUS_LINES
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
                                   UPGRADE, connection_header, strip_named)
+from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.proxy.flow import FlowControl
 from lbproxy.proxy.h2upstream import H2ServerPool
 from lbproxy.proxy.request import forwarded_parts
@@ -48,11 +49,13 @@ class ServerPool:
     """Idle keep-alive connections to one server, and the way to open new ones."""
 
     def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
-                 reuse: bool, ssl: object = None, server_hostname: str | None = None) -> None:
+                 reuse: bool, max_head: int = 65536, ssl: object = None,
+                 server_hostname: str | None = None) -> None:
         self.server = server
         self.state = state
         self.connect_timeout = connect_timeout
         self.reuse = reuse
+        self.max_head = max_head        # bytes of a response head, 1xx heads included
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.idle: list[UpstreamProtocol] = []
@@ -130,9 +133,11 @@ def make_pool(state: ProxyState, server: Server, config: ServerConfig,
         hostname = server_hostname(config.tls, config.address.host)
     if h2:
         return H2ServerPool(server, state, connect_timeout=backend.timeouts.connect,
-                            ssl=context, server_hostname=hostname)
+                            max_head=backend.max_response_header_size, ssl=context,
+                            server_hostname=hostname)
     return ServerPool(server, state, connect_timeout=backend.timeouts.connect,
-                      reuse=backend.http_reuse != "never", ssl=context,
+                      reuse=backend.http_reuse != "never",
+                      max_head=backend.max_response_header_size, ssl=context,
                       server_hostname=hostname)
 
 
@@ -156,6 +161,10 @@ def request_head(exchange: Exchange) -> bytes:
     return b"".join(parts)
 
 
+class ResponseHeadTooLarge(Exception):
+    """Raised in a parser callback: stops the parse, the response is refused."""
+
+
 class UpstreamProtocol(asyncio.Protocol):
     """One connection to a server; relays each response to the exchange it serves."""
 
@@ -175,6 +184,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.chunked_request = False        # the request body goes out chunked
         self.request_ended = False          # its last chunk was sent
         self.received = False               # any byte of the response arrived
+        # bytes received since the response began, while its head is incomplete (-1 after)
+        self.head_seen = -1
         # per response (reset by on_message_begin)
         self.in_body = False
         self.informational = False
@@ -225,6 +236,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received = True
         self.deadline = self.time() + self.server_timeout
         exchange.resp_bytes += len(data)
+        if self.head_seen >= 0:
+            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -235,6 +248,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self._fail(exchange)
             return
         except httptools.HttpParserError:
+            self._fail(exchange)
+            return
+        if self.head_seen > self.pool.max_head:     # a head that goes on and on
             self._fail(exchange)
             return
         self.downstream.flush(self.done)
@@ -259,6 +275,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.exchange = exchange
         downstream = self.downstream = exchange.downstream
         self.received = False
+        self.head_seen = 0
         self.server_timeout = exchange.backend.server_timeout
         self.deadline = self.time() + self.server_timeout
         if downstream.write_paused:
@@ -336,6 +353,9 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         status = self.parser.get_status_code()
+        max_head = self.pool.max_head
+        if self.head_seen > max_head and sum(map(len, self.hparts)) > max_head:
+            raise ResponseHeadTooLarge      # (a cheap bound first: what arrived so far)
         hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
                                                                         self.extra_hop)
         if status < 200:
@@ -349,6 +369,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.downstream.informational(100)
             return
         self.in_body = True
+        self.head_seen = -1
         exchange.response_head(status, hparts, self.length)
         if exchange.is_head:
             # httptools cannot be told the body is absent, so this connection is done.
@@ -374,10 +395,12 @@ class UpstreamProtocol(asyncio.Protocol):
     # failures
 
     def _fail(self, exchange: Exchange) -> None:
+        """An invalid response, or a head over `max_response_header_size`."""
+        too_large = self.head_seen > self.pool.max_head
         self.downstream.flush(False)
         self.exchange = None
         self.close()
-        exchange.upstream_failed(JUNK_RESPONSE)
+        exchange.upstream_failed(JUNK_RESPONSE, RESPONSE_HEAD_TOO_LARGE if too_large else None)
 
     def timed_out(self) -> None:
         exchange = self.exchange

@@ -100,3 +100,12 @@ def test_reload_sends_goaway_to_http2_clients(server, proxy):
     p.loop.call_soon_threadsafe(lambda: p.loop.create_task(p.engine.reload()))
     goaway = client.wait_goaway()
     assert goaway.error_code == 0 and goaway.last_stream_id == stream
+
+
+def test_a_response_head_over_the_limit_is_a_502(server, proxy):
+    p, _ = h2_proxy(proxy, server.port)
+    server.extra_headers = [("x-big", "v" * 70000)]
+    assert get(p.port, "/").status == 502
+    assert p.call(lambda: p.engine.backends["app"].servers[0].failures) == 1
+    server.extra_headers = []
+    assert get(p.port, "/").status == 200

@@ -181,6 +181,61 @@ def test_a_stdout_nobody_reads_costs_log_lines_never_service(backends, tmp_path)
         assert b"access log: stdout is not taking lines" in lb.proc.stderr.read()
 
 
+class EndlessHeadServer:
+    """Answers every request with a response head of `size` bytes of headers."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        line = b"X-Junk: " + b"j" * 1014 + b"\r\n"          # 1 KiB per header line
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                    for _ in range(self.size // len(line)):
+                        conn.sendall(line)
+                except OSError:                # the proxy hung up: expected
+                    pass
+
+
+def test_a_server_sending_an_endless_head_gets_502_and_memory_stays_flat(tmp_path):
+    """A 20 MB response head is cut at `max_response_header_size`: a 502, the server
+    counted as failed, a log line; ten of them do not grow the proxy's memory."""
+    import json
+
+    server = EndlessHeadServer(20 * 1024 * 1024)
+    log_path = tmp_path / "access.log"
+    config = simple_config([server.port], **{"global": {"log": {"access": str(log_path)}}})
+    stats_port = free_port()
+    config["stats"] = {"bind": f"127.0.0.1:{stats_port}"}
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    path = write_config(config, str(tmp_path))
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
+        assert get(port, "/warm-up").status == 502
+        rss_before = lb.rss_kb()
+        for i in range(10):
+            assert get(port, f"/{i}").status == 502
+        assert lb.rss_kb() - rss_before < 10 * 1024, "RSS grew more than 10 MB"
+        metrics = get(stats_port, "/metrics").body.decode()
+        assert 'lbproxy_server_check_failures_total{backend="app",server="app1"} 11.0' in metrics
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+    server.sock.close()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(lines) == 11
+    assert {(line["status"], line["termination"], line["error"]) for line in lines} == {
+        (502, "SH", "response-header-too-large")}
+
+
 def test_busy_port_fails_whole(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

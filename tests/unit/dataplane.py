@@ -166,7 +166,8 @@ class DataPlane:
 
     def _make_pool(self, server: Any, _config: Any, backend: Any) -> TestPool:
         return TestPool(self.lost, server, self.state, connect_timeout=backend.timeouts.connect,
-                        reuse=backend.http_reuse != "never")
+                        reuse=backend.http_reuse != "never",
+                        max_head=backend.max_response_header_size)
 
     def pool(self, server: str, backend: str = "app") -> TestPool:
         return self.engine.backends[backend].server(server).pool

@@ -230,3 +230,33 @@ def test_a_tunnel_is_logged_once_at_its_101(plane_lines):
     client.transport.close()
     plane.settle()
     assert lines.only()["status"] == 101 and lines.only()["termination"] == "--"
+
+
+@pytest.mark.parametrize("pieces", [1, 40], ids=["one-read", "many-reads"])
+def test_a_response_head_over_the_limit_is_a_502_and_a_server_failure(pieces):
+    plane, lines = make(backend={"max_response_header_size": "16k"})
+    client = plane.connect()
+    client.send(get("/"))
+    upstream, server = plane.pool("app1").open()
+    head = (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 500)
+                                             for i in range(40)) + b"Content-Length: 0\r\n\r\n")
+    size = len(head) // pieces + 1
+    for start in range(0, len(head), size):
+        if not server.closed:
+            upstream.data_received(head[start:start + size])
+    assert server.closed
+    assert client.received().startswith(b"HTTP/1.1 502 ")
+    line = lines.only()
+    assert (line["termination"], line["error"]) == ("SH", "response-header-too-large")
+    assert plane.engine.backends["app"].server("app1").failures == 1
+
+
+def test_a_response_head_just_under_the_limit_passes():
+    plane, lines = make(backend={"max_response_header_size": "16k"})
+    client = plane.connect()
+    client.send(get("/"))
+    upstream, _ = plane.pool("app1").open()
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 15000 +
+                           b"\r\nContent-Length: 2\r\n\r\nok")
+    assert client.received().startswith(b"HTTP/1.1 200 ")
+    assert lines.only()["termination"] == "--"
