@@ -99,8 +99,9 @@ class Backend:
         self.changed(None, "reload")
 
     def _update_server(self, server: Server, config: ServerConfig) -> None:
-        """New settings for an existing server; a new address or TLS gets a new pool."""
-        if (config.address, config.tls) != (server.address, server.pool_config):
+        """New settings for an existing server; a new address, TLS or connection setting
+        of the backend gets a new pool."""
+        if (config.address, self._pool_key(config)) != (server.address, server.pool_config):
             old_pool = server.pool
             server.address = config.address
             self._attach_pool(server, config)
@@ -126,7 +127,13 @@ class Backend:
 
     def _attach_pool(self, server: Server, config: ServerConfig) -> None:
         server.pool = self.make_pool(server, config, self.config)
-        server.pool_config = config.tls
+        server.pool_config = self._pool_key(config)
+
+    def _pool_key(self, config: ServerConfig) -> tuple:
+        """What a server's connection pool is built from, besides its address."""
+        backend = self.config
+        return (config.tls, backend.proto, backend.http_reuse, backend.timeouts.connect,
+                backend.max_response_header_size)
 
     def _split(self) -> tuple[list[Server], list[Server]]:
         """The normal servers and the backup servers, each in configured order."""

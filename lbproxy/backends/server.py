@@ -55,7 +55,7 @@ class Server:
         self.bytes_in = 0               # request bytes sent to the server
         self.bytes_out = 0              # response body bytes received from it
         self.pool = None                # lbproxy.proxy.upstream.ServerPool, set by the engine
-        self.pool_config = None         # the ServerTLSConfig the pool was built with
+        self.pool_config: tuple = ()    # what the pool was built with (Backend._pool_key)
         self.max_in_flight = 0          # peak of in_flight
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)   # last slot: over the top
         self.latency_sum = 0.0

@@ -177,6 +177,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.deadline = 0.0
         self.hparts: list[bytes] = []       # response headers as name, ": ", value, CRLF
+        self.max_head = pool.max_head
         # per exchange
         self.exchange: Exchange | None = None
         self.downstream: Downstream | None = None
@@ -236,8 +237,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received = True
         self.deadline = self.time() + self.server_timeout
         exchange.resp_bytes += len(data)
-        if self.head_seen >= 0:
-            self.head_seen += len(data)
+        head_seen = self.head_seen
+        if head_seen >= 0:
+            self.head_seen = head_seen + len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -250,7 +252,7 @@ class UpstreamProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(exchange)
             return
-        if self.head_seen > self.pool.max_head:     # a head that goes on and on
+        if self.head_seen > self.max_head:     # a head that goes on and on
             self._fail(exchange)
             return
         self.downstream.flush(self.done)
@@ -353,7 +355,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         status = self.parser.get_status_code()
-        max_head = self.pool.max_head
+        max_head = self.max_head
         if self.head_seen > max_head and sum(map(len, self.hparts)) > max_head:
             raise ResponseHeadTooLarge      # (a cheap bound first: what arrived so far)
         hparts = self.hparts if self.extra_hop is None else strip_named(self.hparts,
@@ -396,7 +398,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _fail(self, exchange: Exchange) -> None:
         """An invalid response, or a head over `max_response_header_size`."""
-        too_large = self.head_seen > self.pool.max_head
+        too_large = self.head_seen > self.max_head
         self.downstream.flush(False)
         self.exchange = None
         self.close()

@@ -84,3 +84,18 @@ def test_informational_responses_other_than_100_are_not_relayed():
     client, upstream, _ = one_exchange(plane)
     upstream.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK)
     assert client.received() == OK
+
+
+def test_a_reload_that_changes_how_servers_are_connected_rebuilds_their_pools():
+    import dataclasses
+
+    plane = DataPlane(config())
+    backend = plane.engine.backends["app"]
+    pool = plane.pool("app1")
+    backend.reconfigure(dataclasses.replace(backend.config, retries=1))
+    assert plane.pool("app1") is pool                  # nothing about connections changed
+    for change in ({"max_response_header_size": 16384}, {"http_reuse": "never"},
+                   {"proto": "h2"}):
+        backend.reconfigure(dataclasses.replace(backend.config, **change))
+        assert plane.pool("app1") is not pool, change
+        pool = plane.pool("app1")
