@@ -89,6 +89,21 @@ SERVER = (
 )
 
 
+PROCESS = (
+    Spec("access_log_dropped_lines_total", True,
+         "Access-log lines lost: the target did not take them in time, or refused them.",
+         lambda e: e.log_lines_dropped),
+    Spec("out_of_fds_total", True,
+         "Connections to servers and health checks that failed: no file descriptor left.",
+         lambda e: e.state.out_of_fds),
+    Spec("max_connections", False, "Client connections accepted at once: "
+         "global.max_connections, capped by the open-files limit.",
+         lambda e: e.state.max_connections),
+    Spec("open_files_limit", False, "The process's open-files limit.",
+         lambda e: e.state.fd_limit),
+)
+
+
 def _families(specs: Sequence[Spec], labels: list[str], rows: Rows) -> Iterator[Metric]:
     for spec in specs:
         kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
@@ -160,9 +175,7 @@ class EngineCollector(Collector):
         yield _by_protocol(frontends)
         yield _http2_abuse(frontends)
         yield _latency(["backend", "server"], servers)
-        yield CounterMetricFamily("lbproxy_access_log_dropped_lines_total",
-                                  "Access-log lines lost: the target did not take them in "
-                                  "time, or refused them.", value=self.engine.log_lines_dropped)
+        yield from _families(PROCESS, [], [([], self.engine)])
         for field, text in (("current", "servers the autoscaler counted"),
                             ("desired", "servers the autoscaler wants")):
             family = GaugeMetricFamily(f"lbproxy_autoscale_{field}_servers",

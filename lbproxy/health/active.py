@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from lbproxy.backends.server import MAINT
 from lbproxy.config.schema import Address, HealthCheckConfig
 from lbproxy.health.grpc import grpc_probe
+from lbproxy.proxy.state import OUT_OF_FDS
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -126,6 +127,8 @@ async def probe(address: Address, timeout: float, request: bytes | None = None,
     except ConnectionRefusedError:
         return False, "Layer4 connection refused"
     except OSError as exc:
+        if exc.errno in OUT_OF_FDS:
+            raise                   # the proxy's own trouble: no verdict on the server
         return False, f"Layer{layer} connection problem: {exc.strerror or exc}"
     except ValueError:              # a status line over the stream's 64 KiB limit
         return False, "Layer7 invalid response"
@@ -177,13 +180,17 @@ class ActiveChecker:
         while True:
             started = loop.time()
             if server.admin != MAINT:
-                if check.type == "grpc":
-                    ok, reason = await grpc_probe(server.address, check.timeout,
-                                                  check.service, check.port)
+                try:
+                    if check.type == "grpc":
+                        ok, reason = await grpc_probe(server.address, check.timeout,
+                                                      check.service, check.port)
+                    else:
+                        ok, reason = await probe(server.address, check.timeout, request,
+                                                 check.expect_status, check.port)
+                except OSError as exc:          # out of descriptors: counted, not recorded
+                    self.backend.state.out_of_fds_in(exc, server)
                 else:
-                    ok, reason = await probe(server.address, check.timeout, request,
-                                             check.expect_status, check.port)
-                self._record(server, health, ok, reason)
+                    self._record(server, health, ok, reason)
             await asyncio.sleep(max(0.0, started + check.interval - loop.time()))
 
     def _record(self, server: Server, health: Health, ok: bool, reason: str) -> None:

@@ -15,6 +15,7 @@ import struct
 from lbproxy.config.schema import Address
 from lbproxy.http2.connection import Connection, Settings, Stream
 from lbproxy.http2.messages import Header
+from lbproxy.proxy.state import OUT_OF_FDS
 
 PATH = b"/grpc.health.v1.Health/Check"
 SERVING = 1
@@ -125,6 +126,8 @@ async def grpc_probe(address: Address, timeout: float, service: str = "",
     except ConnectionRefusedError:
         return False, "Layer4 connection refused"
     except OSError as exc:
+        if exc.errno in OUT_OF_FDS:
+            raise                   # the proxy's own trouble: no verdict on the server
         return False, f"Layer{layer} connection problem: {exc.strerror or exc}"
     return verdict(answer)
 

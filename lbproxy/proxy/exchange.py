@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import CONNECT_FAILURE, RESPONSE_TIMEOUT
 from lbproxy.http.answers import error_answer
-from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND
+from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND, OUT_OF_FDS
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
 from lbproxy.proxy.request import Request
 from lbproxy.tables.stick_table import StickTable, is_http_error
@@ -217,6 +217,16 @@ class Exchange(Request):
         else:
             self.respond(error_answer(503 if kind == CONNECT_FAILURE else
                                       504 if kind == RESPONSE_TIMEOUT else 502))
+
+    def connect_failed(self, out_of_fds: bool) -> None:
+        """No connection to the server. When the process had no descriptor left, it is
+        not the server's failure (no retry, no health penalty): a 503 now."""
+        if not out_of_fds:
+            self.upstream_failed(CONNECT_FAILURE)
+            return
+        self.dispatcher.release(self, True)
+        self.set_termination("R", OUT_OF_FDS, "C")
+        self.respond(error_answer(503))
 
     def tunnel_started(self, upstream: UpstreamProtocol, data: bytes) -> None:
         """The server switched protocols: count and log the 101 and hand both ends to the

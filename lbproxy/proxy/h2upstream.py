@@ -22,8 +22,8 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING
 
-from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE,
-                                       JUNK_RESPONSE, REFUSED, RESPONSE_TIMEOUT)
+from lbproxy.backends.outcomes import (ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, REFUSED,
+                                       RESPONSE_TIMEOUT)
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
@@ -92,13 +92,14 @@ class H2ServerPool:
             _, connection = await asyncio.wait_for(coro, self.connect_timeout)
             if connection.transport is None:         # no h2 by ALPN
                 raise OSError("the server does not speak HTTP/2")
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
             self.opening = False
             waiting, self.waiting = self.waiting, deque()
+            no_fd = self.state.out_of_fds_in(exc, self.server)
             for exchange in waiting:
                 if exchange.connecting is self:
                     exchange.connecting = None
-                    exchange.upstream_failed(CONNECT_FAILURE)
+                    exchange.connect_failed(no_fd)
 
     def serve_waiting(self) -> None:
         """Put waiting exchanges on connections with room; if some are left and no

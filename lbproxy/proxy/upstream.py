@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from lbproxy.backends.outcomes import (ABORTED, CONNECT_FAILURE, EMPTY_RESPONSE, JUNK_RESPONSE,
-                                       RESPONSE_TIMEOUT)
+from lbproxy.backends.outcomes import ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, RESPONSE_TIMEOUT
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.answers import STATUS_LINES
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
@@ -87,10 +86,11 @@ class ServerPool:
                                               ssl=self.ssl,
                                               server_hostname=self.server_hostname)
             _, upstream = await asyncio.wait_for(coro, self.connect_timeout)
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            no_fd = self.state.out_of_fds_in(exc, self.server)
             if exchange.connecting is self:
                 exchange.connecting = None
-                exchange.upstream_failed(CONNECT_FAILURE)
+                exchange.connect_failed(no_fd)
             return
         if exchange.connecting is self:
             exchange.connecting = None

@@ -266,7 +266,8 @@ class Engine:
             del self.frontends[name]                 # its open connections finish as they are
         self.state.frontends = list(self.frontends.values())
         self.state.dispatchers = list(self.dispatchers.values())
-        self.state.max_connections = config.global_.max_connections
+        self.state.max_connections = self.state.connections_allowed(
+            config.global_.max_connections)
         await self._serve(binds)
         self.config = config
         for client in list(self.state.clients):

@@ -54,7 +54,7 @@ def test_trailers_pass_both_ways_between_http2_peers(server, proxy):
 
 
 def test_streams_share_connections_up_to_the_server_limit(proxy):
-    with H2Server(max_streams=2, delay=0.3) as server:
+    with H2Server(max_streams=2, delay=1.0) as server:     # long enough to overlap
         p, _ = h2_proxy(proxy, server.port)
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(

@@ -236,6 +236,51 @@ def test_a_server_sending_an_endless_head_gets_502_and_memory_stays_flat(tmp_pat
         (502, "SH", "response-header-too-large")}
 
 
+def test_a_low_open_files_limit_caps_connections_and_says_so(backends, tmp_path):
+    """With 128 descriptors, 32 clients are served at once (two descriptors each, 64 kept
+    aside); the others wait in the backlog, are not reset, and are served in turn."""
+    import resource
+
+    (app,) = backends(1)
+    config = simple_config([app.port])
+    stats_port = free_port()
+    config["stats"] = {"bind": f"127.0.0.1:{stats_port}"}
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    path = write_config(config, str(tmp_path))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with LbproxyProcess("run", "-c", path, wait_port=port, preexec_fn=low_limit) as lb:
+        metrics = get(stats_port, "/metrics").body.decode()
+        assert "lbproxy_max_connections 32.0" in metrics
+        assert "lbproxy_open_files_limit 128.0" in metrics
+        clients = [connect(port) for _ in range(40)]
+        for sock in clients:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        served, waiting = [], []
+        for sock in clients:                      # a waiting client: no answer, no reset
+            sock.settimeout(0.3 if len(served) >= 32 else 5)
+            try:
+                response = Reader(sock).read_response()
+            except TimeoutError:
+                waiting.append(sock)
+                continue
+            assert response.status == 200
+            served.append(sock)
+        # (uvloop may accept one batch past the cap before accepting pauses)
+        assert len(served) >= 32 and len(waiting) >= 4, (len(served), len(waiting))
+        for sock in served:                       # make room: the waiting ones go on
+            sock.close()
+        for sock in waiting:
+            sock.settimeout(5)
+            assert Reader(sock).read_response().status == 200
+            sock.close()
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+        assert b"open-files limit is 128: at most 32 client connections" in lb.proc.stderr.read()
+
+
 def test_busy_port_fails_whole(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

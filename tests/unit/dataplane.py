@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from lbproxy.backends.outcomes import CONNECT_FAILURE
 from lbproxy.proxy.client import ClientProtocol
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.upstream import ServerPool, UpstreamProtocol
@@ -125,11 +124,13 @@ class TestPool(ServerPool):
             exchange.attach(upstream)
         return upstream, transport
 
-    def refuse(self) -> None:
+    def refuse(self, error: OSError | None = None) -> None:
+        """Fail the oldest pending connect (with `error`, as the loop would raise it)."""
         exchange = self.waiting.popleft()
         if exchange.connecting is self:
             exchange.connecting = None
-            exchange.upstream_failed(CONNECT_FAILURE)
+            exchange.connect_failed(error is not None and
+                                    self.state.out_of_fds_in(error, self.server))
 
 
 class Client:

@@ -37,7 +37,9 @@ def fake_engine(requests: int, up: bool, latency: list[int], pool: int = 2) -> S
                                h2_abuse={"rapid_reset": 1})
     return SimpleNamespace(frontends={"web": frontend}, backends={"app": backend},
                            autoscale={"app": {"current": pool, "desired": pool + 1}},
-                           log_lines_dropped=requests)
+                           log_lines_dropped=requests,
+                           state=SimpleNamespace(out_of_fds=1, max_connections=100,
+                                                 fd_limit=1024))
 
 
 def test_merge_metrics_of_two_real_workers():

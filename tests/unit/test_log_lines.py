@@ -260,3 +260,18 @@ def test_a_response_head_just_under_the_limit_passes():
                            b"\r\nContent-Length: 2\r\n\r\nok")
     assert client.received().startswith(b"HTTP/1.1 200 ")
     assert lines.only()["termination"] == "--"
+
+
+def test_no_descriptor_left_is_a_503_not_the_servers_failure(plane_lines, caplog):
+    import errno
+
+    plane, lines = plane_lines
+    client = plane.connect()
+    client.send(get("/"))
+    plane.pool("app1").refuse(OSError(errno.EMFILE, "Too many open files"))
+    assert client.received().startswith(b"HTTP/1.1 503 ")
+    assert (lines.only()["termination"], lines.only()["error"]) == ("RC", "out-of-fds")
+    server = plane.engine.backends["app"].server("app1")
+    assert server.failures == 0 and server.in_flight == 0
+    assert plane.state.out_of_fds == 1
+    assert "out of file descriptors" in caplog.text and "app1" in caplog.text
