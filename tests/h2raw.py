@@ -41,11 +41,15 @@ class Response:
 
 class RawH2:
     def __init__(self, port: int, tls: ssl.SSLContext | None = None,
-                 settings: dict[int, int] | None = None, timeout: float = 5.0) -> None:
+                 settings: dict[int, int] | None = None, timeout: float = 5.0,
+                 preamble: bytes = b"", server_hostname: str = "localhost") -> None:
+        """`preamble`: bytes sent in clear before anything else (a PROXY header)."""
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if preamble:
+            sock.sendall(preamble)
         if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname="localhost")
+            sock = tls.wrap_socket(sock, server_hostname=server_hostname)
         self.sock = sock
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()

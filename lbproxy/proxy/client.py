@@ -40,7 +40,7 @@ from lbproxy.proxy.exchange import Exchange
 from lbproxy.http2.frames import PREFACE
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
 from lbproxy.proxy.h2client import H2ClientProtocol
-from lbproxy.proxy.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from lbproxy.proxy.proxy_protocol import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class ClientProtocol(asyncio.Protocol):
         self.entries: list | None = None         # stick-table entries this connection holds
         # bytes of a PROXY protocol header still being received (accept_proxy binds)
         self.proxy_header: bytes | None = b"" if frontend.config.accept_proxy else None
+        self.proxied: ProxyHeader | None = None  # one read before TLS (proxy/proxied_tls.py)
         self.peer_trusted = False                # peer in forwarded.trusted_proxies
         self.h2c = h2c                           # the bind takes HTTP/2 with prior knowledge
         self.upgrading: Exchange | None = None   # an Upgrade request whose answer is pending
@@ -138,11 +139,13 @@ class ClientProtocol(asyncio.Protocol):
         if peer:
             self.src = peer[0]
             self.src_port = peer[1]
-        self.src_b = self.src.encode()
-        self.peer_trusted = self.frontend.is_trusted(self.src)
         sock = transport.get_extra_info("sockname")
         if sock:
             self.dst_port = sock[1]
+        self.src_b = self.src.encode()
+        self.peer_trusted = self.frontend.is_trusted(self.src)
+        if self.proxied is not None:
+            self._take_addresses(self.proxied)
         ssl_object = transport.get_extra_info("ssl_object")
         self.state.clients.add(self)
         self.frontend.connection_opened()
@@ -227,11 +230,20 @@ class ClientProtocol(asyncio.Protocol):
             self.proxy_header = buffered
             return b""
         self.proxy_header = None
+        self._take_addresses(header)
+        return buffered[header.consumed:]
+
+    def behind_proxy(self, header: ProxyHeader) -> None:
+        """A TLS bind's listener read the PROXY header before the handshake."""
+        self.proxy_header = None
+        self.proxied = header
+
+    def _take_addresses(self, header: ProxyHeader) -> None:
+        """The addresses a PROXY header carries replace the peer's (unless LOCAL)."""
         if not header.local:
             self.src, self.src_port, self.dst_port = header.src, header.src_port, header.dst_port
             self.src_b = self.src.encode()
             self.peer_trusted = self.frontend.is_trusted(self.src)
-        return buffered[header.consumed:]
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -32,6 +32,7 @@ from lbproxy.config.schema import BackendConfig, BindConfig, BindTLSConfig, Conf
 from lbproxy.proxy.dispatch import Dispatcher
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
+from lbproxy.proxy.proxied_tls import ProxiedTLSListener
 from lbproxy.proxy.state import ProxyState
 from lbproxy.proxy.upstream import make_pool
 from lbproxy.routing.actions import FrontendRules
@@ -156,17 +157,23 @@ class Engine:
 
     async def _serve(self, binds: list[_Bind]) -> None:
         """Make the listeners match `binds`: start new ones, point kept ones at their
-        (possibly new) frontend, restart those whose TLS changed, close the rest."""
+        (possibly new) frontend, restart those whose TLS or kind changed, close the rest."""
         listeners: dict[ListenKey, Listener] = {}
         for frontend in self.frontends.values():
             frontend.listeners = []
         for bind in binds:
             key = _key(bind.config)
             frontend = self.frontends[bind.frontend]
-            listener = bind.listener
+            listener, sock = bind.listener, bind.sock
+            # a TLS bind of an accept_proxy frontend reads the PROXY header before TLS
+            kind = (ProxiedTLSListener if frontend.config.accept_proxy
+                    and bind.context is not None else Listener)
+            if listener is not None and type(listener) is not kind:
+                listener.pause()            # its socket goes on under the other kind
+                listener, sock = None, listener.sock
             if listener is None:
-                listener = Listener(bind.sock, partial(frontend.protocol, bind.config.h2c),
-                                    bind.context)
+                listener = kind(sock, partial(frontend.protocol, bind.config.h2c),
+                                bind.context)
                 await listener.start()
             else:
                 listener.factory = partial(frontend.protocol, bind.config.h2c)

@@ -70,9 +70,6 @@ def bind_contexts(frontend: FrontendConfig) -> tuple[list[ssl.SSLContext | None]
         if bind.tls is None or not bind.tls.certificates:   # none left: each one reported
             contexts.append(None)
             continue
-        if frontend.accept_proxy:
-            errors.append(f"{bind.where}.tls: accept_proxy together with tls is not "
-                          f"supported yet")
         try:
             contexts.append(server_context(bind.tls, f"{bind.where}.tls"))
         except ConfigError as exc:

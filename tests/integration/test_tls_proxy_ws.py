@@ -14,6 +14,7 @@ import trustme
 import uvloop
 from aiohttp import web
 
+from tests.h2raw import RawH2
 from tests.harness import Reader, connect, get, request, simple_config, wait_for
 
 
@@ -142,6 +143,47 @@ def test_proxy_protocol_sets_src(backends, proxy, header):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert Reader(sock).closed()
     assert app.stats.requests == 1
+
+
+@pytest.mark.parametrize("header", [
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\n",
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + socket.inet_aton("203.0.113.7")
+    + socket.inet_aton("10.0.0.1") + (56324).to_bytes(2, "big") + (443).to_bytes(2, "big"),
+], ids=["v1", "v2"])
+def test_proxy_protocol_before_tls(ca, tmp_path, backends, proxy, header):
+    """Behind an L4 balancer: the PROXY header in clear, then the TLS handshake, on one
+    bind; HTTP/1.1 and HTTP/2 (by ALPN) both see the balancer's client address."""
+    (app,) = backends(1)
+    config = simple_config([app.port], accept_proxy=True, timeouts={"http_request": "1s"})
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
+        "certificates": [cert_files(ca, tmp_path, "a.test")]}}]
+    p = proxy(config)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as raw:
+        raw.sendall(header)
+        with context.wrap_socket(raw, server_hostname="a.test") as sock:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            h1 = Reader(sock).read_response()
+    context.set_alpn_protocols(["h2"])
+    client = RawH2(p.port, tls=context, preamble=header, server_hostname="a.test")
+    h2 = client.response(client.request("/echo"))
+    for response in (h1, h2):
+        headers = {k.lower(): v for k, v in json.loads(response.body)["headers"]}
+        assert headers["x-forwarded-for"] == "203.0.113.7"
+        assert headers["x-forwarded-proto"] == "https"
+    with connect(p.port) as sock:                 # TLS without a header: closed
+        sock.sendall(b"\x16\x03\x01\x00\x05hello")
+        assert Reader(sock).closed()
+    with connect(p.port) as sock:                 # nothing at all: closed after http_request
+        assert Reader(sock).closed(timeout=3)
+    assert p.call(lambda: p.engine.frontends["web"].rejected) == 2
+    assert app.stats.requests == 2
+    config["frontends"]["web"]["accept_proxy"] = False       # a reload changes the kind
+    p.rewrite(config)
+    assert asyncio.run_coroutine_threadsafe(p.engine.reload(), p.loop).result(5) == []
+    assert tls_get(p.port, ca, "a.test")[1].status == 200
 
 
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies(backends, proxy):
