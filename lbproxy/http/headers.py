@@ -29,6 +29,15 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
     b"upgrade": UPGRADE,
 }
 
+# The same names as servers usually write them, so that a header costs one dict lookup
+# without lower-casing it; a name missed here is lower-cased only when its length is one
+# of the special names' lengths.
+RESPONSE_SPECIAL_AS_SENT: dict[bytes, int] = {
+    **RESPONSE_SPECIAL, b"TE": HOP,
+    **{b"-".join(part.capitalize() for part in name.split(b"-")): code
+       for name, code in RESPONSE_SPECIAL.items()}}
+RESPONSE_SPECIAL_LENGTHS = frozenset(len(name) for name in RESPONSE_SPECIAL)
+
 # Request headers (codes for ClientProtocol.on_header): the same, plus what we rewrite.
 REQUEST_SPECIAL: dict[bytes, int] = {
     **RESPONSE_SPECIAL,
@@ -48,11 +57,19 @@ NOT_HOP_BY_HOP = frozenset({b"close", b"keep-alive", b"upgrade",
                             b"host", b"content-length", b"transfer-encoding"})
 
 
-def connection_header(value: bytes,
-                      names: set[bytes] | None) -> tuple[list[bytes], set[bytes] | None]:
+# Connection values as most peers send them, already tokenized.
+_PLAIN_CONNECTION = {value: (value.lower(),) for value in (
+    b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")}
+
+
+def connection_header(value: bytes, names: set[bytes] | None
+                      ) -> tuple[tuple[bytes, ...], set[bytes] | None]:
     """The lower-cased tokens of a Connection header value, and `names` plus the header
     names among them (those the sender declares hop-by-hop, to strip before forwarding)."""
-    tokens = [token.strip().lower() for token in value.split(b",") if token.strip()]
+    tokens = _PLAIN_CONNECTION.get(value)
+    if tokens is not None:
+        return tokens, names
+    tokens = tuple(token.strip().lower() for token in value.split(b",") if token.strip())
     for token in tokens:
         if token not in NOT_HOP_BY_HOP:
             if names is None:
@@ -79,7 +96,7 @@ def is_token_list_chunked(value: bytes) -> bool:
     return value.strip().lower() == b"chunked"
 
 
-def upgrade_protocols(upgrade: bytes, connection: list[bytes] | None, http11: bool,
+def upgrade_protocols(upgrade: bytes, connection: tuple[bytes, ...] | None, http11: bool,
                       has_body: bool) -> bytes | None:
     """The protocols a request may switch to, or None when its Upgrade header is only a
     hop-by-hop header to drop: a switch needs HTTP/1.1, `Connection: upgrade` and no body,

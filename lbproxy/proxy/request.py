@@ -59,7 +59,7 @@ class Request:
         self.is_head = False
         self.norm_path: str | None = None            # cache of routing.normalize
         self.upgrade_b: bytes | None = None          # kept only for a real protocol switch
-        self.connection: list[bytes] | None = None   # Connection tokens, lower-cased
+        self.connection: tuple[bytes, ...] | None = None   # Connection tokens, lower-cased
         # the client address X-Forwarded-For gives when the peer is a trusted proxy
         self.forwarded_src: str | None = None
         self.http2 = False                 # arrived on an HTTP/2 stream

@@ -19,8 +19,9 @@ import httptools
 from lbproxy.backends.outcomes import ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, RESPONSE_TIMEOUT
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.answers import STATUS_LINES
-from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL, TRANSFER_ENCODING,
-                                  UPGRADE, connection_header, strip_named)
+from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL,
+                                  RESPONSE_SPECIAL_AS_SENT, RESPONSE_SPECIAL_LENGTHS,
+                                  TRANSFER_ENCODING, UPGRADE, connection_header, strip_named)
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.proxy.flow import FlowControl
 from lbproxy.proxy.h2upstream import H2ServerPool
@@ -336,7 +337,9 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.in_body:                # trailers: dropped, like HAProxy without h2
             return
-        code = RESPONSE_SPECIAL.get(name.lower())
+        code = RESPONSE_SPECIAL_AS_SENT.get(name)
+        if code is None and len(name) in RESPONSE_SPECIAL_LENGTHS:
+            code = RESPONSE_SPECIAL.get(name.lower())
         if code is None:
             self.hparts += (name, b": ", value, b"\r\n")
         elif code == CONTENT_LENGTH:
