@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from lbproxy.config.common import stick_table, timeouts
+from lbproxy.config.common import COMPRESSION, stick_table, timeouts
 from lbproxy.config.durations import parse_address
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Section, address, boolean, choice, duration, int_range,
@@ -44,6 +44,7 @@ def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
         "maxconn": integer(0),
         "proto": choice("backend protocol", BACKEND_PROTOCOLS),
         "max_response_header_size": _head_limit,
+        "compression": COMPRESSION,
         "timeouts": timeouts(defaults.timeouts),
         "servers": tuple_of(_SERVER, unique_by="name"),
         "server_template": _SERVER_TEMPLATE,

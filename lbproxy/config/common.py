@@ -1,4 +1,4 @@
-"""Converters several sections share: timeouts, stick tables, listen addresses.
+"""Converters several sections share: timeouts, stick tables, listen addresses, compression.
 
 Frontends, backends and the stats section all use them; keeping them here lets those
 modules import one place instead of each other.
@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from lbproxy.config.durations import parse_address, parse_duration
 from lbproxy.config.errors import unknown
-from lbproxy.config.fields import (Conv, Section, choice, duration, positive_duration, section,
-                                   size, text, tuple_of)
+from lbproxy.config.fields import (Conv, Section, choice, duration, integer, mapping_of,
+                                   positive_duration, section, size, text, tuple_of)
 from lbproxy.config.nodes import Node
-from lbproxy.config.schema import (STORE_COUNTERS, STORE_RATES, TABLE_TYPES, Address,
-                                   StickTableConfig, StoreItem, TimeoutsConfig)
+from lbproxy.config.schema import (COMPRESSION_LEVELS, STORE_COUNTERS, STORE_RATES, TABLE_TYPES,
+                                   Address, CompressionConfig, StickTableConfig, StoreItem,
+                                   TimeoutsConfig)
+from lbproxy.http.encoding import ALGORITHMS as CODINGS
 
 _STORE_ITEM = re.compile(r"([a-z_]+)\s*(?:\((.*)\))?")
 
@@ -24,6 +26,37 @@ TIMEOUTS: dict[str, Conv[float]] = {
 def timeouts(base: TimeoutsConfig) -> Conv[TimeoutsConfig]:
     """A `timeouts:` mapping; the keys it leaves out come from `base` (the defaults)."""
     return section(TimeoutsConfig, TIMEOUTS, base)
+
+
+def _media_type(node: Node) -> str:
+    """`text/html` or `text/*`, lower-cased."""
+    value = text(node).strip().lower()
+    kind, _, subtype = value.partition("/")
+    if not (kind and subtype and kind != "*" and "/" not in subtype and " " not in value):
+        raise ValueError(f"expected a media type such as text/html or text/*, got '{value}'")
+    return value
+
+
+def _algorithms(node: Node) -> tuple[str, ...]:
+    names = tuple_of(choice("compression algorithm", CODINGS), single=True,
+                     allow_empty=False)(node)
+    if len(set(names)) != len(names):
+        raise ValueError("an algorithm is listed twice")
+    return names
+
+
+def _level(name: str, node: Node) -> int:
+    if name not in COMPRESSION_LEVELS:
+        raise ValueError(unknown("compression algorithm", name, CODINGS))
+    return integer(*COMPRESSION_LEVELS[name])(node)
+
+
+COMPRESSION: Conv[CompressionConfig] = section(CompressionConfig, {
+    "algorithms": _algorithms,
+    "types": tuple_of(_media_type, single=True, allow_empty=False),
+    "min_size": size,
+    "level": mapping_of(_level),
+})
 
 
 def store_item(node: Node) -> StoreItem:

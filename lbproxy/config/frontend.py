@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from lbproxy.config.common import listen_address, stick_table, timeouts
+from lbproxy.config.common import COMPRESSION, listen_address, stick_table, timeouts
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, convert, integer,
                                    mapping_of, nonempty, readable_file, section, size,
@@ -52,6 +52,7 @@ def frontend(scope: Scope, name: str, node: Node) -> FrontendConfig:
         "limits": _LIMITS,
         "forwarded": _FORWARDED,
         "http2": _HTTP2,
+        "compression": COMPRESSION,
         "acls": mapping_of(_acl),
         "http_request": tuple_of(_rule(_request_actions(scope.tables, s.has("stick_table")))),
         "http_response": tuple_of(_rule(_RESPONSE_ACTIONS)),

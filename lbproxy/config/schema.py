@@ -24,6 +24,7 @@ LOG_STREAMS = ("stdout", "stderr")                  # log.access targets that ar
 COOKIE_MODES = ("insert", "rewrite", "prefix")
 HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 BACKEND_PROTOCOLS = ("h1", "h2")
+COMPRESSION_LEVELS = {"gzip": (1, 9), "br": (0, 11), "zstd": (1, 22)}   # the codecs' ranges
 ALPN_PROTOCOLS = ("h2", "http/1.1")
 SERVER_STATES = ("ready", "drain", "maint")
 TLS_VERIFY = ("required", "none")
@@ -239,6 +240,15 @@ class UseBackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressionConfig:
+    algorithms: tuple[str, ...] = ("zstd", "br", "gzip")    # preference order, for ties
+    types: tuple[str, ...] = ("text/*", "application/json", "application/javascript",
+                              "image/svg+xml")
+    min_size: int = 1024            # a response known to be shorter is sent as it is
+    level: dict[str, int] = field(default_factory=dict)     # else gzip 6, br 4, zstd 3
+
+
+@dataclass(frozen=True, slots=True)
 class FrontendConfig:
     name: str
     bind: tuple[BindConfig, ...]
@@ -248,6 +258,7 @@ class FrontendConfig:
     limits: LimitsConfig = LimitsConfig()
     forwarded: ForwardedConfig = ForwardedConfig()
     http2: Http2Config = Http2Config()
+    compression: CompressionConfig | None = None
     acls: dict[str, AclConfig] = field(default_factory=dict)
     stick_table: StickTableConfig | None = None
     http_request: tuple[RuleConfig, ...] = ()
@@ -343,6 +354,7 @@ class BackendConfig:
     maxconn: int = 0
     proto: str = "h1"               # h2: HTTP/2 to the servers (h2c, or ALPN h2 over TLS)
     max_response_header_size: int = 65536    # a larger response head is a 502
+    compression: CompressionConfig | None = None    # replaces the frontend's
     timeouts: TimeoutsConfig = TimeoutsConfig()
     servers: tuple[ServerConfig, ...] = ()
     server_template: ServerTemplateConfig | None = None

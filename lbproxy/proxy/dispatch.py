@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from lbproxy.backends.outcomes import REFUSED, UNPROCESSED
 from lbproxy.http.answers import error_answer
 from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, QUEUE_TIMEOUT
+from lbproxy.proxy.compression import Compression
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -34,7 +35,13 @@ class Dispatcher:
         self.backend = backend
         self.state = state
         self.queue: deque[tuple[float, Exchange]] = deque()   # (deadline, waiting exchange)
+        self.compression = self._compression()
         backend.listeners.append(self._changed)
+
+    def _compression(self) -> Compression | None:
+        """The backend's `compression`, which replaces the frontend's."""
+        config = self.backend.config.compression
+        return Compression(config) if config is not None else None
 
     # the hot path
 
@@ -131,6 +138,8 @@ class Dispatcher:
         backend.queued = len(queue)
 
     def _changed(self, backend: Backend, server: Server | None, what: str) -> None:
+        if what == "reload":
+            self.compression = self._compression()
         if self.queue:
             self.serve_queue()
 

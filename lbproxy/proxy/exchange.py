@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
     from lbproxy.http.answers import Answer
+    from lbproxy.proxy.compression import CompressingSink
     from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.downstream import Downstream
     from lbproxy.proxy.upstream import ServerPool, UpstreamProtocol
@@ -37,6 +38,8 @@ class Exchange(Request):
         "frontend",
         # request body: pieces not yet sent to the server; trailers (HTTP/2 clients)
         "body", "body_buffered", "body_size", "request_complete", "trailers",
+        # where the response goes: the downstream, or a filter in front of it (compression)
+        "sink",
         # dispatch
         "dispatcher", "backend", "server", "upstream", "connecting", "attempts", "queued",
         "sticky_id", "request_head",
@@ -56,6 +59,7 @@ class Exchange(Request):
         self.body_size = 0
         self.request_complete = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.sink: Downstream | CompressingSink = downstream
         self.dispatcher: Dispatcher | None = None
         self.backend: Backend | None = None
         self.server: Server | None = None
@@ -116,6 +120,9 @@ class Exchange(Request):
         self.dispatcher = dispatcher
         backend = self.backend = dispatcher.backend
         backend.requests += 1
+        compression = dispatcher.compression or frontend.compression
+        if compression is not None:
+            self.sink = compression.sink_for(self) or self.downstream
         persistence = backend.persistence
         if persistence is not None:
             self.sticky_id = persistence.sticky_id(self)
@@ -165,7 +172,7 @@ class Exchange(Request):
         self.status = status
         if self.frontend.response_rules or self.backend.persistence is not None:
             headers = self.response_headers(headers)
-        self.downstream.response_head(self, status, headers, length, end_stream)
+        self.sink.response_head(self, status, headers, length, end_stream)
 
     def response_headers(self, parts: list[bytes]) -> list[bytes]:
         persistence = self.backend.persistence

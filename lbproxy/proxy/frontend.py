@@ -13,6 +13,7 @@ from lbproxy.config.schema import FrontendConfig
 from lbproxy.http.addresses import parse_ip
 from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
+from lbproxy.proxy.compression import Compression
 from lbproxy.routing.actions import ANSWERED, FrontendRules
 
 # Bytes tolerated beyond max_header_size before a partially received head (431) or an
@@ -80,6 +81,7 @@ class Frontend:
         self.default_backend = (dispatchers[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
+        self.compression = Compression(config.compression) if config.compression else None
         http2 = config.http2
         self.h2_settings = Settings(http2.max_concurrent_streams, http2.initial_window_size,
                                     http2.max_header_list_size)

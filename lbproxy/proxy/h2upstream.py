@@ -323,12 +323,12 @@ class H2UpstreamStream:
 
     def send_request(self, exchange: Exchange, body: list[bytes], complete: bool) -> None:
         self.exchange = exchange
-        self.downstream = exchange.downstream
+        self.downstream = exchange.sink
         connection = self.connection
         connection.state.upstreams.add(self)
         self.server_timeout = exchange.backend.server_timeout
         self.deadline = connection.time() + self.server_timeout
-        if exchange.downstream.write_paused:
+        if exchange.sink.write_paused:
             self.paused |= CLIENT_SLOW
         end = complete and not body and exchange.trailers is None
         connection.h2.send_headers(self.stream, request_headers(exchange, self.pool), end)

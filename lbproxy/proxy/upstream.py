@@ -276,7 +276,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def send_request(self, exchange: Exchange, body: list[bytes], complete: bool) -> None:
         """Serve `exchange`: write its head and the body received so far."""
         self.exchange = exchange
-        downstream = self.downstream = exchange.downstream
+        downstream = self.downstream = exchange.sink
         self.received = False
         self.head_seen = 0
         self.server_timeout = exchange.backend.server_timeout
