@@ -45,6 +45,7 @@ class Origin:
         self.requests: list[Seen] = []
         self.port = 0
         self.failing = False            # when set, every request gets 503
+        self.headers: dict[str, str] = {}   # added to every response, over the query's
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -95,6 +96,7 @@ class Origin:
         for item in query.getall("h", []):
             name, _, value = item.partition(":")
             headers[name] = value
+        headers.update(self.headers)
         etag, last_modified = query.get("etag"), query.get("lm")
         if etag:
             headers["ETag"] = etag

@@ -24,6 +24,7 @@ from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.durations import parse_address, parse_duration
 from lbproxy.config.fields import check_name
 from lbproxy.config.schema import ServerConfig
+from lbproxy.proxy.cache_store import Cache
 from lbproxy.tables.stick_table import StickTable
 
 log = logging.getLogger("lbproxy.api")
@@ -200,6 +201,42 @@ def _table_json(table: StickTable, by: str | None) -> dict[str, object]:
                 body["top"].append({"key": str(key), **{item.name: entry.get(item.name)
                                                         for item in config.store}})
     return body
+
+
+def _cache(request: web.Request) -> Cache:
+    name = request.match_info["name"]
+    cache = request.app[ENGINE].caches.get(name)
+    if cache is None:
+        raise ApiError(404, f"no cache {name!r}")
+    return cache
+
+
+@routes.get("/api/caches")
+async def caches(request: web.Request) -> web.Response:
+    return json_response({"caches": [{"name": name, **cache.stats()}
+                                     for name, cache in request.app[ENGINE].caches.items()]})
+
+
+@routes.get("/api/caches/{name}")
+async def cache_stats(request: web.Request) -> web.Response:
+    return json_response(_cache(request).stats())
+
+
+@routes.delete("/api/caches/{name}")
+async def purge_cache(request: web.Request) -> web.Response:
+    """Every entry, or with `?host=H&path=P` every variant of one URL (H without its
+    port, P with its query)."""
+    cache = _cache(request)
+    host, path = request.query.get("host"), request.query.get("path")
+    if host is None and path is None:
+        purged = cache.purge()
+    elif host and path and path.startswith("/"):
+        purged = cache.purge_url(host.lower(), path.encode("latin-1", "replace"))
+    else:
+        raise ApiError(400, "give both host and path (starting with /), or neither")
+    _audit(request, f"cache {cache.name}: purged {purged} entries"
+                    + (f" of {host}{path}" if host else ""))
+    return json_response({"purged": purged})
 
 
 @routes.post("/api/autoscale/status")

@@ -104,6 +104,19 @@ PROCESS = (
 )
 
 
+CACHE = (
+    Spec("cache_hits_total", True, "Requests answered from the cache.", lambda c: c.hits),
+    Spec("cache_misses_total", True, "Cacheable requests the cache could not answer.",
+         lambda c: c.misses),
+    Spec("cache_stale_total", True, "Stale entries served because the servers failed.",
+         lambda c: c.stale),
+    Spec("cache_revalidated_total", True, "Stale entries a server confirmed (304).",
+         lambda c: c.revalidated),
+    Spec("cache_entries", False, "Responses stored.", lambda c: c.entries),
+    Spec("cache_bytes", False, "Bytes stored (heads and bodies).", lambda c: c.bytes),
+)
+
+
 def _families(specs: Sequence[Spec], labels: list[str], rows: Rows) -> Iterator[Metric]:
     for spec in specs:
         kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
@@ -176,6 +189,8 @@ class EngineCollector(Collector):
         yield _http2_abuse(frontends)
         yield _latency(["backend", "server"], servers)
         yield from _families(PROCESS, [], [([], self.engine)])
+        yield from _families(CACHE, ["cache"], [([name], cache) for name, cache
+                                                in self.engine.caches.items()])
         for field, text in (("current", "servers the autoscaler counted"),
                             ("desired", "servers the autoscaler wants")):
             family = GaugeMetricFamily(f"lbproxy_autoscale_{field}_servers",

@@ -27,6 +27,7 @@ from lbproxy.config.backend import MAX_WEIGHT
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
+    from lbproxy.proxy.cache_store import Cache
     from lbproxy.proxy.frontend import Frontend
     from lbproxy.runtime.engine import Engine
 
@@ -55,6 +56,8 @@ def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequenc
                 for frontend in engine.frontends.values()]
     sections += [_backend_section(backend, sampler, controls)
                  for backend in engine.backends.values()]
+    if engine.caches:
+        sections.append(_cache_section(engine.caches))
     if engine.autoscale:
         sections.append(_autoscale_section(engine.autoscale))
     nav = "".join(f'<a href="{escape(href)}">{escape(label)}</a>'
@@ -71,6 +74,24 @@ def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequenc
         + (f"<script>{SCRIPT}</script>" if controls else "")
         + "</body></html>"
     )
+
+
+def _cache_section(caches: dict[str, Cache]) -> str:
+    """Each response cache: how often it answers, and how full it is."""
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{_ratio(cache.hits, cache.hits + cache.misses)}</td>"
+        f"<td>{integer(cache.hits)}</td><td>{integer(cache.misses)}</td>"
+        f"<td>{integer(cache.stale)}</td><td>{integer(cache.entries)}</td>"
+        f"<td>{byte_count(cache.bytes)} of {byte_count(cache.size)}</td></tr>"
+        for name, cache in sorted(caches.items()))
+    return ("<section><h2><span>caches</span></h2><div class=\"scroll\"><table><thead><tr>"
+            "<th>cache</th><th>hit ratio</th><th>hits</th><th>misses</th><th>stale</th>"
+            f"<th>entries</th><th>bytes</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            "</section>")
+
+
+def _ratio(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
 def _autoscale_section(pools: dict[str, dict]) -> str:

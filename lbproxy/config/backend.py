@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 
 from lbproxy.config.common import COMPRESSION, stick_table, timeouts
 from lbproxy.config.durations import parse_address
@@ -29,7 +30,8 @@ MAX_PORT = 65535
 MIN_HEAD_LIMIT = 1024      # no real response head is smaller
 
 
-def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
+def backend(defaults: DefaultsConfig, caches: Sequence[str], name: str,
+            node: Node) -> BackendConfig:
     s = Section(node)
     balance, balance_arg = s.get("balance", _balance, ("roundrobin", None))
     return s.build(BackendConfig, {
@@ -45,6 +47,7 @@ def backend(defaults: DefaultsConfig, name: str, node: Node) -> BackendConfig:
         "proto": choice("backend protocol", BACKEND_PROTOCOLS),
         "max_response_header_size": _head_limit,
         "compression": COMPRESSION,
+        "cache": choice("cache", caches),
         "timeouts": timeouts(defaults.timeouts),
         "servers": tuple_of(_SERVER, unique_by="name"),
         "server_template": _SERVER_TEMPLATE,

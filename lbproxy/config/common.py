@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from lbproxy.config.durations import parse_address, parse_duration
 from lbproxy.config.errors import unknown
-from lbproxy.config.fields import (Conv, Section, choice, duration, integer, mapping_of,
-                                   positive_duration, section, size, text, tuple_of)
+from lbproxy.config.fields import (Conv, Section, boolean, choice, duration, integer,
+                                   mapping_of, positive_duration, section, size, text, tuple_of)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (COMPRESSION_LEVELS, STORE_COUNTERS, STORE_RATES, TABLE_TYPES,
-                                   Address, CompressionConfig, StickTableConfig, StoreItem,
+                                   Address, CacheConfig, CompressionConfig, StickTableConfig,
+                                   StoreItem,
                                    TimeoutsConfig)
 from lbproxy.http.encoding import ALGORITHMS as CODINGS
 
@@ -94,6 +95,20 @@ _STICK_TABLE = {
     "expire": duration,
     "store": tuple_of(store_item, single=True, unique_by="name"),
 }
+
+
+CACHE: dict[str, Conv[object]] = {
+    "size": size, "max_object_size": size, "default_ttl": duration,
+    "stale_if_error": duration, "lock": boolean}
+
+
+def cache(name: str, node: Node) -> CacheConfig:
+    """A response cache, named after its key under caches."""
+    config = Section(node).build(CacheConfig, CACHE, name=name)
+    if config.max_object_size > config.size:
+        node.report(f"max_object_size ({config.max_object_size}) is larger than size "
+                    f"({config.size}): nothing that large could be kept")
+    return config
 
 
 def stick_table(name: str, node: Node) -> StickTableConfig:

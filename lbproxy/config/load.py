@@ -27,7 +27,7 @@ UNSUPPORTED_WHEN: dict[str, Callable[[Config], bool]] = {
 }
 
 # Sections several files may each contribute keys to; any other key set twice is an error.
-MERGED_SECTIONS = frozenset({"global", "defaults", "stats", "stick_tables", "frontends",
+MERGED_SECTIONS = frozenset({"global", "defaults", "stats", "stick_tables", "caches", "frontends",
                              "backends", "autoscale", "autoscale.pools"})
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -240,6 +240,16 @@ class UseBackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    name: str                       # its key under caches
+    size: int = 256 * 1024 * 1024   # heads and bodies in memory; least recently used go first
+    max_object_size: int = 1024 * 1024    # a larger response passes through unstored
+    default_ttl: float = 0.0        # freshness of a response that gives none (0: not stored)
+    stale_if_error: float = 60.0    # serve an entry stale up to this long when servers fail
+    lock: bool = True               # concurrent misses for one URL wait for a single fetch
+
+
+@dataclass(frozen=True, slots=True)
 class CompressionConfig:
     algorithms: tuple[str, ...] = ("zstd", "br", "gzip")    # preference order, for ties
     types: tuple[str, ...] = ("text/*", "application/json", "application/javascript",
@@ -355,6 +365,7 @@ class BackendConfig:
     proto: str = "h1"               # h2: HTTP/2 to the servers (h2c, or ALPN h2 over TLS)
     max_response_header_size: int = 65536    # a larger response head is a 502
     compression: CompressionConfig | None = None    # replaces the frontend's
+    cache: str | None = None        # a cache of the top-level caches: section
     timeouts: TimeoutsConfig = TimeoutsConfig()
     servers: tuple[ServerConfig, ...] = ()
     server_template: ServerTemplateConfig | None = None
@@ -450,6 +461,7 @@ class Config:
     defaults: DefaultsConfig = DefaultsConfig()
     stats: StatsConfig | None = None
     stick_tables: dict[str, StickTableConfig] = field(default_factory=dict)
+    caches: dict[str, CacheConfig] = field(default_factory=dict)
     frontends: dict[str, FrontendConfig] = field(default_factory=dict)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     autoscale: AutoscaleConfig | None = None

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from lbproxy.config.autoscale import autoscale
 from lbproxy.config.backend import backend
-from lbproxy.config.common import listen_address, stick_table, timeouts
+from lbproxy.config.common import cache, listen_address, stick_table, timeouts
 from lbproxy.config.fields import (Conv, Section, boolean, choice, file_path, integer,
                                    mapping_of, nonempty, positive_duration, section, size, text,
                                    uri_path)
@@ -30,6 +30,7 @@ def validate(root: Node, sources: tuple[str, ...]) -> Config:
     s = Section(root)
     bound: dict[Address, Node] = {}
     backends, tables = _names(s, "backends"), _names(s, "stick_tables")
+    caches = _names(s, "caches")
     defaults = s.get("defaults", _DEFAULTS, DefaultsConfig())
     scope = Scope(defaults, backends, tables, bound)
     config = Config(
@@ -37,7 +38,9 @@ def validate(root: Node, sources: tuple[str, ...]) -> Config:
         defaults=defaults,
         stats=s.get("stats", _stats(bound)),
         stick_tables=s.get("stick_tables", mapping_of(stick_table), {}),
-        backends=s.get("backends", mapping_of(lambda name, n: backend(defaults, name, n)), {}),
+        caches=s.get("caches", mapping_of(cache), {}),
+        backends=s.get("backends", mapping_of(lambda name, n: backend(defaults, caches, name, n)),
+                       {}),
         frontends=s.get("frontends", mapping_of(lambda name, n: frontend(scope, name, n)), {}),
         autoscale=s.get("autoscale", autoscale(backends)),
         sources=sources,

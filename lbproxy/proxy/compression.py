@@ -100,15 +100,22 @@ class Compression:
         self.type_prefixes = tuple(t[:-1] for t in config.types if t.endswith("/*"))
         self.min_size = config.min_size
 
-    def sink_for(self, exchange: Exchange) -> CompressingSink | None:
-        """The sink for `exchange`'s response, None when it can have no compressed body
-        (HEAD; a client that forbids transforms)."""
+    def coding_for(self, exchange: Exchange) -> str | None:
+        """The coding `exchange`'s client accepts among ours; None: the identity."""
+        return negotiate(", ".join(exchange.header_values("accept-encoding")), self.algorithms)
+
+    def variant_of(self, exchange: Exchange) -> bytes:
+        """What stands for the request's Accept-Encoding in a cache key."""
+        coding = self.coding_for(exchange)
+        return b"identity" if coding is None else coding.encode()
+
+    def sink_for(self, exchange: Exchange, inner: Downstream) -> CompressingSink | None:
+        """A sink in front of `inner` for `exchange`'s response, None when it can have no
+        compressed body (HEAD, an upgrade, a client that forbids transforms)."""
         if (exchange.is_head or exchange.upgrade_b is not None
                 or _has_token(exchange.header_values("cache-control"), "no-transform")):
             return None
-        coding = negotiate(", ".join(exchange.header_values("accept-encoding")),
-                           self.algorithms)
-        return CompressingSink(exchange.downstream, self, coding)
+        return CompressingSink(inner, self, self.coding_for(exchange))
 
     def wants_type(self, content_type: bytes | None) -> bool:
         if content_type is None:

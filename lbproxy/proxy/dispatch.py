@@ -23,6 +23,7 @@ from lbproxy.proxy.compression import Compression
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
+    from lbproxy.proxy.cache_store import Cache
     from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.state import ProxyState
 
@@ -36,6 +37,7 @@ class Dispatcher:
         self.state = state
         self.queue: deque[tuple[float, Exchange]] = deque()   # (deadline, waiting exchange)
         self.compression = self._compression()
+        self.cache: Cache | None = None       # the backend's `cache` (set by the engine)
         backend.listeners.append(self._changed)
 
     def _compression(self) -> Compression | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from lbproxy.backends.outcomes import CONNECT_FAILURE, RESPONSE_TIMEOUT
 from lbproxy.http.answers import error_answer
 from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND, OUT_OF_FDS
+from lbproxy.proxy.cache import use_cache
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
 from lbproxy.proxy.request import Request
 from lbproxy.tables.stick_table import StickTable, is_http_error
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
     from lbproxy.http.answers import Answer
+    from lbproxy.proxy.cache import CacheSink
     from lbproxy.proxy.compression import CompressingSink
     from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.downstream import Downstream
@@ -38,8 +40,9 @@ class Exchange(Request):
         "frontend",
         # request body: pieces not yet sent to the server; trailers (HTTP/2 clients)
         "body", "body_buffered", "body_size", "request_complete", "trailers",
-        # where the response goes: the downstream, or a filter in front of it (compression)
-        "sink",
+        # where the response goes: the downstream, or filters in front of it (compression,
+        # the cache); the cache's part in this exchange, and the X-Cache word it got
+        "sink", "caching", "cache_status",
         # dispatch
         "dispatcher", "backend", "server", "upstream", "connecting", "attempts", "queued",
         "sticky_id", "request_head",
@@ -59,7 +62,9 @@ class Exchange(Request):
         self.body_size = 0
         self.request_complete = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.sink: Downstream | CompressingSink = downstream
+        self.sink: Downstream | CompressingSink | CacheSink = downstream
+        self.caching: CacheSink | None = None
+        self.cache_status = ""
         self.dispatcher: Dispatcher | None = None
         self.backend: Backend | None = None
         self.server: Server | None = None
@@ -120,13 +125,25 @@ class Exchange(Request):
         self.dispatcher = dispatcher
         backend = self.backend = dispatcher.backend
         backend.requests += 1
-        compression = dispatcher.compression or frontend.compression
-        if compression is not None:
-            self.sink = compression.sink_for(self) or self.downstream
         persistence = backend.persistence
         if persistence is not None:
             self.sticky_id = persistence.sticky_id(self)
             self.hparts = persistence.request_headers(self.hparts)
+        self.proceed()
+
+    def proceed(self, lock: bool = True) -> None:
+        """Send the routed request on: answered from the backend's cache (or waiting for
+        another request's fetch, with `lock`), else to a server, its response through
+        the compression and cache sinks that apply."""
+        dispatcher = self.dispatcher
+        compression = dispatcher.compression or self.frontend.compression
+        cache = dispatcher.cache
+        if cache is not None:
+            coding = compression.variant_of(self) if compression is not None else None
+            if use_cache(self, cache, coding, lock):
+                return
+        if compression is not None:
+            self.sink = compression.sink_for(self, self.sink) or self.sink
         dispatcher.dispatch(self, None)
 
     def attach(self, upstream: UpstreamProtocol) -> None:
@@ -178,6 +195,10 @@ class Exchange(Request):
         persistence = self.backend.persistence
         if persistence is not None:
             parts = persistence.response_headers(parts, self.server, self.sticky_id)
+        return self.edited_by_rules(parts)
+
+    def edited_by_rules(self, parts: list[bytes]) -> list[bytes]:
+        """`parts` as the frontend's http_response rules leave them."""
         for test, edit in self.frontend.response_rules:
             if test is None or test(self):
                 parts = edit(self, parts)
@@ -244,7 +265,11 @@ class Exchange(Request):
         self.downstream.start_tunnel(upstream, data)
 
     def respond(self, answer: Answer) -> None:
-        """Answer from the proxy itself (an error page, a deny, a redirect)."""
+        """Answer from the proxy itself (an error page, a deny, a redirect); a stale cache
+        entry may stand in for an error page."""
+        caching = self.caching
+        if caching is not None and caching.answer_stale(self, answer.status):
+            return
         self.status = answer.status
         self.resp_bytes = self.downstream.answer(self, answer)
         self.finish()
@@ -268,6 +293,8 @@ class Exchange(Request):
         if self.tracked is not None and is_http_error(status):
             for entry in {id(e): e for e in self.tracked if e is not None}.values():
                 entry.on_error()
+        if self.caching is not None:
+            self.caching.ended()
         self._log()
         self.downstream.exchange_done(self)
 
@@ -293,6 +320,8 @@ class Exchange(Request):
         if not self.logged and self.error is None:
             self.set_termination("C", CLIENT_CLOSED)
         self.abandon()
+        if self.caching is not None:
+            self.caching.ended()
         self._log()
 
     def _log(self) -> None:

@@ -117,6 +117,8 @@ FETCHES: dict[str, _Def] = {
     "date_us": _Def(INT, None, _date_us),
     "srv_name": _Def(STR, None, _optional_attr("srv_name"), phase=RESPONSE),
     "status": _Def(INT, None, _optional_attr("status"), phase=RESPONSE),
+    # HIT, MISS, BYPASS... once the backend's cache looked the request up (else "")
+    "cache_status": _Def(STR, None, _optional_attr("cache_status"), phase=RESPONSE),
     **{f"sc_{item}": _Def(INT, "counter", _stick_counter(item))
        for item in ("http_req_rate", "http_err_rate", "conn_cur", "conn_rate", "http_req_cnt")},
 }

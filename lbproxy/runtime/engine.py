@@ -29,6 +29,7 @@ from functools import partial
 from lbproxy.backends.backend import Backend
 from lbproxy.config.errors import ConfigError, ListenError
 from lbproxy.config.schema import BackendConfig, BindConfig, BindTLSConfig, Config
+from lbproxy.proxy.cache_store import Cache
 from lbproxy.proxy.dispatch import Dispatcher
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
@@ -72,6 +73,7 @@ class Engine:
         self.loop = loop or asyncio.get_running_loop()
         self.started = time.time()
         self.state = ProxyState(self.loop, config.global_.max_connections)
+        self.caches = {name: Cache(cache) for name, cache in config.caches.items()}
         self.access_log: AccessLog | None = make_access_log(config.global_.log, self.loop)
         self.backends: dict[str, Backend] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
@@ -97,7 +99,8 @@ class Engine:
         """A backend, and the dispatcher that sends it its requests."""
         backend = self.backends[config.name] = Backend(config, self.state,
                                                        partial(make_pool, self.state))
-        self.dispatchers[config.name] = Dispatcher(backend, self.state)
+        dispatcher = self.dispatchers[config.name] = Dispatcher(backend, self.state)
+        dispatcher.cache = self.caches.get(config.cache) if config.cache else None
         return backend
 
     @property
@@ -236,6 +239,19 @@ class Engine:
             return self.access_log
         return make_access_log(config.global_.log, self.loop)
 
+    def _update_caches(self, config: Config) -> None:
+        """Caches kept by name keep their entries (a smaller size trims them); new ones
+        start empty, removed ones are dropped."""
+        caches = {}
+        for name, cache_config in config.caches.items():
+            cache = self.caches.get(name)
+            if cache is None:
+                cache = Cache(cache_config)
+            else:
+                cache.configure(cache_config)
+            caches[name] = cache
+        self.caches = caches
+
     def _discard_log(self, access_log: AccessLog | None) -> None:
         """A refused reload: close the access log it had opened, if any."""
         if access_log is not None and access_log is not self.access_log:
@@ -244,6 +260,7 @@ class Engine:
     async def _apply(self, config: Config, binds: list[_Bind],
                      access_log: AccessLog | None) -> None:
         old = self.config
+        self._update_caches(config)
         for name, backend_config in config.backends.items():
             backend = self.backends.get(name)
             if backend is None:
@@ -251,6 +268,8 @@ class Engine:
                 continue
             restart = watchers_changed(backend.config, backend_config)
             backend.reconfigure(backend_config)
+            self.dispatchers[name].cache = (self.caches.get(backend_config.cache)
+                                            if backend_config.cache else None)
             if restart:
                 await stop_watchers(backend)
                 start_watchers(backend, self.active_checks)

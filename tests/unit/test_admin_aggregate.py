@@ -39,7 +39,9 @@ def fake_engine(requests: int, up: bool, latency: list[int], pool: int = 2) -> S
                            autoscale={"app": {"current": pool, "desired": pool + 1}},
                            log_lines_dropped=requests,
                            state=SimpleNamespace(out_of_fds=1, max_connections=100,
-                                                 fd_limit=1024))
+                                                 fd_limit=1024),
+                           caches={"web": SimpleNamespace(hits=requests, misses=1, stale=0,
+                                                          revalidated=0, entries=2, bytes=10)})
 
 
 def test_merge_metrics_of_two_real_workers():
@@ -58,6 +60,7 @@ def test_merge_metrics_of_two_real_workers():
     assert got["lbproxy_autoscale_desired_servers", (("pool", "app"),)] == 3
     assert got["lbproxy_server_current_sessions", server] == 4     # load: summed
     assert got["lbproxy_access_log_dropped_lines_total", ()] == 12
+    assert got["lbproxy_cache_hits_total", (("cache", "web"),)] == 12
     assert got["lbproxy_frontend_max_sessions", (("frontend", "web"),)] == 8
     assert got["lbproxy_server_http_responses_total", (*server[:1], ("code", "5xx"),
                                                         *server[1:])] == 2
