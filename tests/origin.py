@@ -15,13 +15,15 @@ URL: `/any?size=5000&type=text/html&h=Cache-Control:max-age=60&etag="v1"&chunks=
     hold=1          after the first streamed piece, wait for `release()`
     fail=1          answer 503
 
-Each request is recorded (method, path with query, headers) in `requests`.
+Each request is recorded (method, path with query, headers) in `requests`. A test may
+instead give its own `handler(request) -> web.Response` (an async aiohttp handler).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -41,7 +43,9 @@ class Seen:
 
 
 class Origin:
-    def __init__(self) -> None:
+    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 | None = None) -> None:
+        self.handler = handler
         self.requests: list[Seen] = []
         self.port = 0
         self.failing = False            # when set, every request gets 503
@@ -87,6 +91,8 @@ class Origin:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(Seen(request.method, request.path_qs, dict(request.headers)))
         await request.read()
+        if self.handler is not None:
+            return await self.handler(request)
         query = request.query
         if "delay" in query:
             await asyncio.sleep(float(query["delay"]))

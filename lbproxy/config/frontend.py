@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from lbproxy.config.common import COMPRESSION, listen_address, stick_table, timeouts
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, convert, integer,
-                                   mapping_of, nonempty, readable_file, section, size,
-                                   string_map, text, token, tuple_of)
+                                   mapping_of, nonempty, positive_duration, readable_file,
+                                   section, size, string_map, text, token, tuple_of, uri_path)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Address,
-                                   BindConfig, BindTLSConfig, CertConfig, DefaultsConfig,
-                                   DenyArgs, ForwardedConfig, FrontendConfig, HeaderArgs,
-                                   Http2Config, LimitsConfig, RedirectArgs,
-                                   ReplacePathArgs, ReturnArgs, RuleConfig, TrackArgs,
-                                   UseBackendConfig)
+                                   AuthCacheArgs, AuthRequestArgs, BindConfig, BindTLSConfig,
+                                   CertConfig, DefaultsConfig, DenyArgs, ForwardedConfig,
+                                   FrontendConfig, HeaderArgs, Http2Config, LimitsConfig,
+                                   RedirectArgs, ReplacePathArgs, ReturnArgs, RuleConfig,
+                                   TrackArgs, UniqueIdConfig, UseBackendConfig)
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 STICK_COUNTERS = 3                                            # track_sc0 .. track_sc2
@@ -54,7 +54,8 @@ def frontend(scope: Scope, name: str, node: Node) -> FrontendConfig:
         "http2": _HTTP2,
         "compression": COMPRESSION,
         "acls": mapping_of(_acl),
-        "http_request": tuple_of(_rule(_request_actions(scope.tables, s.has("stick_table")))),
+        "unique_id": section(UniqueIdConfig, {"header": _header_name, "format": nonempty}),
+        "http_request": tuple_of(_rule(_request_actions(scope, s.has("stick_table")))),
         "http_response": tuple_of(_rule(_RESPONSE_ACTIONS)),
         "use_backend": tuple_of(_use_backend(scope.backends)),
         "default_backend": choice("backend", scope.backends),
@@ -243,8 +244,9 @@ _HEADER_ACTIONS: dict[str, Conv[object]] = {
 _RESPONSE_ACTIONS = _HEADER_ACTIONS
 
 
-def _request_actions(tables: Sequence[str], own_table: bool) -> dict[str, Conv[object]]:
+def _request_actions(scope: Scope, own_table: bool) -> dict[str, Conv[object]]:
     """The http_request actions; the track_scN ones depend on the tables in reach."""
+    tables = scope.tables
     return {
         "allow": _no_args,
         "deny": _optional(DenyArgs, {"status": integer(200, 599), "body": text,
@@ -257,4 +259,9 @@ def _request_actions(tables: Sequence[str], own_table: bool) -> dict[str, Conv[o
         "set_path": nonempty,
         "replace_path": section(ReplacePathArgs, {"regex": _regex, "replace": text}),
         **{f"track_sc{n}": _track(n, tables, own_table) for n in range(STICK_COUNTERS)},
+        "auth_request": section(AuthRequestArgs, {
+            "backend": choice("backend", scope.backends),
+            "path": uri_path,
+            "copy_headers": tuple_of(_header_name, single=True),
+            "cache": section(AuthCacheArgs, {"ttl": positive_duration, "key": nonempty})}),
     }

@@ -214,6 +214,26 @@ class ReplacePathArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthCacheArgs:
+    ttl: float                      # how long an allow answer is reused
+    key: str = "%[hdr(authorization)]"   # a template: requests with the same key share it
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequestArgs:
+    backend: str                    # where the subrequests go
+    path: str = "/"
+    copy_headers: tuple[str, ...] = ()   # from an allow answer into the request
+    cache: AuthCacheArgs | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueIdConfig:
+    header: str = "X-Request-ID"    # sent to the server with the id (kept from trusted peers)
+    format: str = "%[uuid]"         # a template
+
+
+@dataclass(frozen=True, slots=True)
 class TrackArgs:
     counter: int                    # 0, 1 or 2 (track_sc0..2)
     key: str                        # a fetch, e.g. "src"
@@ -269,6 +289,7 @@ class FrontendConfig:
     forwarded: ForwardedConfig = ForwardedConfig()
     http2: Http2Config = Http2Config()
     compression: CompressionConfig | None = None
+    unique_id: UniqueIdConfig | None = None
     acls: dict[str, AclConfig] = field(default_factory=dict)
     stick_table: StickTableConfig | None = None
     http_request: tuple[RuleConfig, ...] = ()

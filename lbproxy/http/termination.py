@@ -14,6 +14,8 @@ NO_SERVER = "no-server"                 # no server could take the request, no q
 QUEUE_TIMEOUT = "queue-timeout"         # it waited `timeouts.queue` for a server slot
 BACKEND_REMOVED = "backend-removed"     # a reload removed its backend while it waited
 DENIED = "denied"                       # a deny rule
+AUTH_DENIED = "auth-denied"             # auth_request: the auth backend said 401 or 403
+AUTH_FAILED = "auth-failed"             # auth_request: no usable answer from it (500)
 OUT_OF_FDS = "out-of-fds"               # no file descriptor left to connect to a server
 RESPONSE_HEAD_TOO_LARGE = "response-header-too-large"   # over the response head limit
 

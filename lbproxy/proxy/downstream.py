@@ -32,6 +32,7 @@ class Downstream(Protocol):
     dst_port: int
     ssl_fc: bool
     ssl_fc_sni: str | None
+    peer_trusted: bool          # the peer is one of forwarded.trusted_proxies
     closed: bool                # the client is gone: nothing more can be sent to it
     write_paused: bool          # the client does not read what it is sent: the server waits
 

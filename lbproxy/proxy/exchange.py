@@ -11,11 +11,13 @@ downstream its turn back. It never looks inside the protocol objects on either s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import CONNECT_FAILURE, RESPONSE_TIMEOUT
 from lbproxy.http.answers import error_answer
 from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND, OUT_OF_FDS
+from lbproxy.proxy.auth import authorize
 from lbproxy.proxy.cache import use_cache
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
 from lbproxy.proxy.request import Request
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
     from lbproxy.http.answers import Answer
+    from lbproxy.proxy.auth import AuthCall
     from lbproxy.proxy.cache import CacheSink
+    from lbproxy.routing.actions import AuthRequest
     from lbproxy.proxy.compression import CompressingSink
     from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.downstream import Downstream
@@ -43,6 +47,9 @@ class Exchange(Request):
         # where the response goes: the downstream, or filters in front of it (compression,
         # the cache); the cache's part in this exchange, and the X-Cache word it got
         "sink", "caching", "cache_status",
+        # routing: the request rules left when one suspended it, the auth call it waits on,
+        # the request id (unique_id)
+        "rules_left", "auth", "unique_id",
         # dispatch
         "dispatcher", "backend", "server", "upstream", "connecting", "attempts", "queued",
         "sticky_id", "request_head",
@@ -65,6 +72,9 @@ class Exchange(Request):
         self.sink: Downstream | CompressingSink | CacheSink = downstream
         self.caching: CacheSink | None = None
         self.cache_status = ""
+        self.rules_left: Iterator | None = None
+        self.auth: AuthCall | None = None
+        self.unique_id: str | None = None
         self.dispatcher: Dispatcher | None = None
         self.backend: Backend | None = None
         self.server: Server | None = None
@@ -116,9 +126,22 @@ class Exchange(Request):
         self.started = self.downstream.time()
         frontend = self.frontend
         frontend.requests += 1
-        dispatcher = frontend.route(self)
+        if frontend.unique_id is not None:
+            frontend.unique_id.assign(self)
+        self._routed(frontend.route(self))
+
+    def resume_routing(self) -> None:
+        """A suspended rule (auth_request) let the request go on: the rules after it."""
+        rules, self.rules_left = self.rules_left, None
+        self._routed(self.frontend.route(self, rules))
+
+    def auth_request(self, check: AuthRequest) -> int:
+        """The auth_request action (lbproxy/proxy/auth.py)."""
+        return authorize(self, check)
+
+    def _routed(self, dispatcher: Dispatcher | None) -> None:
         if dispatcher is None:
-            if not self.status:                # not answered by a rule
+            if not self.status and self.rules_left is None:   # no rule answered or waits
                 self.set_termination("P", NO_BACKEND)
                 self.respond(error_answer(503))
             return
@@ -278,6 +301,9 @@ class Exchange(Request):
         """The client went away: let go of the server connection and the server slot.
         Not the server's failure: a balancer must not learn to avoid it for this."""
         self.queued = False
+        if self.auth is not None:
+            self.auth.cancel()
+            self.auth = None
         if self.connecting is not None:
             self.connecting = None
             self.dispatcher.release(self, True)

@@ -7,6 +7,7 @@ once from the frozen config, so the hot path does no nested lookups.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
@@ -14,7 +15,8 @@ from lbproxy.http.addresses import parse_ip
 from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.proxy.compression import Compression
-from lbproxy.routing.actions import ANSWERED, FrontendRules
+from lbproxy.proxy.request_id import RequestIds
+from lbproxy.routing.actions import ANSWERED, SUSPENDED, FrontendRules, RequestRule
 
 # Bytes tolerated beyond max_header_size before a partially received head (431) or an
 # unfinished chunk-size line, chunk extension or trailer (400) is refused; the exact
@@ -77,26 +79,36 @@ class Frontend:
                                 for net in forwarded.trusted_proxies]
         self.request_rules = rules.request
         self.response_rules = rules.response
+        self.dispatchers = dispatchers        # by backend name (auth_request)
         self.use_backend = [(test, dispatchers[name]) for test, name in rules.use_backend]
         self.default_backend = (dispatchers[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
         self.compression = Compression(config.compression) if config.compression else None
+        self.unique_id = (RequestIds(config.unique_id, rules.unique_id)
+                          if config.unique_id is not None and rules.unique_id is not None
+                          else None)
         http2 = config.http2
         self.h2_settings = Settings(http2.max_concurrent_streams, http2.initial_window_size,
                                     http2.max_header_list_size)
 
-    def route(self, exchange: Exchange) -> Dispatcher | None:
-        """Run the http_request rules, then pick the backend (its dispatcher; None: no
-        backend, 503).
+    def route(self, exchange: Exchange, rules: Iterator[RequestRule] | None = None
+              ) -> Dispatcher | None:
+        """Run the http_request rules (`rules`: those left after a suspension), then pick
+        the backend (its dispatcher; None: no backend, 503).
 
         When a rule answers the request itself (deny, return, redirect) the exchange
-        has its status set and the caller stops there."""
-        for test, action in self.request_rules:
+        has its status set and the caller stops there; when one suspends it
+        (auth_request), the rules left are kept in `exchange.rules_left`."""
+        remaining = iter(self.request_rules) if rules is None else rules
+        for test, action in remaining:
             if test is None or test(exchange):
                 outcome = action(exchange)
                 if outcome:
                     if outcome == ANSWERED:
+                        return None
+                    if outcome == SUSPENDED:
+                        exchange.rules_left = remaining
                         return None
                     break                       # allow: skip the remaining rules
         for test, backend in self.use_backend:

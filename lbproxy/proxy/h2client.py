@@ -267,8 +267,8 @@ class H2Stream:
     """One stream: the Downstream (lbproxy/proxy/downstream.py) of its exchange."""
 
     __slots__ = ("owner", "stream", "exchange", "frontend", "state", "time", "src", "src_b",
-                 "src_port", "dst_port", "ssl_fc", "ssl_fc_sni", "closed", "paused",
-                 "unacked", "ended", "body", "received")
+                 "src_port", "dst_port", "ssl_fc", "ssl_fc_sni", "peer_trusted", "closed",
+                 "paused", "unacked", "ended", "body", "received")
 
     def __init__(self, protocol: H2ClientProtocol, stream: Stream) -> None:
         self.owner = protocol
@@ -279,6 +279,7 @@ class H2Stream:
         self.src, self.src_b = protocol.src, protocol.src_b
         self.src_port, self.dst_port = protocol.src_port, protocol.dst_port
         self.ssl_fc, self.ssl_fc_sni = protocol.ssl_fc, protocol.ssl_fc_sni
+        self.peer_trusted = protocol.peer_trusted
         self.closed = False
         self.paused = 0                  # reasons to keep the request body's window closed
         self.unacked = 0                 # request body bytes received while paused

@@ -1,7 +1,8 @@
 """http_request / http_response rules compiled into (condition, action) closures.
 
-A request rule's action returns CONTINUE, STOP (allow: skip the remaining request rules)
-or ANSWERED (deny, return, redirect: the exchange has its response). Header actions
+A request rule's action returns CONTINUE, STOP (allow: skip the remaining request rules),
+ANSWERED (deny, return, redirect: the exchange has its response) or SUSPENDED (the
+exchange goes on with the next rule later: auth_request waits for its subrequest). Header actions
 edit the flat header list (name, ": ", value, CRLF quadruples) the data plane forwards,
 so a rule costs nothing when its condition is false and one list rebuild when it acts.
 Framing and hop-by-hop headers cannot be edited: the proxy owns them.
@@ -14,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lbproxy.config.errors import ConfigError
-from lbproxy.config.schema import (DenyArgs, FrontendConfig, HeaderArgs, RedirectArgs,
-                                   ReplacePathArgs, RuleConfig, TrackArgs)
+from lbproxy.config.schema import (AuthRequestArgs, DenyArgs, FrontendConfig, HeaderArgs,
+                                   RedirectArgs, ReplacePathArgs, RuleConfig, TrackArgs)
 from lbproxy.http.answers import Answer
 from lbproxy.http.termination import DENIED
 from lbproxy.routing.acl import compile_acl
@@ -26,6 +27,7 @@ from lbproxy.routing.syntax import RuleError, fail
 CONTINUE = 0
 STOP = 1
 ANSWERED = 2
+SUSPENDED = 3
 
 Test = Callable[[Any], bool]
 Action = Callable[[Any], int]
@@ -191,6 +193,22 @@ def _request_header(action: str, args: HeaderArgs, where: str, runtime: Any) -> 
     return apply
 
 
+class AuthRequest:
+    """An auth_request action: where its subrequests go, what an allow answer hands on,
+    and the allow answers it may reuse (lbproxy/proxy/auth.py does the subrequests)."""
+
+    def __init__(self, args: AuthRequestArgs, where: str, runtime: Any) -> None:
+        self.backend = args.backend
+        self.path = args.path.encode("latin-1")
+        self.copy_headers = tuple(name.lower().encode("latin-1") for name in args.copy_headers)
+        self.ttl = args.cache.ttl if args.cache is not None else 0.0
+        self.key: Render | None = (compile_template(args.cache.key, f"{where}.cache.key",
+                                                    runtime, "request")
+                                   if args.cache is not None else None)
+        # key -> (until, the headers the allow answer handed on), oldest first
+        self.allowed: dict[str, tuple[float, list[tuple[bytes, bytes]]]] = {}
+
+
 def compile_request_action(rule: RuleConfig, runtime: Any,
                            tables: Callable[[str | None], Any]) -> Action:
     action, args, where = rule.action, rule.args, f"{rule.where}.{rule.action}"
@@ -210,6 +228,9 @@ def compile_request_action(rule: RuleConfig, runtime: Any,
         return _replace_path(args)
     if action.startswith("track_sc"):
         return _track(args, tables(args.table), where, runtime)
+    if action == "auth_request":
+        check = AuthRequest(args, where, runtime)
+        return lambda exchange: exchange.auth_request(check)
     raise fail(where, f"unknown action '{action}'")
 
 
@@ -238,6 +259,9 @@ class FrontendRules:
                 compile_condition_of(rule, acls, runtime, "response"),
                 header_edit(rule.action, rule.args, f"{rule.where}.{rule.action}", runtime,
                             "response")))
+        self.unique_id: Render | None = (self._compile(lambda: compile_template(
+            config.unique_id.format, f"{config.where}.unique_id.format", runtime, "request"))
+            if config.unique_id is not None else None)
         self.use_backend: list[tuple[Test | None, str]] = self._all(
             config.use_backend, lambda choice: (
                 compile_condition_of(choice, acls, runtime, "request"), choice.backend))

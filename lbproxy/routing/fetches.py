@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter, methodcaller
@@ -88,6 +89,10 @@ def _nbsrv(backend: str, runtime: Any) -> Getter:
     return lambda _request: runtime.nbsrv(backend)
 
 
+def _uuid(_arg: Any, _runtime: Any) -> Getter:
+    return lambda _request: str(uuid.uuid4())
+
+
 def _date_us(_arg: Any, _runtime: Any) -> Getter:
     return lambda _request: time.time_ns() // 1000
 
@@ -115,6 +120,8 @@ FETCHES: dict[str, _Def] = {
     "req_ver": _Def(STR, None, _attr("req_ver")),
     "nbsrv": _Def(INT, "backend", _nbsrv),
     "date_us": _Def(INT, None, _date_us),
+    "uuid": _Def(STR, None, _uuid),
+    "unique_id": _Def(STR, None, _optional_attr("unique_id")),
     "srv_name": _Def(STR, None, _optional_attr("srv_name"), phase=RESPONSE),
     "status": _Def(INT, None, _optional_attr("status"), phase=RESPONSE),
     # HIT, MISS, BYPASS... once the backend's cache looked the request up (else "")

@@ -88,6 +88,7 @@ class AccessLog:
         server = exchange.server
         started = exchange.started
         error = exchange.error
+        unique_id = exchange.unique_id
         self._add(
             f'{{"time":"{self.stamp}{int((now - second) * 1000):03d}Z",'
             f'"client":"{client.src}","client_port":{client.src_port},'
@@ -100,7 +101,8 @@ class AccessLog:
             f'"bytes":{exchange.resp_bytes},'
             f'"duration_ms":{(client.time() - started) * 1000 if started else 0.0:.3f},'
             f'"retries":{exchange.attempts},"termination":"{exchange.termination}",'
-            f'"error":{"null" if error is None else quoted(error)}}}\n')
+            f'"error":{"null" if error is None else quoted(error)},'
+            f'"unique_id":{"null" if unique_id is None else quoted(unique_id)}}}\n')
 
     def clf_line(self, exchange: Exchange) -> None:
         now = time.time()

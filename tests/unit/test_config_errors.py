@@ -176,10 +176,10 @@ CASES = {
               "(did you mean 'deny'?)",
               "lb.yaml:8: frontends.web.http_request[3]: a rule needs exactly one action "
               "(allow, deny, return, redirect, set_header, add_header, del_header, set_path, "
-              "replace_path, track_sc0, track_sc1, track_sc2), got deny, set_path",
+              "replace_path, track_sc0, track_sc1, track_sc2, auth_request), got deny, set_path",
               "lb.yaml:9: frontends.web.http_request[4]: a rule needs exactly one action "
               "(allow, deny, return, redirect, set_header, add_header, del_header, set_path, "
-              "replace_path, track_sc0, track_sc1, track_sc2)",
+              "replace_path, track_sc0, track_sc1, track_sc2, auth_request)",
               "lb.yaml:10: frontends.web.http_request[5].redirect: needs exactly one of "
               "location, prefix, scheme",
               "lb.yaml:11: frontends.web.http_request[6].redirect.code: must be one of "
