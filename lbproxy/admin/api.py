@@ -16,8 +16,10 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from lbproxy.admin.base import ENGINE, SAMPLER, ApiError, json_response, viewer
+from lbproxy.admin.base import (ENGINE, SAMPLER, ApiError, json_response, large_json_response,
+                                viewer)
 from lbproxy.admin.model import backend_json, server_json
+from lbproxy.admin.slicing import sliced
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import ADMIN_STATES, Server
 from lbproxy.config.backend import MAX_WEIGHT
@@ -99,13 +101,15 @@ def _audit(request: web.Request, what: str) -> None:
 @routes.get("/api/backends")
 async def list_backends(request: web.Request) -> web.Response:
     sampler = request.app[SAMPLER]
-    return json_response({"backends": [backend_json(backend, sampler) for backend in
-                                       request.app[ENGINE].backends.values()]})
+    return await large_json_response({"backends": [
+        await sliced(backend_json(backend, sampler))
+        for backend in list(request.app[ENGINE].backends.values())]})
 
 
 @routes.get("/api/backends/{backend}")
 async def get_backend(request: web.Request) -> web.Response:
-    return json_response(backend_json(_backend(request), request.app[SAMPLER]))
+    return await large_json_response(
+        await sliced(backend_json(_backend(request), request.app[SAMPLER])))
 
 
 @routes.get("/api/backends/{backend}/servers/{server}")

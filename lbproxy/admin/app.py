@@ -24,14 +24,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from lbproxy.admin import api
 from lbproxy.admin.base import (ENGINE, SAMPLER, STATS, ApiError, authenticated_user,
-                                error_response, json_response, viewer)
-from lbproxy.admin.metrics import make_registry
+                                error_response, json_response, large_json_response, viewer)
+from lbproxy.admin.metrics import Scrapes
 from lbproxy.admin.model import TICK, Sampler
-from lbproxy.admin.stats_csv import stat_rows, to_csv
+from lbproxy.admin.slicing import sliced
+from lbproxy.admin.stats_csv import csv_text, stat_rows
 from lbproxy.admin.stats_page import render_page
 from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Address, StatsConfig
@@ -45,7 +46,7 @@ OPEN_PATHS = frozenset({"/health", "/metrics"})
 READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="lbproxy"'}
 SHUTDOWN_TIMEOUT = 1.0    # seconds open admin connections (a browser's keep-alive) get on stop
-REGISTRY = web.AppKey("registry", CollectorRegistry)
+SCRAPES = web.AppKey("scrapes", Scrapes)
 # A worker's own admin app, on a private unix socket for the supervisor only (workers > 1):
 # no authentication (the socket's directory is the access control), plus /internal routes.
 INTERNAL = web.AppKey("internal", bool)
@@ -101,7 +102,7 @@ def make_app(engine: Engine, stats: StatsConfig, internal: bool = False) -> web.
     app[STATS] = stats
     app[INTERNAL] = internal
     app[SAMPLER] = Sampler(engine)
-    app[REGISTRY] = make_registry(engine)
+    app[SCRAPES] = Scrapes(engine)
     app.cleanup_ctx.append(sampling)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
@@ -191,7 +192,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[REGISTRY]),
+    return web.Response(body=await request.app[SCRAPES].get(),
                         headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 
@@ -202,18 +203,18 @@ async def stats_page(request: web.Request) -> web.Response:
         return await stats_csv(request)
     app = request.app
     if fmt == "json":
-        return json_response(stat_rows(app[ENGINE], app[SAMPLER]))
+        return await large_json_response(await sliced(stat_rows(app[ENGINE], app[SAMPLER])))
     if fmt != "html":
         raise ApiError(400, f"unknown format {fmt!r} (expected html, csv or json)")
     stats = app[STATS]
     links = (stats.uri + ";csv", stats.uri + "?format=json", "/metrics")
-    html = render_page(app[ENGINE], app[SAMPLER], stats.refresh, links,
-                       controls=stats.admin and viewer(request) is not None)
+    html = await sliced(render_page(app[ENGINE], app[SAMPLER], stats.refresh, links,
+                                    controls=stats.admin and viewer(request) is not None))
     return web.Response(text=html, content_type="text/html",
                         headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
 async def stats_csv(request: web.Request) -> web.Response:
-    rows = stat_rows(request.app[ENGINE], request.app[SAMPLER])
-    return web.Response(text=to_csv(rows), content_type="text/plain",
+    rows = await sliced(stat_rows(request.app[ENGINE], request.app[SAMPLER]))
+    return web.Response(text=await sliced(csv_text(rows)), content_type="text/plain",
                         headers={hdrs.CACHE_CONTROL: "no-store"})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import BasicAuth, hdrs, web
 
 from lbproxy.admin.model import Sampler
+from lbproxy.admin.slicing import json_text, sliced
 from lbproxy.config.schema import AuthConfig, StatsConfig
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ def json_response(data: object, status: int = 200,
                   headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(text=json.dumps(data, indent=1) + "\n", status=status,
                         content_type="application/json", headers=headers)
+
+
+async def large_json_response(data: object) -> web.Response:
+    """JSON that grows with the number of servers: compact, and encoded in slices so the
+    event loop keeps serving traffic meanwhile."""
+    return web.Response(text=await sliced(json_text(data)) + "\n",
+                        content_type="application/json")
 
 
 def error_response(status: int, message: str,

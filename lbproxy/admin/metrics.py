@@ -1,24 +1,21 @@
-"""`/metrics`: Prometheus exposition built at scrape time from the data plane's counters.
+"""`/metrics`: Prometheus exposition written at scrape time from the data plane's counters.
 
-The data plane never calls prometheus_client: a custom Collector walks the frontends,
-backends and servers when scraped and yields metric families from the plain counters
-they keep, so a request costs nothing extra and needs no lock (the scrape runs on the
-proxy's own loop, between callbacks). It has its own CollectorRegistry, not the global
-one, so two engines in one process (tests) do not collide. Labels are only frontend,
-backend and server names (from the config or the runtime API) and status classes, so
-cardinality is bounded by what the operator declared.
+The data plane never calls a metrics library: a scrape walks the frontends, backends and
+servers and writes the text format straight from the plain counters they keep, so a
+request costs nothing extra and needs no lock (the scrape runs on the proxy's own loop,
+between callbacks). With thousands of servers the text is megabytes, so it is written in
+chunks and the scrape yields to the loop between them: traffic goes on while it runs.
+Labels are only frontend, backend and server names (from the config or the runtime API)
+and status classes, so cardinality is bounded by what the operator declared.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from lbproxy.admin.model import STATUS_CLASSES, queue_length
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
 
 _BOUNDS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
-Rows = list[tuple[list[str], Any]]       # (label values, live object) per series
+Rows = list[tuple[str, Any]]       # ("{labels}" as written, live object) per series
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,90 +114,150 @@ CACHE = (
 )
 
 
-def _families(specs: Sequence[Spec], labels: list[str], rows: Rows) -> Iterator[Metric]:
+# --- writing the exposition ------------------------------------------------------------------
+
+BATCH = 250          # series written between two yields to the event loop
+
+
+def _number(value: float) -> str:
+    """As prometheus_client writes a sample: `12.0`, `1.5`, `1.234567e+06`."""
+    if type(value) is int and -1_000_000 < value < 1_000_000:
+        return f"{value}.0"
+    return floatToGoString(value)
+
+
+def _label(name: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return f'{name}="{escaped}"'
+
+
+class _Exposition:
+    """The text format, written straight from the live objects (the prometheus_client
+    object model costs 5-10x more per sample), in chunks of about BATCH series."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.series = 0
+
+    def family(self, name: str, counter: bool, doc: str) -> None:
+        self.out.append(f"# HELP {name} {doc}\n# TYPE {name} "
+                        f"{'counter' if counter else 'gauge'}\n")
+
+    def sample(self, line: str) -> bool:
+        """Add a sample line; True when a chunk is full (the caller yields it)."""
+        self.out.append(line)
+        self.series += 1
+        return self.series % BATCH == 0
+
+    def take(self) -> str:
+        chunk = "".join(self.out)
+        self.out.clear()
+        return chunk
+
+
+def _specs(w: _Exposition, specs: Sequence[Spec], rows: Rows) -> Iterator[str]:
     for spec in specs:
-        kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
-        family = kind(f"lbproxy_{spec.name}", spec.doc, labels=labels)
-        for values, obj in rows:
-            family.add_metric(values, float(spec.read(obj)))
-        yield family
+        name = f"lbproxy_{spec.name}"
+        w.family(name, spec.counter, spec.doc)
+        read = spec.read
+        for labels, obj in rows:
+            if w.sample(f"{name}{labels} {_number(read(obj))}\n"):
+                yield w.take()
 
 
-def _responses(kind: str, labels: list[str], rows: Rows) -> Metric:
-    family = CounterMetricFamily(f"lbproxy_{kind}_http_responses_total",
-                                 "HTTP responses by status class.", labels=[*labels, "code"])
-    for values, obj in rows:
+def _by_class(w: _Exposition, kind: str, rows: list[tuple[str, str, Any]]) -> Iterator[str]:
+    """Responses by status class; `rows`: labels before and after `code`, and the object."""
+    name = f"lbproxy_{kind}_http_responses_total"
+    w.family(name, True, "HTTP responses by status class.")
+    for before, after, obj in rows:
         for code, count in zip(STATUS_CLASSES, obj.responses):
-            family.add_metric([*values, code], count)
-    return family
+            if w.sample(f"{name}{{{before}code=\"{code}\"{after}}} {_number(count)}\n"):
+                yield w.take()
 
 
-def _by_protocol(rows: Rows) -> Metric:
-    family = CounterMetricFamily("lbproxy_frontend_http_requests_by_protocol_total",
-                                 "HTTP requests received, by protocol.",
-                                 labels=["frontend", "protocol"])
-    for values, frontend in rows:
-        family.add_metric([*values, "h2"], frontend.h2_requests)
-        family.add_metric([*values, "h1"], frontend.requests - frontend.h2_requests)
-    return family
-
-
-def _http2_abuse(rows: Rows) -> Metric:
-    family = CounterMetricFamily("lbproxy_frontend_http2_abuse_total",
-                                 "HTTP/2 connections ended (ENHANCE_YOUR_CALM) or streams "
-                                 "refused, by reason.", labels=["frontend", "reason"])
-    for values, frontend in rows:
-        for reason, count in sorted(frontend.h2_abuse.items()):
-            family.add_metric([*values, reason], count)
-    return family
-
-
-def _latency(labels: list[str], rows: Rows) -> Metric:
+def _latency(w: _Exposition, servers: list[tuple[str, str, Any]]) -> Iterator[str]:
     """Each server's histogram; Prometheus buckets are cumulative, the server's are not."""
-    family = HistogramMetricFamily("lbproxy_server_response_time_seconds",
-                                   "Response time, headers sent to last byte.", labels=labels)
-    for values, server in rows:
-        cumulative, buckets = 0, []
+    name = "lbproxy_server_response_time_seconds"
+    w.out.append(f"# HELP {name} Response time, headers sent to last byte.\n"
+                 f"# TYPE {name} histogram\n")
+    for backend, server_label, server in servers:
+        cumulative = 0
+        lines = []
         for bound, count in zip(_BOUNDS, server.latency_counts):
             cumulative += count
-            buckets.append((bound, cumulative))
-        family.add_metric(values, buckets, server.latency_sum)
-    return family
+            lines.append(f'{name}_bucket{{{backend},le="{bound}",{server_label}}} '
+                         f"{_number(cumulative)}\n")
+        lines.append(f"{name}_count{{{backend},{server_label}}} {_number(cumulative)}\n"
+                     f"{name}_sum{{{backend},{server_label}}} {_number(server.latency_sum)}\n")
+        if w.sample("".join(lines)):
+            yield w.take()
 
 
-class EngineCollector(Collector):
-    """Reads the engine's live objects each time the registry is collected."""
+def exposition(engine: Engine) -> Iterator[str]:
+    """The /metrics text of `engine`, in chunks: the caller may let other work run
+    between two (a scrape of thousands of servers must not stall traffic)."""
+    w = _Exposition()
+    frontends = [(_label("frontend", f.name), f) for f in engine.frontends.values()]
+    backends = list(engine.backends.values())
+    servers = [(_label("backend", b.name), _label("server", s.name), s)
+               for b in backends for s in b.servers]
+    yield from _specs(w, FRONTEND, [(f"{{{labels}}}", f) for labels, f in frontends])
+    yield from _by_class(w, "frontend", [("", f",{labels}", f) for labels, f in frontends])
+    backend_rows = [(_label("backend", b.name), b) for b in backends]
+    yield from _specs(w, BACKEND, [(f"{{{labels}}}", b) for labels, b in backend_rows])
+    yield from _by_class(w, "backend", [(f"{labels},", "", b) for labels, b in backend_rows])
+    yield from _specs(w, SERVER, [(f"{{{b},{s}}}", server) for b, s, server in servers])
+    yield from _by_class(w, "server", [(f"{b},", f",{s}", server) for b, s, server in servers])
+    by_protocol = "lbproxy_frontend_http_requests_by_protocol_total"
+    w.family(by_protocol, True, "HTTP requests received, by protocol.")
+    for labels, f in frontends:
+        w.sample(f'{by_protocol}{{{labels},protocol="h2"}} {_number(f.h2_requests)}\n'
+                 f'{by_protocol}{{{labels},protocol="h1"}} '
+                 f"{_number(f.requests - f.h2_requests)}\n")
+    abuse = "lbproxy_frontend_http2_abuse_total"
+    w.family(abuse, True, "HTTP/2 connections ended (ENHANCE_YOUR_CALM) or streams refused, "
+                          "by reason.")
+    for labels, f in frontends:
+        for reason, count in sorted(f.h2_abuse.items()):
+            w.sample(f"{abuse}{{{labels},{_label('reason', reason)}}} {_number(count)}\n")
+    yield from _latency(w, servers)
+    yield from _specs(w, PROCESS, [("", engine)])
+    yield from _specs(w, CACHE, [(f"{{{_label('cache', name)}}}", cache)
+                                 for name, cache in engine.caches.items()])
+    for field, text in (("current", "servers the autoscaler counted"),
+                        ("desired", "servers the autoscaler wants")):
+        name = f"lbproxy_autoscale_{field}_servers"
+        w.family(name, False, f"Per pool: {text} at its last decision.")
+        for pool, status in engine.autoscale.items():
+            w.sample(f"{name}{{{_label('pool', pool)}}} {_number(status[field])}\n")
+    yield w.take()
+
+
+def render(engine: Engine) -> bytes:
+    """The whole exposition at once (tests, tools)."""
+    return "".join(exposition(engine)).encode()
+
+
+class Scrapes:
+    """Renders /metrics for the admin app, yielding to the loop between chunks;
+    scrapes that arrive while one is being written share its result."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._pending: asyncio.Task[bytes] | None = None
 
-    def collect(self) -> Iterator[Metric]:
-        backends = self.engine.backends.values()
-        frontends: Rows = [([f.name], f) for f in self.engine.frontends.values()]
-        backend_rows: Rows = [([b.name], b) for b in backends]
-        servers: Rows = [([b.name, s.name], s) for b in backends for s in b.servers]
-        for kind, specs, labels, rows in (
-                ("frontend", FRONTEND, ["frontend"], frontends),
-                ("backend", BACKEND, ["backend"], backend_rows),
-                ("server", SERVER, ["backend", "server"], servers)):
-            yield from _families(specs, labels, rows)
-            yield _responses(kind, labels, rows)
-        yield _by_protocol(frontends)
-        yield _http2_abuse(frontends)
-        yield _latency(["backend", "server"], servers)
-        yield from _families(PROCESS, [], [([], self.engine)])
-        yield from _families(CACHE, ["cache"], [([name], cache) for name, cache
-                                                in self.engine.caches.items()])
-        for field, text in (("current", "servers the autoscaler counted"),
-                            ("desired", "servers the autoscaler wants")):
-            family = GaugeMetricFamily(f"lbproxy_autoscale_{field}_servers",
-                                       f"Per pool: {text} at its last decision.", labels=["pool"])
-            for pool, status in self.engine.autoscale.items():
-                family.add_metric([pool], status[field])
-            yield family
+    async def get(self) -> bytes:
+        if self._pending is None:
+            self._pending = asyncio.get_running_loop().create_task(self._render())
+            self._pending.add_done_callback(self._done)
+        return await asyncio.shield(self._pending)
 
+    def _done(self, _task: asyncio.Task[bytes]) -> None:
+        self._pending = None
 
-def make_registry(engine: Engine) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))
-    return registry
+    async def _render(self) -> bytes:
+        chunks = []
+        for chunk in exposition(self.engine):
+            chunks.append(chunk)
+            await asyncio.sleep(0)
+        return "".join(chunks).encode()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
+from lbproxy.admin.slicing import Sliced, mapped
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import LATENCY_BUCKETS, Server
 from lbproxy.proxy.frontend import Frontend
@@ -212,8 +213,10 @@ def server_json(server: Server, recent: Recent) -> dict[str, object]:
     }
 
 
-def backend_json(backend: Backend, sampler: Sampler) -> dict[str, object]:
-    servers = backend.servers
+def backend_json(backend: Backend, sampler: Sampler) -> Sliced[dict[str, object]]:
+    """A backend and its servers (a sliced renderer: lbproxy/admin/slicing.py)."""
+    servers = list(backend.servers)
+    server_list = yield from mapped(servers, lambda s: server_json(s, sampler.recent(s)))
     return {
         "name": backend.name,
         "balance": backend.config.balance,
@@ -228,5 +231,5 @@ def backend_json(backend: Backend, sampler: Sampler) -> dict[str, object]:
         "retries": backend.retried,
         "redispatches": backend.redispatched,
         **sampler.recent(backend).as_json(),
-        "servers": [server_json(server, sampler.recent(server)) for server in servers],
+        "servers": server_list,
     }

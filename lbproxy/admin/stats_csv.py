@@ -16,11 +16,11 @@ row per server then a BACKEND row. Mapping choices:
 
 from __future__ import annotations
 
-import io
 import time
 from typing import TYPE_CHECKING
 
 from lbproxy.admin.model import Recent, Sampler, backend_up, frontend_status, queue_length
+from lbproxy.admin.slicing import Sliced, at_once, mapped
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -48,26 +48,31 @@ PID = 1                       # HAProxy's relative process number; one process h
 Row = dict[str, str | int]
 
 
-def stat_rows(engine: Engine, sampler: Sampler) -> list[Row]:
-    """Every row, HAProxy's order; only the columns that have a value."""
+def stat_rows(engine: Engine, sampler: Sampler) -> Sliced[list[Row]]:
+    """Every row, HAProxy's order; only the columns that have a value (a sliced renderer:
+    lbproxy/admin/slicing.py)."""
     rows: list[Row] = []
     for iid, frontend in enumerate(engine.frontends.values(), 1):
         rows.append(_frontend_row(frontend, iid, sampler.recent(frontend)))
-    for iid, backend in enumerate(engine.backends.values(), len(engine.frontends) + 1):
-        for sid, server in enumerate(backend.servers, 1):
-            rows.append(_server_row(backend, server, iid, sid, sampler.recent(server)))
+    for iid, backend in enumerate(list(engine.backends.values()), len(engine.frontends) + 1):
+        rows += yield from mapped(
+            enumerate(list(backend.servers), 1),
+            lambda numbered: _server_row(backend, numbered[1], iid,  # noqa: B023
+                                         numbered[0], sampler.recent(numbered[1])))
         rows.append(_backend_row(backend, iid, sampler.recent(backend)))
     return rows
 
 
-def to_csv(rows: list[Row]) -> str:
+def csv_text(rows: list[Row]) -> Sliced[str]:
     """HAProxy's layout: a `# ` header line, and a trailing comma on every line. Names are
     config names (no commas or quotes), so no quoting is needed."""
-    out = io.StringIO()
-    out.write("# " + ",".join(COLUMNS) + ",\n")
-    for row in rows:
-        out.write(",".join(_cell(row.get(column)) for column in COLUMNS) + ",\n")
-    return out.getvalue()
+    lines = yield from mapped(rows, lambda row: ",".join(
+        _cell(row.get(column)) for column in COLUMNS) + ",\n")
+    return "# " + ",".join(COLUMNS) + ",\n" + "".join(lines)
+
+
+def to_csv(rows: list[Row]) -> str:
+    return at_once(csv_text(rows))
 
 
 def _cell(value: str | int | None) -> str:

@@ -19,6 +19,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from lbproxy.admin.html import CSS, Cell, badge, byte_count, integer, table_row, table_section
+from lbproxy.admin.slicing import Sliced, mapped
 from lbproxy.admin.model import (STATUS_CLASSES, Recent, Sampler, ago, backend_up, frontend_status,
                                  queue_length)
 from lbproxy.backends.server import ADMIN_STATES
@@ -48,14 +49,15 @@ document.addEventListener("submit", async (e) => {
 
 
 def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequence[str],
-                controls: bool) -> str:
-    """The whole page. `controls` adds the admin forms (admin on and user authenticated)."""
+                controls: bool) -> Sliced[str]:
+    """The whole page (a sliced renderer: lbproxy/admin/slicing.py). `controls` adds the
+    admin forms (admin on and user authenticated)."""
     refresh_tag = (f'<meta http-equiv="refresh" content="{max(1, math.ceil(refresh))}">'
                    if refresh > 0 else "")
     sections = [_frontend_section(frontend, sampler.recent(frontend))
                 for frontend in engine.frontends.values()]
-    sections += [_backend_section(backend, sampler, controls)
-                 for backend in engine.backends.values()]
+    for backend in list(engine.backends.values()):
+        sections.append((yield from _backend_section(backend, sampler, controls)))
     if engine.caches:
         sections.append(_cache_section(engine.caches))
     if engine.autoscale:
@@ -138,10 +140,11 @@ def _frontend_section(frontend: Frontend, recent: Recent) -> str:
                     [table_row(cells)])
 
 
-def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> str:
-    servers = backend.servers
-    rows = [table_row(_server_cells(backend, server, sampler.recent(server), controls),
-                 f"s-{server.state}") for server in servers]
+def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> Sliced[str]:
+    servers = list(backend.servers)
+    rows = yield from mapped(servers, lambda server: table_row(
+        _server_cells(backend, server, sampler.recent(server), controls),
+        f"s-{server.state}"))
     recent = sampler.recent(backend)
     total = [
         ("Server", "BACKEND"), ("State", ""), ("Weight", ""),

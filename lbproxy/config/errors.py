@@ -18,6 +18,9 @@ class ConfigError(Exception):
         self.errors: list[str] = list(errors)
         super().__init__("\n".join(self.errors))
 
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        return (ConfigError, (self.errors,))     # (a reload reads large files in a child)
+
 
 class ListenError(OSError):
     """A configured address cannot be listened on; the message names it, e.g.

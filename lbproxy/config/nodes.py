@@ -20,6 +20,8 @@ from lbproxy.config.errors import Problems
 _TYPED_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
                          "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
 _STR_TAG = "tag:yaml.org,2002:str"
+# libyaml's parser when PyYAML was built with it: the same nodes and marks, 5-10x faster
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STANDARD_TAGS = "tag:yaml.org,2002:"
 # `$$`, `${...}`, or a `${` that is never closed (the last alternative only matches then).
 _ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
@@ -87,7 +89,11 @@ def read_yaml(file: str, env: Mapping[str, str], problems: Problems) -> Node | N
     """The document in `file` as a Node tree, or None (after reporting) if it cannot be read."""
     try:
         with open(file, "rb") as stream:
-            root = yaml.compose(stream, Loader=yaml.SafeLoader)
+            data = stream.read()
+        try:
+            root = yaml.compose(data, Loader=_LOADER)
+        except yaml.YAMLError:         # the pure parser words syntax errors the same everywhere
+            root = yaml.compose(data, Loader=yaml.SafeLoader)
     except OSError as exc:
         problems.add(file, 0, f"cannot read: {exc.strerror or exc}")
         return None

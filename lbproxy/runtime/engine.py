@@ -40,7 +40,7 @@ from lbproxy.routing.actions import FrontendRules
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
 from lbproxy.runtime.control import WorkerRole
-from lbproxy.runtime.validate import (bind_contexts, compile_frontends, load_checked,
+from lbproxy.runtime.validate import (bind_contexts, compile_frontends, load_checked_off_loop,
                                       table_configs)
 from lbproxy.runtime.watchers import start_watchers, stop_watchers, watchers_changed
 from lbproxy.tables import open_store
@@ -212,7 +212,7 @@ class Engine:
         async with self._reloading:
             access_log = self.access_log
             try:
-                config = load_checked(self.path)
+                config = await load_checked_off_loop(self.path)
                 access_log = self._reopen_log(config)
                 binds = self._bind(config)
             except ConfigError as exc:

@@ -12,9 +12,12 @@ itself, or that may name a table or backend that was left out.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import pickle
 import re
 import ssl
+import sys
 from collections.abc import Callable
 
 from lbproxy.config.errors import ConfigError, Problems
@@ -120,6 +123,49 @@ def _backend_lost(config: Config, problems: Problems) -> bool:
         if owner is None or path.startswith(f"backends.{owner}.stick_table"):
             return True
     return False
+
+
+# From this size on, a reload reads the configuration in a child process: parsing holds
+# the GIL for long stretches (libyaml composes a whole document in one call), so a thread
+# would still stall the event loop; a smaller one is read at once (a few milliseconds).
+OFF_LOOP_BYTES = 256 * 1024
+_CHILD = ("import sys\n"
+          "from lbproxy.runtime.validate import pickled_load\n"
+          "sys.stdout.buffer.write(pickled_load(sys.argv[1]))\n")
+
+
+async def load_checked_off_loop(path: str | os.PathLike[str]) -> Config:
+    """load_checked for a running proxy: a large configuration is read and checked by a
+    child Python (`python -c`, importing lbproxy), so traffic goes on meanwhile; only the
+    result is unpickled here. If the child cannot run, it is read here after all."""
+    if _yaml_bytes(path) < OFF_LOOP_BYTES:
+        return load_checked(path)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, os.fspath(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        return load_checked(path)
+    result = pickle.loads(out)
+    if isinstance(result, ConfigError):
+        raise result
+    return result
+
+
+def pickled_load(path: str) -> bytes:
+    """The child's side of load_checked_off_loop: the Config, or the ConfigError."""
+    try:
+        return pickle.dumps(load_checked(path), pickle.HIGHEST_PROTOCOL)
+    except ConfigError as exc:
+        return pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+
+
+def _yaml_bytes(path: str | os.PathLike[str]) -> int:
+    if not os.path.isdir(path):
+        return os.path.getsize(path) if os.path.exists(path) else 0
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names
+               if name.endswith((".yaml", ".yml")))
 
 
 def load_checked(path: str | os.PathLike[str]) -> Config:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbproxy.admin.aggregate import (merge_csv, merge_json, merge_metrics, merge_rows,
                                      render_rows_page)
-from lbproxy.admin.metrics import make_registry
+from lbproxy.admin.metrics import render
 from lbproxy.admin.stats_csv import COLUMNS, to_csv
 from lbproxy.backends.server import LATENCY_BUCKETS
 
@@ -48,8 +47,8 @@ def test_merge_metrics_of_two_real_workers():
     slots = len(LATENCY_BUCKETS) + 1
     first = [1] * slots
     second = [2] * slots
-    texts = [generate_latest(make_registry(fake_engine(7, True, first))).decode(),
-             generate_latest(make_registry(fake_engine(5, False, second))).decode()]
+    texts = [render(fake_engine(7, True, first)).decode(),
+             render(fake_engine(5, False, second)).decode()]
     merged = merge_metrics(texts)
     got = samples(merged)
     server = (("backend", "app"), ("server", "a"))

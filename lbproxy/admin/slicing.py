@@ -1,0 +1,67 @@
+"""Long renderings (a stats page or a JSON of thousands of servers) done in slices.
+
+The admin server runs on the proxy's own event loop, so a page that takes 80 ms to build
+would hold every client's traffic for 80 ms. Renderers are written as generators that
+`yield` (nothing) every SLICE servers and `return` their result: `sliced` runs one with
+a pass through the event loop at each yield, `at_once` runs it in one go (tests, tools,
+small sets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Generator, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+Sliced = Generator[None, None, T]
+
+SLICE = 250      # servers rendered between two yields to the loop (a few milliseconds)
+
+
+def mapped(items: Iterable[T], render: Callable[[T], R]) -> Sliced[list[R]]:
+    """`[render(item) for item in items]`, pausing every SLICE items; use it with
+    `yield from` inside a renderer."""
+    out: list[R] = []
+    for count, item in enumerate(items, 1):
+        out.append(render(item))
+        if count % SLICE == 0:
+            yield
+    return out
+
+
+def json_text(value: object) -> Sliced[str]:
+    """Compact JSON of `value`, encoded piece by piece: containers holding lists are
+    walked (pausing every SLICE items of a list), everything else is one json.dumps."""
+    if isinstance(value, list):
+        items = []
+        for count, item in enumerate(value, 1):
+            items.append((yield from json_text(item)))
+            if count % SLICE == 0:
+                yield
+        return "[" + ",".join(items) + "]"
+    if isinstance(value, dict) and any(isinstance(item, list) for item in value.values()):
+        fields = []
+        for key, item in value.items():
+            fields.append(json.dumps(key) + ":" + (yield from json_text(item)))
+        return "{" + ",".join(fields) + "}"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def at_once(work: Sliced[T]) -> T:
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
+
+
+async def sliced(work: Sliced[T]) -> T:
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(0)
