@@ -168,7 +168,7 @@ class H2ClientProtocol(asyncio.Protocol):
 
     def stream_done(self, stream: H2Stream) -> None:
         self.streams.discard(stream)
-        self.write()
+        self.write_soon()
         if not self.streams:
             if self.draining:
                 self.close()
