@@ -476,12 +476,17 @@ class H2Stream:
         if not self.closed:
             if not self.ended:
                 self.flush(True)
-            if not self.stream.recv_closed:
+            if not self.stream.recv_closed and not self._body_all_received(exchange):
                 conn.reset(self.stream, f.NO_ERROR)    # answered: the rest is not needed
             conn.finished()
         self.closed = True
         self.stream.handle = None
         self.owner.stream_done(self)
+
+    def _body_all_received(self, exchange: Exchange) -> bool:
+        """Every byte Content-Length announced came, only END_STREAM has not: no reset,
+        which a client still about to send that flag could take for an error."""
+        return 0 <= exchange.length == self.received
 
     def abort(self) -> None:
         if not self.closed:
