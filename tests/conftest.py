@@ -41,3 +41,18 @@ def proxy() -> Iterator[Callable[[dict | str], ProxyThread]]:
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def isolated_plugins() -> Iterator[None]:
+    """Plugins a test module loads in-process are forgotten after it: their names leave
+    the registries, so later modules see only the built-in fetches, actions and balancers."""
+    from lbproxy.config import plugins
+    from lbproxy.extensions import ACTIONS, BALANCERS
+    from lbproxy.routing.fetches import FETCHES
+    tables = (FETCHES, ACTIONS, BALANCERS, plugins._loaded)
+    before = [dict(table) for table in tables]
+    yield
+    for table, kept in zip(tables, before):
+        table.clear()
+        table.update(kept)

@@ -15,10 +15,12 @@ from lbproxy.balance.first import First
 from lbproxy.balance.hashing import (HASH_TYPES, HashBalancer, HeaderHash, SourceHash,
                                      UriHash, UrlParamHash)
 from lbproxy.balance.leastconn import LeastConn
+from lbproxy.balance.plugin import PluginBalancer
 from lbproxy.balance.random import WeightedRandom
 from lbproxy.balance.response_time import LeastResponseTime
 from lbproxy.balance.roundrobin import RoundRobin
 from lbproxy.balance.static_rr import StaticRoundRobin
+from lbproxy.extensions import BALANCERS
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
@@ -36,6 +38,10 @@ def make_balancer(algorithm: str, arg: str | None, hash_type: str,
                   servers: Sequence[Server]) -> Balancer:
     """A balancer over `servers` for a `balance:` setting; ValueError if it is invalid."""
     cls = ALGORITHMS.get(algorithm)
+    if cls is None and algorithm in BALANCERS:
+        if arg is not None:
+            raise ValueError(f"{algorithm} takes no argument")
+        return PluginBalancer(servers, algorithm)
     if cls is None:
         raise ValueError(f"unknown algorithm {algorithm!r}")
     if issubclass(cls, (UrlParamHash, HeaderHash)):

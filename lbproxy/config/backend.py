@@ -23,6 +23,7 @@ from lbproxy.config.schema import (ALGORITHMS, ALGORITHMS_WITH_ARG, BACKEND_PROT
                                    SERVER_STATES, TLS_VERIFY, BackendConfig, CookieConfig,
                                    DefaultsConfig, HealthCheckConfig, PassiveConfig,
                                    ServerConfig, ServerTemplateConfig, ServerTLSConfig)
+from lbproxy.extensions import BALANCERS
 
 _BALANCE = re.compile(r"([a-z_-]+)\s*(?:\((.*)\))?")
 MAX_WEIGHT = 256
@@ -68,8 +69,8 @@ def _balance(node: Node) -> tuple[str, str | None]:
     value = text(node).strip()
     match = _BALANCE.fullmatch(value)
     algorithm, arg = (match[1], match[2]) if match else (value, None)
-    if algorithm not in ALGORITHMS:
-        raise ValueError(unknown("algorithm", algorithm, ALGORITHMS))
+    if algorithm not in ALGORITHMS and algorithm not in BALANCERS:
+        raise ValueError(unknown("algorithm", algorithm, [*ALGORITHMS, *BALANCERS]))
     if algorithm in ALGORITHMS_WITH_ARG:
         if not (arg and arg.strip()):
             raise ValueError(f"'{algorithm}' needs a name: {algorithm}(NAME)")

@@ -231,6 +231,17 @@ def resolve_path(node: Node, value: str) -> str:
     return os.path.normpath(os.path.join(base, value))
 
 
+def plain(node: Node) -> object:
+    """The value under `node` as plain Python (dicts, lists, scalars), for arguments whose
+    shape lbproxy does not know (a plugin's)."""
+    value = node.value
+    if isinstance(value, dict):
+        return {key: plain(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [plain(child) for child in value]
+    return value
+
+
 def file_path(node: Node) -> str:
     """A file the configuration names (log file, pidfile), as an absolute path."""
     return resolve_path(node, nonempty(node))

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from lbproxy.config.common import COMPRESSION, listen_address, stick_table, timeouts
 from lbproxy.config.errors import unknown
 from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, convert, integer,
-                                   mapping_of, nonempty, positive_duration, readable_file,
-                                   section, size, string_map, text, token, tuple_of, uri_path)
+                                   mapping_of, nonempty, plain, positive_duration,
+                                   readable_file, section, size, string_map, text, token,
+                                   tuple_of, uri_path)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Address,
                                    AuthCacheArgs, AuthRequestArgs, BindConfig, BindTLSConfig,
@@ -24,6 +25,7 @@ from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Addr
                                    FrontendConfig, HeaderArgs, Http2Config, LimitsConfig,
                                    RedirectArgs, ReplacePathArgs, ReturnArgs, RuleConfig,
                                    TrackArgs, UniqueIdConfig, UseBackendConfig)
+from lbproxy.extensions import ACTIONS, PluginAction
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 STICK_COUNTERS = 3                                            # track_sc0 .. track_sc2
@@ -264,4 +266,19 @@ def _request_actions(scope: Scope, own_table: bool) -> dict[str, Conv[object]]:
             "path": uri_path,
             "copy_headers": tuple_of(_header_name, single=True),
             "cache": section(AuthCacheArgs, {"ttl": positive_duration, "key": nonempty})}),
+        **{name: _plugin_args(plugin) for name, plugin in ACTIONS.items()},
     }
+
+
+def _plugin_args(plugin: PluginAction) -> Conv[object]:
+    """A plugin action's arguments: the YAML value as plain Python, checked by the
+    plugin's own `check` when it has one."""
+    def conv(node: Node) -> object:
+        args = plain(node)
+        if plugin.check is not None:
+            try:
+                plugin.check(args)
+            except ValueError as exc:
+                raise ValueError(f"{plugin.name}: {exc}") from None
+        return args
+    return conv

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from lbproxy.config.errors import Problems
 from lbproxy.config.nodes import Node, merge, read_yaml
+from lbproxy.config.plugins import import_plugins
 from lbproxy.config.schema import Config
 from lbproxy.config.validate import validate
 
@@ -65,6 +66,7 @@ def load_partial(path: str | os.PathLike[str],
     sources = tuple(files)
     config = Config(sources=sources)
     if root is not None:
+        import_plugins(root, problems, sources)
         config = validate(root, sources)
         _refuse_unsupported(root, config)
     return config, problems

@@ -73,6 +73,7 @@ class GlobalConfig:
     pidfile: str | None = None
     stick_store: str = "memory"     # or a redis:// / rediss:// URL
     log: LogConfig = LogConfig()
+    plugins: tuple[str, ...] = ()   # module names, or absolute paths of .py files
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,11 @@ from lbproxy.config.autoscale import autoscale
 from lbproxy.config.backend import backend
 from lbproxy.config.common import cache, listen_address, stick_table, timeouts
 from lbproxy.config.fields import (Conv, Section, boolean, choice, file_path, integer,
-                                   mapping_of, nonempty, positive_duration, section, size, text,
-                                   uri_path)
+                                   mapping_of, nonempty, positive_duration, resolve_path,
+                                   section, size, text, tuple_of, uri_path)
 from lbproxy.config.frontend import Scope, frontend
 from lbproxy.config.nodes import Node
+from lbproxy.config.plugins import is_file, valid_spec
 from lbproxy.config.schema import (LOG_FORMATS, LOG_STREAMS, Address, AuthConfig, Config,
                                    DefaultsConfig, GlobalConfig, LogConfig, StatsConfig,
                                    TimeoutsConfig)
@@ -98,6 +99,15 @@ def _log_target(node: Node) -> str:
     return path
 
 
+def _plugin(node: Node) -> str:
+    """A module name, or a .py file relative to this YAML file (imported by
+    lbproxy/config/plugins.py before the rest is checked)."""
+    spec = nonempty(node)
+    if not valid_spec(spec):
+        raise ValueError(f"'{spec}' is neither a module name (a.b.c) nor a .py file")
+    return resolve_path(node, spec) if is_file(spec) else spec
+
+
 _GLOBAL = section(GlobalConfig, {
     "workers": _workers,
     "max_connections": integer(1),
@@ -106,6 +116,7 @@ _GLOBAL = section(GlobalConfig, {
     "log": section(LogConfig, {"access": _log_target,
                                "format": choice("log format", LOG_FORMATS),
                                "buffer": size}),
+    "plugins": tuple_of(_plugin),
 })
 _DEFAULTS = section(DefaultsConfig, {
     "timeouts": timeouts(TimeoutsConfig()),

@@ -17,6 +17,7 @@ DENIED = "denied"                       # a deny rule
 AUTH_DENIED = "auth-denied"             # auth_request: the auth backend said 401 or 403
 AUTH_FAILED = "auth-failed"             # auth_request: no usable answer from it (500)
 OUT_OF_FDS = "out-of-fds"               # no file descriptor left to connect to a server
+PLUGIN_FAILED = "plugin-failed"         # a plugin raised (or its action timed out): 500
 RESPONSE_HEAD_TOO_LARGE = "response-header-too-large"   # over the response head limit
 
 # The proxy's refusals of a request, by the status they answer.

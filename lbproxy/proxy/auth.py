@@ -53,10 +53,10 @@ def authorize(exchange: Exchange, check: AuthRequest) -> int:
         exchange.respond(error_answer(500))
         return ANSWERED
     call = AuthCall(exchange, check, key)
-    exchange.auth = call
+    exchange.waiting = call
     dispatcher.dispatch(call.subrequest(dispatcher), None)
     if call.outcome is not None:                # decided at once (no server, say)
-        exchange.auth = None
+        exchange.waiting = None
         return call.apply()
     call.waiting = True
     return SUSPENDED
@@ -188,7 +188,7 @@ class AuthCall:
         if self.closed or not self.waiting:
             return
         main = self.main
-        main.auth = None
+        main.waiting = None
         if self.apply() == CONTINUE:
             main.resume_routing()
 

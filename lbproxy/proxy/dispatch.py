@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import REFUSED, UNPROCESSED
 from lbproxy.http.answers import error_answer
-from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, QUEUE_TIMEOUT
+from lbproxy.extensions import PluginFailed
+from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, PLUGIN_FAILED, QUEUE_TIMEOUT
 from lbproxy.proxy.compression import Compression
 
 if TYPE_CHECKING:
@@ -51,7 +52,11 @@ class Dispatcher:
         """Send `exchange` to a server (not `avoid` if another can take it), queue it
         when the servers are full, or answer 503 when no server can take it at all."""
         backend = self.backend
-        server = backend.pick(exchange, avoid)
+        try:
+            server = backend.pick(exchange, avoid)
+        except PluginFailed:
+            _plugin_failed(exchange)
+            return
         if server is not None:
             self._send(exchange, server)
         elif self._can_queue():
@@ -131,7 +136,13 @@ class Dispatcher:
             if not exchange.queued:            # its client left
                 queue.popleft()
                 continue
-            server = backend.pick(exchange, None)
+            try:
+                server = backend.pick(exchange, None)
+            except PluginFailed:
+                queue.popleft()
+                exchange.queued = False
+                _plugin_failed(exchange)
+                continue
             if server is None:
                 break
             queue.popleft()
@@ -175,3 +186,9 @@ def replayable(exchange: Exchange) -> bool:
     """May be sent again: idempotent, complete, and nothing of a body was consumed."""
     return (exchange.method_b in IDEMPOTENT and exchange.body_size == 0
             and exchange.request_complete)
+
+
+def _plugin_failed(exchange: Exchange) -> None:
+    """A plugin balancer raised (and was logged): the request gets 500."""
+    exchange.set_termination("P", PLUGIN_FAILED)
+    exchange.respond(error_answer(500))

@@ -15,23 +15,27 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import CONNECT_FAILURE, RESPONSE_TIMEOUT
+from lbproxy.extensions import PluginFailed
 from lbproxy.http.answers import error_answer
 from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND, OUT_OF_FDS
 from lbproxy.proxy.auth import authorize
 from lbproxy.proxy.cache import use_cache
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
+from lbproxy.proxy.plugin_call import run_action
 from lbproxy.proxy.request import Request
 from lbproxy.tables.stick_table import StickTable, is_http_error
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
     from lbproxy.backends.server import Server
+    from lbproxy.extensions import PluginAction
     from lbproxy.http.answers import Answer
     from lbproxy.proxy.auth import AuthCall
     from lbproxy.proxy.cache import CacheSink
     from lbproxy.routing.actions import AuthRequest
     from lbproxy.proxy.compression import CompressingSink
     from lbproxy.proxy.dispatch import Dispatcher
+    from lbproxy.proxy.plugin_call import PluginCall
     from lbproxy.proxy.downstream import Downstream
     from lbproxy.proxy.upstream import ServerPool, UpstreamProtocol
 
@@ -47,9 +51,9 @@ class Exchange(Request):
         # where the response goes: the downstream, or filters in front of it (compression,
         # the cache); the cache's part in this exchange, and the X-Cache word it got
         "sink", "caching", "cache_status",
-        # routing: the request rules left when one suspended it, the auth call it waits on,
-        # the request id (unique_id)
-        "rules_left", "auth", "unique_id",
+        # routing: the request rules left when one suspended it, what that rule waits on
+        # (an auth subrequest, a plugin's coroutine), the request id (unique_id)
+        "rules_left", "waiting", "unique_id",
         # dispatch
         "dispatcher", "backend", "server", "upstream", "connecting", "attempts", "queued",
         "sticky_id", "request_head",
@@ -73,7 +77,7 @@ class Exchange(Request):
         self.caching: CacheSink | None = None
         self.cache_status = ""
         self.rules_left: Iterator | None = None
-        self.auth: AuthCall | None = None
+        self.waiting: AuthCall | PluginCall | None = None
         self.unique_id: str | None = None
         self.dispatcher: Dispatcher | None = None
         self.backend: Backend | None = None
@@ -138,6 +142,10 @@ class Exchange(Request):
     def auth_request(self, check: AuthRequest) -> int:
         """The auth_request action (lbproxy/proxy/auth.py)."""
         return authorize(self, check)
+
+    def plugin_action(self, plugin: PluginAction, args: object) -> int:
+        """An action a plugin registered (lbproxy/proxy/plugin_call.py)."""
+        return run_action(self, plugin, args)
 
     def _routed(self, dispatcher: Dispatcher | None) -> None:
         if dispatcher is None:
@@ -221,10 +229,14 @@ class Exchange(Request):
         return self.edited_by_rules(parts)
 
     def edited_by_rules(self, parts: list[bytes]) -> list[bytes]:
-        """`parts` as the frontend's http_response rules leave them."""
+        """`parts` as the frontend's http_response rules leave them. A rule whose plugin
+        fetch fails is skipped (the failure is logged): the server's answer goes on."""
         for test, edit in self.frontend.response_rules:
-            if test is None or test(self):
-                parts = edit(self, parts)
+            try:
+                if test is None or test(self):
+                    parts = edit(self, parts)
+            except PluginFailed:
+                continue
         return parts
 
     def response_done(self, upstream: UpstreamProtocol, reusable: bool) -> None:
@@ -301,9 +313,9 @@ class Exchange(Request):
         """The client went away: let go of the server connection and the server slot.
         Not the server's failure: a balancer must not learn to avoid it for this."""
         self.queued = False
-        if self.auth is not None:
-            self.auth.cancel()
-            self.auth = None
+        if self.waiting is not None:
+            self.waiting.cancel()
+            self.waiting = None
         if self.connecting is not None:
             self.connecting = None
             self.dispatcher.release(self, True)

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import FrontendConfig
+from lbproxy.extensions import PluginFailed
 from lbproxy.http.addresses import parse_ip
+from lbproxy.http.answers import error_answer
+from lbproxy.http.termination import PLUGIN_FAILED
 from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.proxy.compression import Compression
@@ -101,19 +104,24 @@ class Frontend:
         has its status set and the caller stops there; when one suspends it
         (auth_request), the rules left are kept in `exchange.rules_left`."""
         remaining = iter(self.request_rules) if rules is None else rules
-        for test, action in remaining:
-            if test is None or test(exchange):
-                outcome = action(exchange)
-                if outcome:
-                    if outcome == ANSWERED:
-                        return None
-                    if outcome == SUSPENDED:
-                        exchange.rules_left = remaining
-                        return None
-                    break                       # allow: skip the remaining rules
-        for test, backend in self.use_backend:
-            if test is None or test(exchange):
-                return backend
+        try:
+            for test, action in remaining:
+                if test is None or test(exchange):
+                    outcome = action(exchange)
+                    if outcome:
+                        if outcome == ANSWERED:
+                            return None
+                        if outcome == SUSPENDED:
+                            exchange.rules_left = remaining
+                            return None
+                        break                       # allow: skip the remaining rules
+            for test, backend in self.use_backend:
+                if test is None or test(exchange):
+                    return backend
+        except PluginFailed:                        # (logged where it was raised)
+            exchange.set_termination("P", PLUGIN_FAILED)
+            exchange.respond(error_answer(500))
+            return None
         return self.default_backend
 
     def is_trusted(self, ip: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import (AuthRequestArgs, DenyArgs, FrontendConfig, HeaderArgs,
                                    RedirectArgs, ReplacePathArgs, RuleConfig, TrackArgs)
+from lbproxy.extensions import ACTIONS
 from lbproxy.http.answers import Answer
 from lbproxy.http.termination import DENIED
 from lbproxy.routing.acl import compile_acl
@@ -231,8 +232,16 @@ def compile_request_action(rule: RuleConfig, runtime: Any,
     if action == "auth_request":
         check = AuthRequest(args, where, runtime)
         return lambda exchange: exchange.auth_request(check)
+    plugin = ACTIONS.get(action)
+    if plugin is not None:
+        return lambda exchange: exchange.plugin_action(plugin, args)
     raise fail(where, f"unknown action '{action}'")
 
+
+# the http_request actions compile_request_action builds (plugins may not take these names)
+BUILT_IN = frozenset({"allow", "deny", "return", "redirect", "set_header", "add_header",
+                      "del_header", "set_path", "replace_path", "track_sc0", "track_sc1",
+                      "track_sc2", "auth_request"})
 
 RequestRule = tuple[Test | None, Action]
 ResponseRule = tuple[Test | None, HeaderEdit]

@@ -178,6 +178,13 @@ def resolve_fetch(name: str, arg: str | None, where: str, runtime: Any,
     return Fetch(text, definition.kind, get, match_get, definition.multi, definition.phase)
 
 
+def plugin_fetch(name: str, kind: str, takes_arg: bool, call: Callable[..., Any]) -> _Def:
+    """The FETCHES entry of a plugin's fetch (lbproxy.ext): `call(request[, arg])`."""
+    if takes_arg:
+        return _Def(kind, "name", lambda arg, _runtime: lambda request: call(request, arg))
+    return _Def(kind, None, lambda _arg, _runtime: call)
+
+
 SUFFIXES = ("beg", "end", "sub", "reg", "dir", "dom", "len")
 
 

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from lbproxy.config.errors import ConfigError, Problems
+from lbproxy.config.plugins import import_plugin
 from lbproxy.config.load import load_partial
 from lbproxy.config.schema import Config, FrontendConfig, StickTableConfig
 from lbproxy.proxy.tls import client_context, server_context
@@ -149,6 +150,12 @@ async def load_checked_off_loop(path: str | os.PathLike[str]) -> Config:
     result = pickle.loads(out)
     if isinstance(result, ConfigError):
         raise result
+    for spec in result.global_.plugins:      # what the child imported, here too
+        try:
+            import_plugin(spec)
+        except Exception as exc:
+            raise ConfigError([f"cannot import plugin '{spec}': {type(exc).__name__}: {exc}"]
+                              ) from None
     return result
 
 
