@@ -40,7 +40,8 @@ class Report:
                  _row(self.header), _row(rule), *(_row(row) for row in self.rows)]
         if self.notes:
             lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
-        lines += ["", "Machine:", ""] + [f"- {key}: {value}" for key, value in self.info.items()]
+        if self.info:
+            lines += ["", "Machine:", ""] + [f"- {key}: {value}" for key, value in self.info.items()]
         return "\n".join(lines) + "\n"
 
     def publish(self, path: Path, plot: Callable[[Any], Any] | None = None) -> None:

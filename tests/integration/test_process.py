@@ -252,6 +252,7 @@ def test_a_low_open_files_limit_caps_connections_and_says_so(backends, tmp_path)
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
     with LbproxyProcess("run", "-c", path, wait_port=port, preexec_fn=low_limit) as lb:
+        wait_for(lambda: port_open(stats_port), 10)      # (it may open after the frontend)
         metrics = get(stats_port, "/metrics").body.decode()
         assert "lbproxy_max_connections 32.0" in metrics
         assert "lbproxy_open_files_limit 128.0" in metrics
