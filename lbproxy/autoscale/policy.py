@@ -3,11 +3,19 @@
 `Policy.decide(observation)` runs, for one pool, in this order:
 1. reactive recommendation by the pool's `policy` (recommend.py). An empty pool with any
    load (a metric or the request rate above 0) wants max(min, 1) servers;
-2. predictive (either policy, when enabled): least squares over the total request rate
-   of the last `window` seconds, forecast `horizon` ahead; when R² >= min_r2 and the
-   forecast is above the current rate, the count it needs is ceil(forecast / capacity),
-   capacity being the requests_per_second_per_server metric's target (policy target)
-   or threshold_high (policy threshold). The result is max(reactive, predictive);
+2. predictive (either policy, when enabled): the total request rate of the last `window`
+   seconds is judged by forecast.py (enough of the window filled, the recent segment of a
+   piecewise trend, R² >= min_r2, a slope significant at `confidence`). A trusted rising
+   trend asks for the count the reactive policy would want at the rate forecast
+   `horizon` ahead (the lower end of the forecast's confidence interval, so a projection
+   is damped by its uncertainty): ceil(forecast / capacity), capacity being the
+   requests_per_second_per_server metric's target (policy target, where a forecast within
+   `tolerance` of what the pool serves now keeps the count, as the reactive formula does)
+   or threshold_high (policy threshold). The result is max(reactive, predictive).
+   A trusted falling trend releases the scale-down stabilisation (step 4): the load is
+   going down, not dipping, so the pool follows the reactive recommendation of now
+   instead of the highest one of the window (never below it: prediction never removes
+   more than the reactive policy asks for);
 3. clamp to [min, max]; the result is remembered for stabilisation;
 4. stabilisation (Kubernetes HPA behaviour): a scale-up goes to the MIN recommendation
    over the last scale_up.stabilization seconds, a scale-down to the MAX over the last
@@ -34,13 +42,14 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from lbproxy.autoscale.forecast import MIN_SAMPLES, SampleWindow
+from lbproxy.autoscale.forecast import SampleWindow, forecast
 from lbproxy.autoscale.recommend import (
     CAPACITY_FIELD,
     RECOMMENDERS,
     RPS_PER_SERVER,
     Recommendation,
     ceil_count,
+    within_tolerance,
 )
 
 if TYPE_CHECKING:
@@ -65,8 +74,9 @@ class Decision:
 
     `inputs` is JSON-serialisable: policy, metrics, per_metric_desired (target) or
     per_metric_deviation + score_up + score_down (threshold), request_rate, reactive,
-    predictive (None when disabled, else samples, slope, r2, forecast, desired, applied,
-    note), recommended, stabilized {scale_up, scale_down}, cooldown {scale_up, scale_down}
+    predictive (None when disabled, else samples, fill, segment_samples, segment_start,
+    slope, r2, t, t_crit, forecast, trend, desired, applied, releases_scale_down, note),
+    recommended, stabilized {scale_up, scale_down}, cooldown {scale_up, scale_down}
     (seconds left, 0 = ready).
     """
 
@@ -123,7 +133,9 @@ class Policy:
             wanted, why = predictive["desired"], predictive["note"]
         recommended = min(max(wanted, cfg.min), cfg.max)
         self._recommendations.add(now, recommended)
-        stabilized = self._stabilized(now, current, watched=now - self._first_time)
+        release = predictive is not None and predictive["releases_scale_down"]
+        stabilized = self._stabilized(now, current, watched=now - self._first_time,
+                                      release=recommended if release else None)
         cooldown = {
             "scale_up": _remaining(self._last_up, cfg.scale_up.cooldown, now),
             "scale_down": _remaining(self._last_scale, cfg.scale_down.cooldown, now),
@@ -158,45 +170,58 @@ class Policy:
         return Recommendation(0, "empty pool without load", {})
 
     def _predict(self, obs: Observation, reactive: int) -> dict[str, Any]:
-        """Forecast inputs; `desired` is set when the forecast is trusted and above now."""
+        """Forecast inputs; `desired` is set when a trusted rising forecast sizes the pool."""
         pcfg = self.config.predictive
         if obs.request_rate is not None:
             self._rates.add(obs.time, obs.request_rate)
-        fit = self._rates.fit()
-        info: dict[str, Any] = {
-            "samples": fit.samples if fit else None,
-            "slope": fit.slope if fit else None,
-            "r2": fit.r2 if fit else None,
-            "forecast": fit.forecast(obs.time + pcfg.horizon) if fit else None,
-            "desired": None,
-            "applied": False,
-        }
-        if fit is None:
-            info["note"] = f"forecast needs {MIN_SAMPLES} request-rate samples at different times"
-        elif fit.r2 < pcfg.min_r2:
-            info["note"] = f"forecast ignored: R² {fit.r2:.3f} < min_r2 {pcfg.min_r2:g}"
+        seen = self._rates.samples()
+        trend = forecast(seen, obs.time, window=pcfg.window, horizon=pcfg.horizon,
+                         min_r2=pcfg.min_r2, min_fill=pcfg.min_fill,
+                         confidence=pcfg.confidence, piecewise=pcfg.trend == "piecewise")
+        info: dict[str, Any] = {**trend.inputs(), "desired": None, "applied": False,
+                                "releases_scale_down": False, "note": trend.note}
+        value = trend.low
+        if trend.direction == "falling":
+            info["releases_scale_down"] = True
+            info["note"] += "; scale-down follows it without stabilization"
+        elif trend.direction != "rising" or value is None:
+            pass
         elif self._capacity is None:
             info["note"] = f"forecast ignored: no {RPS_PER_SERVER} metric to size it"
-        elif obs.request_rate is None or info["forecast"] <= obs.request_rate:
+        elif obs.request_rate is None or value <= obs.request_rate:
             info["note"] = "forecast not above the current request rate"
         else:
-            info["desired"] = ceil_count(info["forecast"] / self._capacity)
+            info["desired"] = self._forecast_count(obs.current, value)
             info["applied"] = info["desired"] > reactive
             info["note"] = (
-                f"forecast {info['forecast']:g} req/s in {pcfg.horizon:g}s "
-                f"(R² {fit.r2:.3f}) at {self._capacity:g} per server wants {info['desired']}"
+                f"forecast {value:.4g} req/s in {pcfg.horizon:g}s ({trend.note}) "
+                f"at {self._capacity:g} per server wants {info['desired']}"
             )
         return info
 
-    def _stabilized(self, now: float, current: int, watched: float) -> dict[str, int]:
+    def _forecast_count(self, current: int, rate: float) -> int:
+        """The count the reactive policy would want if the pool served `rate` now."""
+        assert self._capacity is not None
+        cfg = self.config
+        if cfg.policy == "target" and current > 0 and within_tolerance(
+                rate / (current * self._capacity), cfg.tolerance):
+            return current
+        return ceil_count(rate / self._capacity)
+
+    def _stabilized(self, now: float, current: int, watched: float,
+                    release: int | None = None) -> dict[str, int]:
         """Min recommendation over the scale-up window, max over the scale-down window.
 
         `watched` is how long this policy has been deciding: while shorter than the
         scale-down window, the current count stands in for the history it has not seen.
+        `release` (the recommendation of now, when a trusted falling trend says so)
+        replaces the scale-down window.
         """
         up, down = self.config.scale_up.stabilization, self.config.scale_down.stabilization
         downs = self._recommendations.since(now - down)
-        if watched < down:
+        if release is not None:
+            downs = [release]
+        elif watched < down:
             downs.append(current)
         ups = self._recommendations.since(now - up)
         return {"scale_up": int(min(ups)), "scale_down": int(max(downs))}

@@ -45,6 +45,11 @@ def floor_count(x: float) -> int:
     return math.floor(round(x, _DIGITS))
 
 
+def within_tolerance(ratio: float, tolerance: float) -> bool:
+    """Whether a metric at `ratio` × its target is close enough to keep the count."""
+    return round(abs(ratio - 1), _DIGITS) <= tolerance
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     desired: int
@@ -65,8 +70,8 @@ def recommend_target(config: PoolConfig, current: int, metrics: Metrics) -> Reco
     best: tuple[int, str] | None = None
     for m, value in _observed(config, metrics):
         ratio = value / m.target
-        within = round(abs(ratio - 1), _DIGITS) <= config.tolerance
-        wanted = current if within else ceil_count(current * ratio)
+        wanted = current if within_tolerance(ratio, config.tolerance) else ceil_count(
+            current * ratio)
         per_metric[m.type] = wanted
         if best is None or wanted > best[0]:
             best = (wanted, f"{m.type} {value:g} vs target {m.target:g} wants {wanted}")

@@ -17,9 +17,9 @@ from lbproxy.config.fields import (Conv, Section, boolean, choice, duration, int
                                    string_map, text, tuple_of)
 from lbproxy.config.nodes import Node
 from lbproxy.config.schema import (DURATION_METRICS, METRIC_TYPES, POLICIES, PROVIDER_TYPES,
-                                   SCALE_DOWN, SCALE_UP, AutoscaleApiConfig, AutoscaleConfig,
-                                   MetricConfig, PoolConfig, PredictiveConfig, ProviderConfig,
-                                   ScaleConfig)
+                                   SCALE_DOWN, SCALE_UP, TRENDS, AutoscaleApiConfig,
+                                   AutoscaleConfig, MetricConfig, PoolConfig, PredictiveConfig,
+                                   ProviderConfig, ScaleConfig)
 
 # Keys that only mean something for one provider type, and those that type cannot do without.
 _PROVIDER_KEYS = {
@@ -84,7 +84,8 @@ def _scale(base: ScaleConfig, factor: Conv[float]) -> Conv[ScaleConfig]:
 
 _PREDICTIVE = section(PredictiveConfig, {
     "enabled": boolean, "window": positive_duration, "horizon": positive_duration,
-    "min_r2": number(0, 1)})
+    "min_r2": number(0, 1), "min_fill": number(0, 1), "confidence": number(0.5, 0.999),
+    "trend": choice("trend", TRENDS)})
 
 
 def _metric(policy: str | None) -> Conv[MetricConfig]:

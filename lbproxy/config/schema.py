@@ -36,6 +36,7 @@ RETRY_EVENTS = ("connect-failure", "empty-response", "response-timeout", "0-rtt-
                 "junk-response")
 PROVIDER_TYPES = ("process", "exec", "docker", "kubernetes")
 POLICIES = ("target", "threshold")
+TRENDS = ("piecewise", "linear")
 METRIC_TYPES = ("requests_per_second_per_server", "response_time_p95", "in_flight_per_server",
                 "cpu_utilization", "memory_utilization")
 DURATION_METRICS = ("response_time_p95",)            # their values are durations (seconds)
@@ -449,6 +450,9 @@ class PredictiveConfig:
     window: float = 600.0
     horizon: float = 60.0
     min_r2: float = 0.6
+    min_fill: float = 0.5           # share of the window the samples must span
+    confidence: float = 0.95        # one-sided t test on the trend's slope
+    trend: str = "piecewise"        # piecewise | linear
 
 
 @dataclass(frozen=True, slots=True)

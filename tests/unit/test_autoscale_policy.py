@@ -45,7 +45,8 @@ def pool(**overrides: Any) -> SimpleNamespace:
 
 def predictive(**overrides: Any) -> SimpleNamespace:
     return SimpleNamespace(**{"enabled": True, "window": 600.0, "horizon": 60.0,
-                              "min_r2": 0.6, **overrides})
+                              "min_r2": 0.6, "min_fill": 0.5, "confidence": 0.95,
+                              "trend": "piecewise", **overrides})
 
 
 def observe(time: float, current: int, rate: float | None = None,
@@ -299,64 +300,93 @@ def ramp(policy: Policy, times: tuple[float, ...], current: int, **metrics: floa
     return d
 
 
+EVERY_10S = (0, 10, 20, 30, 40)  # five samples filling a 40 s window
+
+
 def test_perfect_ramp_scales_ahead_of_reactive() -> None:
-    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive())
+    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive(window=40))
     policy = Policy(config)
-    early = ramp(policy, (0, 10), 12, **{RPS: 100})
+    early = ramp(policy, EVERY_10S[:4], 13, **{RPS: 100})
     assert early.action == "none"
-    note = early.inputs["predictive"]["note"]
-    assert note == "forecast needs 3 request-rate samples at different times"
-    d = decide(policy, 20, 12, rate=1200, **{RPS: 100})  # reactive: ratio 1 → keep 12
+    assert early.inputs["predictive"]["note"] == (
+        "forecast needs 50% of the 40s window and 5 samples: 4 over 30s so far")
+    d = decide(policy, 40, 14, rate=1400, **{RPS: 100})  # reactive: ratio 1 → keep 14
     p = d.inputs["predictive"]
-    assert (p["samples"], p["slope"], p["r2"], p["forecast"]) == (3, 10.0, 1.0, 1800.0)
-    assert (p["desired"], p["applied"]) == (18, True)
-    assert (d.inputs["reactive"], d.desired, d.action) == (12, 18, "scale_up")
-    assert d.reason == ("scale up 12 -> 18: forecast 1800 req/s in 60s (R² 1.000) "
-                        "at 100 per server wants 18")
+    assert (p["samples"], p["slope"], p["r2"], p["t"]) == (5, 10.0, 1.0, "inf")
+    assert (p["forecast"], p["forecast_low"], p["trend"]) == (2000.0, 2000.0, "rising")
+    assert (p["desired"], p["applied"]) == (20, True)
+    assert (d.inputs["reactive"], d.desired, d.action) == (14, 20, "scale_up")
+    assert d.reason == ("scale up 14 -> 20: forecast 2000 req/s in 60s (rising 10 req/s "
+                        "per s (R² 1.000, t inf)) at 100 per server wants 20")
+
+
+def test_startup_noise_does_not_scale() -> None:
+    # Like the log right after a start at a flat 30 req/s: three samples on a line
+    # with R² 0.993 and slope 1.75 would forecast 53.7 req/s 10 s ahead, two servers at 45.
+    config = pool(metrics=(metric(RPS, target=45),),
+                  predictive=predictive(window=30, horizon=10))
+    policy = Policy(config)
+    for t, rate in ((0, 29.5), (2, 33.5), (4, 36.5)):
+        d = decide(policy, t, 1, rate=rate, **{RPS: rate})
+        assert (d.desired, d.inputs["predictive"]["applied"]) == (1, False)
+    assert d.inputs["predictive"]["forecast"] is None
+    assert d.inputs["predictive"]["note"].startswith("forecast needs 50% of the 30s window")
 
 
 def test_noisy_rate_below_min_r2_is_ignored() -> None:
-    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive())
+    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive(window=40))
     policy = Policy(config)
-    for t, rate in ((0, 1000), (10, 1400), (20, 900), (30, 1300)):
+    for t, rate in ((0, 1000), (10, 1400), (20, 900), (30, 1300), (40, 1000)):
         d = decide(policy, t, 13, rate=rate, **{RPS: 100})
     p = d.inputs["predictive"]
-    assert p["forecast"] == 1450.0  # would want 15
-    assert (p["desired"], p["applied"]) == (None, False)
-    assert p["note"] == "forecast ignored: R² 0.047 < min_r2 0.6"
+    assert (p["desired"], p["applied"], p["trend"]) == (None, False, "none")
+    assert p["note"].startswith("forecast ignored: R² 0.0")
     assert (d.desired, d.action) == (13, "none")
+
+
+def test_a_trend_that_is_not_significant_is_ignored() -> None:
+    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive(window=40))
+    policy = Policy(config)
+    for t, rate in zip(EVERY_10S, (1000, 1040, 1010, 1070, 1060)):
+        d = decide(policy, t, 11, rate=rate, **{RPS: 100})
+    p = d.inputs["predictive"]
+    assert p["r2"] > 0.6
+    assert p["note"].startswith("no significant trend: |t| 2.")
+    assert (p["applied"], d.desired) == (False, 11)
 
 
 def test_predictive_never_lowers_the_reactive_count() -> None:
     config = pool(metrics=(metric(RPS, target=100), metric(P95, target=0.25)),
-                  predictive=predictive())
-    d = ramp(Policy(config), (0, 10, 20), 13, **{RPS: 100, P95: 1.0})
-    assert d.inputs["predictive"]["desired"] == 18
+                  predictive=predictive(window=40))
+    d = ramp(Policy(config), EVERY_10S, 13, **{RPS: 100, P95: 1.0})
+    assert d.inputs["predictive"]["desired"] == 20
     assert d.inputs["predictive"]["applied"] is False
     assert d.desired == 52  # p95 ratio 4
     assert f"{P95} 1 vs target 0.25 wants 52" in d.reason
 
 
-def test_falling_forecast_is_not_used() -> None:
-    config = pool(metrics=(metric(RPS, target=100),), predictive=predictive())
-    policy = Policy(config)
-    for t in (0, 10, 20):
-        d = decide(policy, t, 10, rate=1000 - 10 * t, **{RPS: 80})
-    assert d.inputs["predictive"]["note"] == "forecast not above the current request rate"
-    assert d.desired == 8
+def test_a_forecast_within_tolerance_keeps_the_count() -> None:
+    # 1450 req/s at 100 per server on 14 servers is 3.6 % over target: the reactive
+    # policy would keep 14 then, so prediction does not add a 15th now.
+    config = pool(metrics=(metric(RPS, target=100),),
+                  predictive=predictive(window=40, horizon=5))
+    d = ramp(Policy(config), EVERY_10S, 14, **{RPS: 100})
+    p = d.inputs["predictive"]
+    assert (p["forecast_low"], p["desired"], p["applied"]) == (1450.0, 14, False)
+    assert d.desired == 14
 
 
 def test_threshold_policy_sizes_the_forecast_by_threshold_high() -> None:
-    config = threshold_pool(predictive=predictive())
-    d = ramp(Policy(config), (0, 10, 20), 2, **{RPS: 600})  # in band: reactive keeps 2
-    assert (d.inputs["reactive"], d.desired) == (2, 2)  # 1800 / 1000 → 2
-    d = ramp(Policy(config), (0, 10, 20, 100), 2, **{RPS: 600})  # forecast 2600 → 3
+    config = threshold_pool(predictive=predictive(window=40))
+    d = ramp(Policy(config), EVERY_10S, 2, **{RPS: 600})  # in band: reactive keeps 2
+    assert (d.inputs["reactive"], d.inputs["predictive"]["desired"], d.desired) == (2, 2, 2)
+    d = ramp(Policy(config), (60, 70, 80, 90, 100), 2, **{RPS: 600})  # 2600 → 3
     assert (d.inputs["predictive"]["desired"], d.desired) == (3, 3)
 
 
 def test_forecast_without_a_rate_metric_is_ignored() -> None:
-    config = pool(metrics=(metric(P95, target=0.25),), predictive=predictive())
-    d = ramp(Policy(config), (0, 10, 20), 3, **{P95: 0.25})
+    config = pool(metrics=(metric(P95, target=0.25),), predictive=predictive(window=40))
+    d = ramp(Policy(config), EVERY_10S, 3, **{P95: 0.25})
     assert d.inputs["predictive"]["note"] == f"forecast ignored: no {RPS} metric to size it"
     assert d.desired == 3
 
@@ -366,13 +396,51 @@ def test_predictive_disabled_reports_none() -> None:
     assert d.inputs["predictive"] is None
 
 
+def test_a_falling_trend_releases_the_scale_down_stabilization() -> None:
+    # 1000 req/s falling by 20 per second on 10 servers of 100: the reactive recommendation
+    # falls with it, and stabilization alone would hold 10 for its whole 60 s window.
+    def run(enabled: bool) -> list[int]:
+        config = pool(metrics=(metric(RPS, target=100),),
+                      scale_down=scale(stabilization=60, max_step=1),
+                      predictive=predictive(enabled=enabled, window=40))
+        policy = Policy(config)
+        counts, current = [], 10
+        for t in range(0, 50, 5):
+            rate = 1000.0 - 20 * t
+            d = decide(policy, 100 + t, current, rate=rate, **{RPS: rate / current})
+            counts.append(current := d.desired)
+        return counts
+    assert run(False) == [10] * 10
+    assert run(True) == [10, 10, 10, 10, 9, 8, 7, 6, 5, 4]
+
+
+def test_a_released_scale_down_still_waits_for_its_cooldown_and_step() -> None:
+    config = pool(metrics=(metric(RPS, target=100),),
+                  scale_down=scale(stabilization=60, max_step=1, cooldown=15),
+                  predictive=predictive(window=40))
+    policy = Policy(config)
+    for t in EVERY_10S:
+        d = decide(policy, t, 10, rate=1000.0 - 10 * t, **{RPS: 100 - t})
+    p = d.inputs["predictive"]
+    assert (p["trend"], p["releases_scale_down"]) == ("falling", True)
+    assert d.inputs["stabilized"]["scale_down"] == 6
+    assert (d.desired, d.action) == (9, "scale_down")  # max_step 1
+    d = decide(policy, 50, 9, rate=500.0, **{RPS: 500 / 9})
+    assert d.desired == 9
+    assert d.reason.endswith("scale_down to 5 waits for cooldown (5s left)")
+
+
 def test_decision_inputs_are_json_and_complete() -> None:
-    config = pool(scale_up=scale(cooldown=15), predictive=predictive())
-    d = ramp(Policy(config), (0, 10, 20), 6, **{RPS: 200})
+    config = pool(scale_up=scale(cooldown=15), predictive=predictive(window=40))
+    d = ramp(Policy(config), EVERY_10S, 7, **{RPS: 200})
     logged = json.loads(json.dumps(d.inputs))
     assert set(logged) == {"policy", "metrics", "per_metric_desired", "request_rate", "reactive",
                            "predictive", "recommended", "stabilized", "cooldown"}
-    assert logged["request_rate"] == 1200
+    assert logged["request_rate"] == 1400
     assert logged["cooldown"] == {"scale_up": 0.0, "scale_down": 0.0}
-    assert logged["stabilized"] == {"scale_up": 9, "scale_down": 9}
-    assert logged["predictive"]["desired"] == 9  # 1800 / 200
+    assert logged["stabilized"] == {"scale_up": 10, "scale_down": 10}
+    assert set(logged["predictive"]) == {
+        "samples", "fill", "bend", "segment_samples", "slope", "r2", "t", "t_crit",
+        "forecast", "forecast_low", "trend", "desired", "applied", "releases_scale_down",
+        "note"}
+    assert logged["predictive"]["desired"] == 10  # 2000 / 200
