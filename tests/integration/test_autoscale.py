@@ -231,3 +231,40 @@ def test_restart_adopts_running_servers_and_a_proxy_restart_gets_them_back(
 
 def config_from(path: str) -> str:
     return Path(path).read_text()
+
+
+def test_a_restart_under_steady_load_does_not_scale_on_startup_noise(
+        tmp_path: Path, proxy: Any) -> None:
+    """Issue 21: right after a start, three samples of a flat rate made a "trend" with a
+    high R², and the forecast asked for servers. Restarted under a steady load, the
+    sidecar now waits for half its window, and then sees no significant trend."""
+    stats_port, low = free_port(), free_port()
+    cfg = config(stats_port, low, min=2,
+                 predictive={"enabled": True, "window": "5s", "horizon": "5s"})
+    path = write_config(cfg, str(tmp_path))
+    p = proxy(cfg)
+    first = Autoscaler(path, tmp_path)
+    second = None
+    try:
+        wait_for(lambda: len(active(p)) == 2, timeout=15)
+        with PacedLoad(p.port) as load:
+            load.rate = 40                           # 20 per server of 25: keep 2
+            first.kill()                             # its servers stay; the next adopts them
+            second = Autoscaler(path, tmp_path)
+            wait_for(lambda: len(second.decisions()) >= 20, timeout=30)
+        assert load.failures == [], load.failures[:5]
+        assert second.stop() == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        for pid in demo_pids(low):
+            os.killpg(pid, signal.SIGKILL)
+    decisions = second.decisions()
+    assert [d["desired"] for d in decisions] == [2] * len(decisions), decisions
+    notes = [d["inputs"]["predictive"]["note"] for d in decisions]
+    assert notes[0].startswith("forecast needs 50% of the 5s window")
+    judged = [d["inputs"]["predictive"] for d in decisions
+              if d["inputs"]["predictive"]["forecast"] is not None]
+    assert judged, notes                             # the window did fill and was judged
+    assert all(p["applied"] is False for p in judged)
