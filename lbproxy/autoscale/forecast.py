@@ -3,8 +3,8 @@ evidence to trust one, and how high it says the rate will be `horizon` from now.
 
 `forecast` judges the (time, rate) samples of the last `window` seconds in this order:
 1. enough evidence: the samples must span at least `min_fill` of the window and number
-   at least MIN_SAMPLES. A fresh start waits: three samples of a flat rate lie on a line
-   with R² >= 0.6 about 44 % of the time, and the sidecar starts every day;
+   at least MIN_SAMPLES. A fresh start waits: three samples of a flat noisy rate fit a
+   line with R² >= 0.6 44 % of the time;
 2. the recent trend (`fit_trend`): with `trend: piecewise` (the default), the least-
    squares line with one bend (continuous, two slopes) when that explains the window
    clearly better than one straight line, by the Bayesian information criterion; the
