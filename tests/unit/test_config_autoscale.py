@@ -7,6 +7,7 @@ from lbproxy.config.schema import PredictiveConfig
 from tests.config_helpers import Write, errors
 
 POOL = """\
+    frontends: {web: {bind: ["127.0.0.1:8080"], default_backend: app}}
     backends: {app: {}}
     autoscale:
       api: {url: "http://127.0.0.1:8404"}
@@ -37,9 +38,9 @@ def test_predictive_keys(write: Write) -> None:
 def test_predictive_errors(write: Write) -> None:
     text = POOL % "{min_fill: 1.5, confidence: 0.3, trend: piecewize}"
     assert errors(write(text)) == [
-        "lb.yaml:8: autoscale.pools.app.predictive.min_fill: must be between 0 and 1, got 1.5",
-        "lb.yaml:8: autoscale.pools.app.predictive.confidence: must be between 0.5 and 0.999, "
+        "lb.yaml:9: autoscale.pools.app.predictive.min_fill: must be between 0 and 1, got 1.5",
+        "lb.yaml:9: autoscale.pools.app.predictive.confidence: must be between 0.5 and 0.999, "
         "got 0.3",
-        "lb.yaml:8: autoscale.pools.app.predictive.trend: unknown trend 'piecewize' "
+        "lb.yaml:9: autoscale.pools.app.predictive.trend: unknown trend 'piecewize' "
         "(did you mean 'piecewise'?)",
     ]
