@@ -74,8 +74,8 @@ class Decision:
 
     `inputs` is JSON-serialisable: policy, metrics, per_metric_desired (target) or
     per_metric_deviation + score_up + score_down (threshold), request_rate, reactive,
-    predictive (None when disabled, else samples, fill, bend, segment_samples,
-    slope, r2, t, t_crit, forecast, forecast_low, trend, desired, applied, releases_scale_down, note),
+    predictive (None when disabled, else samples, fill, bend, segment_samples, slope, r2,
+    t, t_crit, forecast, forecast_low, trend, desired, applied, releases_scale_down, note),
     recommended, stabilized {scale_up, scale_down}, cooldown {scale_up, scale_down}
     (seconds left, 0 = ready).
     """
