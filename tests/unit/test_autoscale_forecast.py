@@ -239,6 +239,67 @@ def test_a_bend_sees_a_ramp_start_sooner_than_a_line() -> None:
     assert sorted(found["linear"])[10] >= 5 * INTERVAL
 
 
+def test_a_ramp_that_levels_off_below_max_asks_for_few_servers_too_many() -> None:
+    # 30 → 270 req/s from t = 40, level from t = 64: 5 servers of 60. What the pool is
+    # sized by (the forecast's lower end) over the 30 s after the corner, in server-seconds
+    # beyond those 5 (the "+39 to +102 server-seconds" came from this overshoot).
+    rate = ramp_then_flat(40.0, 10.0, 270.0)
+    over = {"piecewise": [], "linear": []}
+    for seed in range(20):
+        series = measured(rate, 110.0, seed)
+        for name, piecewise in (("piecewise", True), ("linear", False)):
+            extra = 0.0
+            for w, (t, _) in zip(windows(series), series):
+                verdict = judge(w, piecewise=piecewise)
+                if 64.0 < t < 64.0 + WINDOW and verdict.direction == "rising":
+                    assert verdict.low is not None
+                    extra += max(0, math.ceil(verdict.low / 60.0) - 5) * INTERVAL
+            over[name].append(extra)
+    # Medians over seeds; measured 8 and 24 server-seconds.
+    assert sorted(over["piecewise"])[10] <= 12.0
+    assert sorted(over["linear"])[10] >= 2 * sorted(over["piecewise"])[10]
+
+
+def test_a_just_found_bend_is_damped_more_than_a_long_line() -> None:
+    # The pool is sized by the lower end of the forecast's interval: a rise seen on three
+    # or four samples after a bend is projected less in full than one line over the window.
+    short, long = [], []
+    for seed in range(20):
+        for w in windows(measured(ramp_then_flat(40.0, 10.0, math.inf), 90.0, seed)):
+            verdict = judge(w)
+            if verdict.direction != "rising":
+                continue
+            assert verdict.trend is not None and verdict.value is not None
+            assert verdict.low is not None and verdict.low < verdict.value
+            gap = (verdict.value - verdict.low) / verdict.value
+            if verdict.trend.bend is None:
+                long.append(gap)
+            elif verdict.trend.segment <= 4:
+                short.append(gap)
+    assert short and long
+    # Measured: medians 10.6 % and 3.1 % below the fitted value.
+    assert sorted(short)[len(short) // 2] > 2 * sorted(long)[len(long) // 2]
+
+
+def test_a_fall_after_a_plateau_is_trusted_within_a_few_intervals() -> None:
+    # 450 req/s until t = 90, then falling by 10 per second: scale-in may skip its
+    # stabilization once the fall is trusted.
+    def rate(t: float) -> float:
+        return 450.0 if t < 90 else max(30.0, 450.0 - 10.0 * (t - 90))
+
+    found = {"piecewise": [], "linear": []}
+    for seed in range(20):
+        series = measured(rate, 130.0, seed)
+        for name, piecewise in (("piecewise", True), ("linear", False)):
+            found[name].append(next(
+                (t for w, (t, _) in zip(windows(series), series)
+                 if t > 90 and judge(w, piecewise=piecewise).direction == "falling"),
+                math.inf) - 90.0)
+    # Medians over seeds; measured 8 s and 14 s.
+    assert sorted(found["piecewise"])[10] <= 5 * INTERVAL
+    assert sorted(found["linear"])[10] >= 6 * INTERVAL
+
+
 def test_a_falling_trend_is_trusted_too() -> None:
     series = measured(lambda t: 450.0 - 8.0 * t, 40.0, 3)
     verdict = judge(series[-16:])
