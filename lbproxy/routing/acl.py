@@ -7,6 +7,10 @@
     tls:       ssl_fc                       # a boolean fetch alone is its truth
     bot:       [hdr_sub(user-agent) -i bot, "hdr(x-bot) -m found"]   # a list is ORed too
 
+The fetch may be followed by converters (`hdr(host),lower,map(hosts.map) -m found`,
+lbproxy/routing/converters.py); the match then reads the converted value, and its type
+(`length` gives an integer) decides the methods allowed.
+
 Flags: `-i` (case-insensitive), `-m METHOD` (str beg end sub reg dir dom found len ip, int,
 bool), `--` (end of flags, for a value that starts with '-'). `path_beg` and the like are
 the `-m` method written as a suffix. Path matching uses the normalised path
@@ -23,10 +27,11 @@ from collections.abc import Callable, Sequence
 from functools import reduce
 from typing import Any
 
+from lbproxy.routing.converters import with_converters
 from lbproxy.routing.fetches import (BOOL, FETCHES, INT, IP, RESPONSE, STR, SUFFIXES, Fetch,
                                      resolve_fetch, split_spec)
 from lbproxy.routing.matchers import int_matcher, ip_matcher, string_matcher
-from lbproxy.routing.syntax import fail, suggest, tokenize
+from lbproxy.routing.syntax import fail, split_commas, suggest, tokenize
 
 Test = Callable[[Any], bool]
 
@@ -74,7 +79,8 @@ def compile_tokens(tokens: Sequence[str], where: str, runtime: Any,
     if not tokens:
         raise fail(where, "empty ACL: expected 'FETCH [FLAGS] [OPERATOR] VALUE...'")
     label = tokens[0]
-    name, arg = split_spec(label, where)
+    fetch_text, *converters = split_commas(label, where)
+    name, arg = split_spec(fetch_text, where)
     method = None
     base, _, suffix = name.rpartition("_")
     if name not in FETCHES and suffix in SUFFIXES and base in FETCHES:
@@ -82,6 +88,8 @@ def compile_tokens(tokens: Sequence[str], where: str, runtime: Any,
             raise fail(where, f"'{label}': '{base}' is not a string fetch, '_{suffix}' needs one")
         name, method = base, suffix
     fetch = resolve_fetch(name, arg, where, runtime, phase)
+    if converters:
+        fetch = with_converters(fetch, converters, where, runtime, single=False)
     icase, method, values = _parse_flags(tokens, label, method, where)
     method = method or _default_method(fetch.kind, values)
     allowed = _METHODS[fetch.kind]

@@ -157,7 +157,7 @@ def split_spec(text: str, where: str) -> tuple[str, str | None]:
     """`hdr_beg(Host)` -> ('hdr_beg', 'Host'); `path` -> ('path', None)."""
     match = _SPEC.match(text)
     if match is None:
-        extra = ": converters and second arguments are not supported" if "," in text else ""
+        extra = ": a fetch takes one argument" if "," in text else ""
         raise fail(where, f"invalid fetch '{text}'{extra}")
     return match.group(1), match.group(2)
 

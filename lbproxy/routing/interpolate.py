@@ -6,8 +6,9 @@ constant headers can test `"%[" in text` itself.
 
 Rendering follows HAProxy's sample-to-string rules: integers in decimal, booleans `1`/`0`,
 a missing value (absent header, cookie, parameter) as the empty string, and `hdr(NAME)` as
-its last value. `%` not followed by `[` is literal text. Converters (`,lower`) are not
-supported and are reported as an error.
+its last value. `%` not followed by `[` is literal text. Converters follow the fetch
+(`%[hdr(host),lower,map(hosts.map,app)]`, lbproxy/routing/converters.py); a `]` inside
+their parentheses does not end the expression.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lbproxy.routing.fetches import BOOL, INT, Fetch, resolve_fetch, split_spec
-from lbproxy.routing.syntax import fail
+from lbproxy.routing.converters import resolve_expression
+from lbproxy.routing.fetches import BOOL, INT, Fetch
+from lbproxy.routing.syntax import closing_bracket, fail
 
 Render = Callable[[Any], str]
 
@@ -28,13 +30,13 @@ def compile_template(text: str, where: str, runtime: Any, phase: str) -> Render:
     parts: list[Render] = []
     position = 0
     while (start := text.find("%[", position)) >= 0:
-        end = text.find("]", start + 2)
+        end = closing_bracket(text, start + 2, where)
         if end < 0:
             raise fail(where, f"unterminated '%[' in {text!r}")
         if start > position:
             parts.append(_constant(text[position:start]))
-        name, arg = split_spec(text[start + 2:end].strip(), where)
-        parts.append(_render(resolve_fetch(name, arg, where, runtime, phase)))
+        parts.append(_render(resolve_expression(text[start + 2:end].strip(), where, runtime,
+                                                phase)))
         position = end + 1
     if position < len(text):
         parts.append(_constant(text[position:]))

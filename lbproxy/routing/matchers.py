@@ -35,7 +35,7 @@ _OPERATORS = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
 _MANY_PREFIXES = 16
 # Per-ACL memo of address -> result: clients send many requests, and parsing an address
 # costs ~5x a cache hit. Bounded so a flood of distinct sources cannot grow memory.
-_ADDRESS_CACHE = 4096
+ADDRESS_CACHE = 4096
 _INTEGER = re.compile(r"-?\d+$")
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"    # ::ffff:a.b.c.d
 
@@ -150,22 +150,16 @@ def ip_matcher(values: Sequence[str], where: str) -> Match:
     tables: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}   # version -> free bits -> networks
     for value in values:
         try:
-            network = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            kind = "network" if "/" in value else "address"
-            raise fail(where, f"invalid {kind} '{value}'") from None
-        mapped = network.version == 6 and network.network_address.ipv4_mapped
-        if mapped and network.prefixlen >= 96:
-            network = ipaddress.ip_network((mapped, network.prefixlen - 96))
-        free_bits = network.max_prefixlen - network.prefixlen
-        tables[network.version].setdefault(free_bits, set()).add(
-            int(network.network_address) >> free_bits)
+            version, free_bits, number = network_number(value)
+        except ValueError as exc:
+            raise fail(where, str(exc)) from None
+        tables[version].setdefault(free_bits, set()).add(number)
     checks = {version: tuple((bits, frozenset(nets)) for bits, nets in table.items())
               for version, table in tables.items()}
 
-    @functools.lru_cache(maxsize=_ADDRESS_CACHE)
+    @functools.lru_cache(maxsize=ADDRESS_CACHE)
     def match(address: str) -> bool:
-        parsed = _parse_address(address)
+        parsed = address_number(address)
         if parsed is None:
             return False
         version, number = parsed
@@ -176,7 +170,22 @@ def ip_matcher(values: Sequence[str], where: str) -> Match:
     return match
 
 
-def _parse_address(address: str) -> tuple[int, int] | None:
+def network_number(value: str) -> tuple[int, int, int]:
+    """An IP or CIDR as (4|6, free bits, network number >> free bits), IPv4-mapped IPv6
+    networks as IPv4; ValueError("invalid network 'x'") when it is neither."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        kind = "network" if "/" in value else "address"
+        raise ValueError(f"invalid {kind} '{value}'") from None
+    mapped = network.version == 6 and network.network_address.ipv4_mapped
+    if mapped and network.prefixlen >= 96:
+        network = ipaddress.ip_network((mapped, network.prefixlen - 96))
+    free_bits = network.max_prefixlen - network.prefixlen
+    return network.version, free_bits, int(network.network_address) >> free_bits
+
+
+def address_number(address: str) -> tuple[int, int] | None:
     """(4|6, integer) for an address string, IPv4-mapped IPv6 as 4; None if not an IP."""
     try:
         if ":" not in address:

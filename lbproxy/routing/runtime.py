@@ -1,16 +1,20 @@
-"""What rule fetches read from the running proxy: backends for nbsrv(), and the stick
-counters a request tracks for sc_*(). `lbproxy check` compiles rules with the same
-object over configs only; nothing here is called until a request is evaluated."""
+"""What rule fetches read from the running proxy: backends for nbsrv(), the stick
+counters a request tracks for sc_*(), and the map files the map* converters look values
+up in. `lbproxy check` compiles rules with the same object over configs only; nothing
+here but the map files is touched until a request is evaluated."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from lbproxy.routing.maps import MapFiles
+
 
 class RuleRuntime:
-    def __init__(self, backends: Mapping[str, Any]) -> None:
+    def __init__(self, backends: Mapping[str, Any], maps: MapFiles | None = None) -> None:
         self.backends = backends
+        self.maps = MapFiles() if maps is None else maps
 
     def has_backend(self, name: str) -> bool:
         return name in self.backends

@@ -37,6 +37,7 @@ from lbproxy.proxy.proxied_tls import ProxiedTLSListener
 from lbproxy.proxy.state import ProxyState
 from lbproxy.proxy.upstream import make_pool
 from lbproxy.routing.actions import FrontendRules
+from lbproxy.routing.maps import MapFiles
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.runtime.accesslog import AccessLog, make_access_log
 from lbproxy.runtime.control import WorkerRole
@@ -80,7 +81,8 @@ class Engine:
         for backend_config in config.backends.values():
             self._add_backend(backend_config)
         self.store = open_store(config.global_.stick_store)
-        rules = self._sync_tables_and_compile(config)
+        self.maps = MapFiles()           # the map files the rules read (runtime API edits)
+        rules = self._sync_tables_and_compile(config, self.maps)
         self.frontends: dict[str, Frontend] = {
             name: Frontend(frontend_config, self.state, self.dispatchers, self.access_log,
                            rules[name])
@@ -108,10 +110,12 @@ class Engine:
         """Whether this process probes servers: with workers, only worker 0 does."""
         return self.worker is None or self.worker.index == 0
 
-    def _sync_tables_and_compile(self, config: Config) -> dict[str, FrontendRules]:
+    def _sync_tables_and_compile(self, config: Config,
+                                 maps: MapFiles) -> dict[str, FrontendRules]:
         table_list, errors = table_configs(config)
         self.tables = self.store.sync(table_list)
-        rules, rule_errors = compile_frontends(config, RuleRuntime(self.backends), self.tables)
+        rules, rule_errors = compile_frontends(config, RuleRuntime(self.backends, maps),
+                                               self.tables)
         if errors or rule_errors:
             raise ConfigError(errors + rule_errors)
         return rules
@@ -211,8 +215,9 @@ class Engine:
             return ["no configuration file to reload (the proxy was started without one)"]
         async with self._reloading:
             access_log = self.access_log
+            maps = MapFiles()            # read again: runtime edits of the old ones are dropped
             try:
-                config = await load_checked_off_loop(self.path)
+                config = await load_checked_off_loop(self.path, maps)
                 access_log = self._reopen_log(config)
                 binds = self._bind(config)
             except ConfigError as exc:
@@ -224,7 +229,7 @@ class Engine:
                 log.error("reload refused, the previous configuration keeps running: %s", exc)
                 return [str(exc)]
             old_log = self.access_log
-            await self._apply(config, binds, access_log)
+            await self._apply(config, binds, access_log, maps)
             if old_log is not None and old_log is not access_log:
                 old_log.close(0.0)          # its thread writes what it has, then ends
                 self._old_logs_dropped += old_log.dropped
@@ -258,7 +263,7 @@ class Engine:
             access_log.close(0.0)
 
     async def _apply(self, config: Config, binds: list[_Bind],
-                     access_log: AccessLog | None) -> None:
+                     access_log: AccessLog | None, maps: MapFiles) -> None:
         old = self.config
         self._update_caches(config)
         for name, backend_config in config.backends.items():
@@ -279,7 +284,8 @@ class Engine:
             await stop_watchers(backend)
             backend.stop()
         self.access_log = access_log
-        rules = self._sync_tables_and_compile(config)
+        rules = self._sync_tables_and_compile(config, maps)
+        self.maps = maps
         for name, frontend_config in config.frontends.items():
             frontend = self.frontends.get(name)
             if frontend is None:

@@ -26,6 +26,7 @@ from lbproxy.config.load import load_partial
 from lbproxy.config.schema import Config, FrontendConfig, StickTableConfig
 from lbproxy.proxy.tls import client_context, server_context
 from lbproxy.routing.actions import FrontendRules
+from lbproxy.routing.maps import MapFiles
 from lbproxy.routing.runtime import RuleRuntime
 
 
@@ -135,19 +136,21 @@ _CHILD = ("import sys\n"
           "sys.stdout.buffer.write(pickled_load(sys.argv[1]))\n")
 
 
-async def load_checked_off_loop(path: str | os.PathLike[str]) -> Config:
+async def load_checked_off_loop(path: str | os.PathLike[str],
+                                maps: MapFiles | None = None) -> Config:
     """load_checked for a running proxy: a large configuration is read and checked by a
     child Python (`python -c`, importing lbproxy), so traffic goes on meanwhile; only the
     result is unpickled here, in a thread. If the child cannot run, it is read here after
-    all."""
+    all. The map files are read into `maps` here unless the child checked them (then the
+    rules' compilation reads them)."""
     if _yaml_bytes(path) < OFF_LOOP_BYTES:
-        return load_checked(path)
+        return load_checked(path, maps)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CHILD, os.fspath(path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     out, _ = await child.communicate()
     if child.returncode != 0:
-        return load_checked(path)
+        return load_checked(path, maps)
     # In a thread: the dataclasses' __setstate__ is Python code, so the loop gets the GIL
     # back every switch interval instead of waiting for the whole result (74 -> ~40 ms
     # longest stall at 5,000 servers; what is left is mostly the garbage collector).
@@ -179,13 +182,15 @@ def _yaml_bytes(path: str | os.PathLike[str]) -> int:
                if name.endswith((".yaml", ".yml")))
 
 
-def load_checked(path: str | os.PathLike[str]) -> Config:
+def load_checked(path: str | os.PathLike[str], maps: MapFiles | None = None) -> Config:
     """The loader plus the checks above; raises ConfigError with every problem of both,
-    in file and line order."""
+    in file and line order. The map files the rules name are read into `maps` (a fresh
+    registry when None), so a reload that goes on to compile the rules again reads
+    each file once."""
     config, problems = load_partial(path)
     tables, errors = table_configs(config)
     skip = _rules_skipped(config, problems) if problems else (lambda _name: False)
-    _, rule_errors = compile_frontends(config, RuleRuntime(config.backends),
+    _, rule_errors = compile_frontends(config, RuleRuntime(config.backends, maps),
                                        {table.name: table for table in tables}, skip)
     errors += rule_errors + tls_errors(config)
     if problems or errors:

@@ -80,8 +80,9 @@ def test_empty_acl() -> None:
     ("t=%[date_u]", "unknown fetch 'date_u' (did you mean 'date_us'?)"),
     ("%[srv_name]", "'srv_name' is only available in http_response rules"),
     ("a %[src", "unterminated '%[' in 'a %[src'"),
-    ("%[hdr(host),lower]", "invalid fetch 'hdr(host),lower': converters and second arguments "
-                           "are not supported"),
+    ("%[hdr(host),lowr]", "unknown converter 'lowr' (did you mean 'lower'?)"),
+    ("%[hdr(host,1)]", "invalid fetch 'hdr(host,1)': a fetch takes one argument"),
+    ("%[hdr(host),regsub(a(,b)]", "unbalanced '(' in 'hdr(host),regsub(a(,b)'"),
 ])
 def test_template_errors(text: str, message: str) -> None:
     with pytest.raises(RuleError) as caught:
