@@ -133,11 +133,17 @@ def _condition(s: Section) -> tuple[str | None, bool]:
 
 
 def _use_backend(backends: Sequence[str]) -> Conv[UseBackendConfig]:
+    """`{backend: NAME, if: ...}`; a NAME with `%[` is a template, compiled with the rules
+    and rendered per request (a result that names no backend falls through)."""
+    named = choice("backend", backends)
+
+    def backend(node: Node) -> str:
+        return nonempty(node) if "%[" in text(node) else named(node)
+
     def conv(node: Node) -> UseBackendConfig:
         s = Section(node)
         cond, negate = _condition(s)
-        return s.build(UseBackendConfig, {"backend": choice("backend", backends)},
-                       cond=cond, negate=negate)
+        return s.build(UseBackendConfig, {"backend": backend}, cond=cond, negate=negate)
     return conv
 
 

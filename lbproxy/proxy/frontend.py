@@ -83,7 +83,7 @@ class Frontend:
         self.request_rules = rules.request
         self.response_rules = rules.response
         self.dispatchers = dispatchers        # by backend name (auth_request)
-        self.use_backend = [(test, dispatchers[name]) for test, name in rules.use_backend]
+        self.use_backend = rules.backend_choices(dispatchers)
         self.default_backend = (dispatchers[config.default_backend]
                                 if config.default_backend else None)
         self.maxconn = config.maxconn
@@ -115,9 +115,11 @@ class Frontend:
                             exchange.rules_left = remaining
                             return None
                         break                       # allow: skip the remaining rules
-            for test, backend in self.use_backend:
+            for test, choose in self.use_backend:
                 if test is None or test(exchange):
-                    return backend
+                    backend = choose(exchange)      # None: a template named no backend
+                    if backend is not None:
+                        return backend
         except PluginFailed:                        # (logged where it was raised)
             exchange.set_termination("P", PLUGIN_FAILED)
             exchange.respond(error_answer(500))
