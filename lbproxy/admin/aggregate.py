@@ -243,9 +243,10 @@ def _cells(row: Row) -> list[tuple[str, str]]:
 # state or settings, taken from the first worker: configured/effective weight (the same
 # slow-start clock everywhere), maxconn as configured, the time of the last state change
 # (worker 0 runs the checks), usable servers, the autoscaler's report (posted to every
-# worker) and stick-table settings.
+# worker), stick-table settings, and map files (every worker gets the same edits).
 SHARED_KEYS = frozenset({"weight", "effective_weight", "maxconn", "last_change", "servers_up",
-                         "current", "desired", "reported", "size", "expire"})
+                         "current", "desired", "reported", "size", "expire", "edits",
+                         "offset"})
 WORST_KEYS = frozenset({"avg", "p95"})      # response times: the largest, see the docstring
 
 

@@ -1,4 +1,5 @@
-"""The runtime API: read backends and servers, add, drain, remove and retune servers, reload.
+"""The runtime API: read backends and servers, add, drain, remove and retune servers, edit
+map files, reload.
 
 Handlers validate everything before changing anything (a bad PATCH changes nothing),
 then call the Backend's mutation methods, which notify balancers and listeners. Input
@@ -10,6 +11,7 @@ app's middleware before a handler runs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from lbproxy.config.durations import parse_address, parse_duration
 from lbproxy.config.fields import check_name
 from lbproxy.config.schema import ServerConfig
 from lbproxy.proxy.cache_store import Cache
+from lbproxy.routing.maps import MapFile
 from lbproxy.tables.stick_table import StickTable
 
 log = logging.getLogger("lbproxy.api")
@@ -241,6 +244,106 @@ async def purge_cache(request: web.Request) -> web.Response:
     _audit(request, f"cache {cache.name}: purged {purged} entries"
                     + (f" of {host}{path}" if host else ""))
     return json_response({"purged": purged})
+
+
+MAP_PAGE = 1000           # entries per page of GET /api/maps/{name} unless ?limit= says
+MAX_MAP_PAGE = 10000      # ... and at most: a 100,000-entry map is read in pages
+
+
+def _map(request: web.Request) -> MapFile:
+    """The loaded map file the URL names by its base name (409 when two share it)."""
+    name = request.match_info["name"]
+    found = request.app[ENGINE].maps.named(name)
+    if not found:
+        raise ApiError(404, f"no map file {name!r} is loaded")
+    if len(found) > 1:
+        paths = ", ".join(sorted(file.path for file in found))
+        raise ApiError(409, f"several loaded map files are named {name!r} ({paths}): "
+                            "give them different names to edit them here")
+    return found[0]
+
+
+def _latin(text: str) -> str:
+    """JSON or URL text as map keys and values hold it (latin-1 view of UTF-8 bytes)."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _shown(text: str) -> str:
+    return text.encode("latin-1").decode("utf-8", "replace")
+
+
+def _map_json(found: MapFile) -> dict[str, object]:
+    return {"name": found.name, "path": found.path, "size": len(found.entries),
+            "kinds": list(found.kinds), "edits": found.edits}
+
+
+def _count(request: web.Request, key: str, default: int, most: int) -> int:
+    text = request.query.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) > most:
+        raise ApiError(400, f"{key} must be an integer from 0 to {most}")
+    return int(text)
+
+
+@routes.get("/api/maps")
+async def maps(request: web.Request) -> web.Response:
+    return json_response({"maps": [_map_json(found) for found in
+                                   request.app[ENGINE].maps.files.values()]})
+
+
+@routes.get("/api/maps/{name}")
+async def map_entries(request: web.Request) -> web.Response:
+    """A page of entries in file order: `?offset=0&limit=1000`; `next` is the next page."""
+    found = _map(request)
+    offset = _count(request, "offset", 0, len(found.entries))
+    limit = _count(request, "limit", MAP_PAGE, MAX_MAP_PAGE)
+    page = itertools.islice(found.entries.items(), offset, offset + limit)
+    after = offset + limit
+    return json_response({
+        **_map_json(found), "offset": offset,
+        "entries": [{"key": _shown(key), "value": _shown(value)} for key, value in page],
+        "next": (f"/api/maps/{found.name}?offset={after}&limit={limit}"
+                 if after < len(found.entries) else None)})
+
+
+@routes.get("/api/maps/{name}/{key:.+}")
+async def map_entry(request: web.Request) -> web.Response:
+    found = _map(request)
+    key = _latin(request.match_info["key"])
+    value = found.entries.get(key)
+    if value is None:
+        raise ApiError(404, f"map {found.name!r} has no key {_shown(key)!r}")
+    return json_response({"name": found.name, "key": _shown(key), "value": _shown(value)})
+
+
+@routes.put("/api/maps/{name}/{key:.+}")
+async def set_map_entry(request: web.Request) -> web.Response:
+    """Body `{"value": "..."}`: 201 for a new key (last in file order), 200 for a new
+    value. The file is not written: a reload reads it again and drops the edit."""
+    found = _map(request)
+    body = await _body(request, ("value",))
+    value = body.get("value")
+    if not isinstance(value, str):
+        raise ApiError(400, "value is required (a string)")
+    key = _latin(request.match_info["key"])
+    try:
+        new = found.set(key, _latin(value))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    _audit(request, f"map {found.name}: {'added' if new else 'set'} {_shown(key)} = {value}")
+    return json_response({"name": found.name, "key": _shown(key),
+                          "value": _shown(found.entries[key])}, 201 if new else 200)
+
+
+@routes.delete("/api/maps/{name}/{key:.+}")
+async def delete_map_entry(request: web.Request) -> web.Response:
+    found = _map(request)
+    key = _latin(request.match_info["key"])
+    if not found.delete(key):
+        raise ApiError(404, f"map {found.name!r} has no key {_shown(key)!r}")
+    _audit(request, f"map {found.name}: deleted {_shown(key)}")
+    return json_response({"name": found.name, "key": _shown(key), "deleted": True})
 
 
 @routes.post("/api/autoscale/status")

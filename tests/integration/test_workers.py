@@ -38,9 +38,9 @@ def worker_pids(supervisor: int) -> list[int]:
         return [int(pid) for pid in f.read().split()]
 
 
-def worker_json(supervisor: int, index: int) -> dict:
-    """Backend app as worker `index` itself sees it, asked on its private socket (found
-    from the worker's command line)."""
+def worker_json(supervisor: int, index: int, path: str = "/api/backends/app") -> dict:
+    """Backend app (or another API `path`) as worker `index` itself sees it, asked on its
+    private socket (found from the worker's command line)."""
     import socket
 
     from tests.harness import Reader
@@ -51,7 +51,7 @@ def worker_json(supervisor: int, index: int) -> dict:
     control = argv[argv.index(b"--control-dir") + 1].decode()
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(os.path.join(control, f"worker-{index}.sock"))
-        sock.sendall(b"GET /api/backends/app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         return json.loads(Reader(sock).read_response().body)
 
 
