@@ -32,6 +32,17 @@ def test_the_full_example_is_valid(tmp_path, monkeypatch):
     assert config.backends["api"].balance == "least_response_time"
 
 
+def test_the_converters_example_is_valid(tmp_path):
+    block = next(block for block in yaml_blocks() if "map(conf/hosts.map)" in block)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "hosts.map").write_text("www.example.com app\n")
+    (tmp_path / "conf" / "networks.map").write_text("10.0.0.0/8 office\n")
+    block = block.replace("web:\n", "web:\n    bind: ':8080'\n", 1)
+    path = tmp_path / "lbproxy.yaml"
+    path.write_text(block + "backends: {app: {servers: []}}\n")
+    assert load_checked(path).frontends["web"].use_backend[0].backend.startswith("%[")
+
+
 def test_the_autoscale_example_is_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("LBPROXY_ADMIN_PASSWORD", "secret")
     block = next(block for block in yaml_blocks() if block.startswith("autoscale:"))
