@@ -1,7 +1,8 @@
-"""What rules cost: rps and CPU µs/request of lbproxy with ACL rules and stick-table tracking.
+"""What rules cost: rps and CPU µs/request of lbproxy with ACL rules, stick-table tracking
+and routing by map files.
 
 One demo backend, lbproxy pinned to its own CPU, wrk (or the built-in client) on the
-backend's CPU, as in bench.throughput, and the same `GET /` through four configurations:
+backend's CPU, as in bench.throughput, and the same `GET /` through these configurations:
 
 - no rules;
 - 50 `http_request` deny rules whose ACLs never match, a mix of `path_beg`, `hdr_sub(host)`,
@@ -9,7 +10,17 @@ backend's CPU, as in bench.throughput, and the same `GET /` through four configu
 - tracking: `track_sc0: src` and a deny on `sc_http_req_rate(0) gt 1000000` (never true),
   with `stick_store: memory`;
 - the same with `stick_store: redis://…`, against a throwaway redis-server (no persistence)
-  started on a free port on the backend's CPU and stopped after.
+  started on a free port on the backend's CPU and stopped after;
+- one `use_backend` rule naming the backend (no condition), the baseline of the next three;
+- one `use_backend` rule by template over a 100,000-entry map file, each a hit for the
+  requests sent (Host `127.0.0.1:PORT`, source 127.0.0.1): `hdr(host),lower,map(...)` over
+  host names; `host,map_dom(...)` over domains (found as a parent domain, `0.1`, after three
+  dict lookups, as `a.b.example.com` finds `example.com`); `src,map_ip(...)` over 90,000
+  IPv4 networks of 17 prefix lengths (/16 to /32) and 10,000 IPv6 ones.
+
+For the map rows it also times the routing decision in process (the compiled use_backend
+rule over a request object, best of 5 × 200,000 calls), which load-test noise does not
+blur: for `map_ip` both with one client (its memo hit) and with 10,000 clients in turn.
 
     python -m bench.rules [--quick] [--duration 10] [--connections 50] [--loadgen auto|wrk|builtin]
 
@@ -19,9 +30,13 @@ Writes bench/results/rules.md and rules.png.
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
+import timeit
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench.harness import (Backend, Cpus, Proc, Session, add_common_options, free_port, noted, resolve_loadgen,
@@ -29,6 +44,10 @@ from bench.harness import (Backend, Cpus, Proc, Session, add_common_options, fre
 from bench.loadgen import LoadResult, run_load, run_metered
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv, lbproxy_config
+from lbproxy.proxy.request import Request
+from lbproxy.routing.actions import FrontendRules
+from lbproxy.routing.runtime import RuleRuntime
+from lbproxy.runtime.validate import load_checked
 
 RULES = 50
 TRACKING = {
@@ -46,18 +65,62 @@ def acl_rules(count: int) -> dict[str, Any]:
     return {"acls": acls, "http_request": [{"deny": {"status": 403}, "if": name} for name in acls]}
 
 
+MAP_ENTRIES = 100_000
+
+
+def host_map(port: int) -> str:
+    """MAP_ENTRIES host names, the load generator's Host among them."""
+    lines = [f"h{i}.example.com app" for i in range(MAP_ENTRIES - 1)]
+    return "\n".join([*lines, f"127.0.0.1:{port} app"]) + "\n"
+
+
+def domain_map(_port: int) -> str:
+    """MAP_ENTRIES domains; 127.0.0.1 is found as its parent `0.1` after three lookups."""
+    lines = [f"d{i}.example.com app" for i in range(MAP_ENTRIES - 1)]
+    return "\n".join([*lines, "0.1 app"]) + "\n"
+
+
+def network_map(_port: int) -> str:
+    """90% IPv4 networks of /16 to /32 (none holding 127.0.0.1), 10% IPv6 ones, and
+    127.0.0.0/8, the clients' (seeded: the same file every run)."""
+    rng = random.Random(18)
+    lines = []
+    while len(lines) < MAP_ENTRIES * 9 // 10:
+        bits, number = rng.randrange(16, 33), rng.getrandbits(32)
+        number &= ~((1 << (32 - bits)) - 1) & 0xFFFFFFFF
+        if number >> 24 != 127:
+            lines.append(f"{number >> 24}.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
+                         f"/{bits} app")
+    while len(lines) < MAP_ENTRIES - 1:
+        lines.append(f"2001:db8:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::/64 app")
+    return "\n".join([*lines, "127.0.0.0/8 app"]) + "\n"
+
+
+def by_template(template: str) -> dict[str, Any]:
+    return {"use_backend": [{"backend": template}]}
+
+
 @dataclass(frozen=True)
 class Setup:
     name: str
     frontend: dict[str, Any]
     redis: bool = False       # stick tables in a throwaway redis-server
+    maps: dict[str, Callable[[int], str]] | None = None    # file name -> its text for a port
 
 
+PLAIN_RULE = "1 use_backend rule naming the backend"
 SETUPS = [
     Setup("no rules", {}),
     Setup(f"{RULES} ACL rules, none matching", acl_rules(RULES)),
     Setup("track_sc0 src + rate deny, stick_store: memory", TRACKING),
     Setup("track_sc0 src + rate deny, stick_store: redis", TRACKING, redis=True),
+    Setup(PLAIN_RULE, {"use_backend": [{"backend": "app"}]}),
+    Setup("use_backend by `map`, 100,000 hosts", by_template("%[hdr(host),lower,map(hosts.map)]"),
+          maps={"hosts.map": host_map}),
+    Setup("use_backend by `map_dom`, 100,000 domains", by_template("%[host,map_dom(domains.map)]"),
+          maps={"domains.map": domain_map}),
+    Setup("use_backend by `map_ip`, 100,000 networks", by_template("%[src,map_ip(networks.map)]"),
+          maps={"networks.map": network_map}),
 ]
 
 
@@ -67,6 +130,32 @@ class Row:
     load: LoadResult
     proxy_cpu_us: float
     redis_cpu_us: float | None
+    route_us: str = "–"       # the routing decision timed in process
+
+
+def route_us(config_path: Path, clients: int = 1) -> float:
+    """µs per use_backend decision of the frontend `web` in `config_path`, over a request
+    from Host 127.0.0.1:PORT and `clients` source addresses in turn (best of 5)."""
+    config = load_checked(config_path)
+    rules = FrontendRules(config.frontends["web"], RuleRuntime(config.backends), lambda _name: None)
+    choices = rules.backend_choices({name: name for name in config.backends})
+    port = config.frontends["web"].bind[0].address.port
+    requests = []
+    for index in range(clients):
+        request = Request(SimpleNamespace(src=f"127.0.{(index + 1) >> 8 & 255}.{(index + 1) & 255}"))
+        request.host_b = f"127.0.0.1:{port}".encode()
+        requests.append(request)
+    for request in requests:
+        assert any(test is None and choose(request) == "app" for test, choose in choices), "not a hit"
+    calls = 200_000
+    rounds = [request for _ in range(calls // clients) for request in requests]
+
+    def route() -> None:
+        for request in rounds:
+            for test, choose in choices:
+                if (test is None or test(request)) and choose(request) is not None:
+                    break
+    return min(timeit.repeat(route, number=1, repeat=5)) / len(rounds) * 1e6
 
 
 @dataclass
@@ -96,14 +185,21 @@ class Bench:
                 global_["stick_store"] = f"redis://127.0.0.1:{redis_port}/0"
             port = free_port()
             config = lbproxy_config(port, [self.backend.port], frontend=setup.frontend, global_=global_)
-            proxy = start_checked(stack, "lbproxy", lbproxy_argv(self.workdir, config), self.workdir,
-                                  self.cpus.proxy, port)
+            for name, text in (setup.maps or {}).items():       # beside the YAML that names them
+                (self.workdir / name).write_text(text(port))
+            argv = lbproxy_argv(self.workdir, config)
+            route = "–"
+            if setup.maps or setup.name == PLAIN_RULE:
+                route = f"{route_us(Path(argv[-1])):.2f}"
+                if "map_ip" in setup.name:
+                    route += f" ({route_us(Path(argv[-1]), clients=10_000):.2f} for 10,000 clients)"
+            proxy = start_checked(stack, "lbproxy", argv, self.workdir, self.cpus.proxy, port)
             url = f"http://127.0.0.1:{port}/"
             if self.args.warmup > 0:
                 run_load(url, self.args.connections, self.args.warmup, self.cpus.loadgen, self.args.loadgen)
             load, cpu = run_metered(url, self.args.connections, self.args.duration, self.cpus.loadgen,
                                     self.args.loadgen, [proxy, *([redis] if redis else [])])
-            self.rows.append(Row(setup.name, load, cpu[0], cpu[1] if redis else None))
+            self.rows.append(Row(setup.name, load, cpu[0], cpu[1] if redis else None, route))
 
 
 def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
@@ -117,14 +213,24 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
          "backend.",
          f"{bench.cpus.describe()} CPU µs/req is utime+stime of lbproxy's process tree over the run divided by "
          "the replies; + µs/req is that minus the no-rules run's. Redis CPU is redis-server's, on the "
-         "backends' CPU."],
-        ["setup", "rps", "p50 ms", "p99 ms", "lbproxy CPU µs/req", "+ µs/req", "redis CPU µs/req", "errors"],
-        "lrrrrrrr", notes=bench.notes, info={**info, "redis": tool_version(["redis-server", "--version"])})
+         "backends' CPU. Route µs is the use_backend decision alone, timed in this process (best of 5 × "
+         "200,000): for `map_ip` with one client (the per-address memo hits) and with 10,000 in turn "
+         "(it misses)."],
+        ["setup", "rps", "p50 ms", "p99 ms", "lbproxy CPU µs/req", "+ µs/req", "redis CPU µs/req",
+         "route µs", "errors"],
+        "lrrrrrrrr", notes=bench.notes, info={**info, "redis": tool_version(["redis-server", "--version"])})
     for row in bench.rows:
         extra = row.proxy_cpu_us - base
         page.rows.append([row.setup, f"{row.load.rps:,.0f}", f"{row.load.p50_ms:.2f}", f"{row.load.p99_ms:.2f}",
                           f"{row.proxy_cpu_us:.1f}", "–" if extra != extra else f"{extra:+.1f}",
-                          "–" if row.redis_cpu_us is None else f"{row.redis_cpu_us:.1f}", str(row.load.errors)])
+                          "–" if row.redis_cpu_us is None else f"{row.redis_cpu_us:.1f}", row.route_us,
+                          str(row.load.errors)])
+    plain = next((row for row in bench.rows if row.setup == PLAIN_RULE), None)
+    for row in bench.rows:
+        if plain is not None and row.setup.startswith("use_backend by"):
+            page.notes.append(f"{row.setup}: {row.proxy_cpu_us - plain.proxy_cpu_us:+.1f} µs CPU per request "
+                              f"against {PLAIN_RULE.lower()} in the load run; {float(row.route_us.split()[0]) - float(plain.route_us):+.2f} µs "
+                              "per routing decision in process")
     return page
 
 
