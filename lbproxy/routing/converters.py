@@ -37,6 +37,7 @@ from lbproxy.routing.syntax import fail, source_dir, split_args, split_commas, s
 Convert = Callable[[Any], Any]
 Step = tuple[Convert, Any]            # (convert, the value a missing input becomes)
 
+_NAME = re.compile(r"[a-z][a-z0-9_]*$")
 _CALL = re.compile(r"([a-z][a-z0-9_]*)(?:\((.*)\))?$", re.DOTALL)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -45,7 +46,10 @@ _REGSUB_FLAGS = "gi"
 
 
 @dataclass(frozen=True, slots=True)
-class _Def:
+class ConverterDef:
+    """A converter by name in CONVERTERS: what it gives, its arguments, and how its
+    function is built from them (once, at load time; ValueError for a bad argument)."""
+
     gives: str                        # STR or INT
     usage: str                        # the arguments, for messages: "N,SEP", "[BITS]"
     least: int                        # fewest arguments
@@ -180,12 +184,7 @@ def _map(kind: str) -> Callable[[list[str], str, Any], Convert]:
         if maps is None:
             raise ValueError("map files are only read with a configuration")
         path = os.path.normpath(os.path.join(source_dir(where), args[0].strip()))
-        try:
-            lookup = maps.load(path).lookup(kind)
-        except ValueError as exc:
-            message = str(exc)
-            raise ValueError(message if message.startswith("cannot read")
-                             else f"{path}: {message}") from None
+        lookup = maps.load(path).lookup(kind)     # ValueError naming the file
         if len(args) < 2:
             return lookup
         default = _latin(args[1])
@@ -199,23 +198,35 @@ def _map(kind: str) -> Callable[[list[str], str, Any], Convert]:
     return build
 
 
-CONVERTERS: dict[str, _Def] = {
-    "lower": _Def(STR, "", 0, 0, _fixed(_lower)),
-    "upper": _Def(STR, "", 0, 0, _fixed(_upper)),
-    "length": _Def(INT, "", 0, 0, _fixed(len)),
-    "base64": _Def(STR, "", 0, 0, _fixed(_base64)),
-    "b64dec": _Def(STR, "", 0, 0, _fixed(_b64dec)),
-    "url_dec": _Def(STR, "", 0, 0, _fixed(_url_dec)),
-    "hex": _Def(STR, "", 0, 0, _fixed(_hex)),
-    "sha1": _Def(STR, "", 0, 0, _fixed(_sha1)),
-    "sha2": _Def(STR, "[BITS]", 0, 1, _sha2),
-    "crc32": _Def(INT, "", 0, 0, _fixed(_crc32)),
-    "djb2": _Def(INT, "", 0, 0, _fixed(_djb2)),
-    "field": _Def(STR, "N,SEP", 2, 2, _field),
-    "word": _Def(STR, "N,SEP", 2, 2, _word),
-    "regsub": _Def(STR, "REGEX,REPL[,FLAGS]", 2, 3, _regsub),
-    **{kind: _Def(STR, "FILE[,DEFAULT]", 1, 2, _map(kind), defaults=True) for kind in KINDS},
+CONVERTERS: dict[str, ConverterDef] = {
+    "lower": ConverterDef(STR, "", 0, 0, _fixed(_lower)),
+    "upper": ConverterDef(STR, "", 0, 0, _fixed(_upper)),
+    "length": ConverterDef(INT, "", 0, 0, _fixed(len)),
+    "base64": ConverterDef(STR, "", 0, 0, _fixed(_base64)),
+    "b64dec": ConverterDef(STR, "", 0, 0, _fixed(_b64dec)),
+    "url_dec": ConverterDef(STR, "", 0, 0, _fixed(_url_dec)),
+    "hex": ConverterDef(STR, "", 0, 0, _fixed(_hex)),
+    "sha1": ConverterDef(STR, "", 0, 0, _fixed(_sha1)),
+    "sha2": ConverterDef(STR, "[BITS]", 0, 1, _sha2),
+    "crc32": ConverterDef(INT, "", 0, 0, _fixed(_crc32)),
+    "djb2": ConverterDef(INT, "", 0, 0, _fixed(_djb2)),
+    "field": ConverterDef(STR, "N,SEP", 2, 2, _field),
+    "word": ConverterDef(STR, "N,SEP", 2, 2, _word),
+    "regsub": ConverterDef(STR, "REGEX,REPL[,FLAGS]", 2, 3, _regsub),
+    **{kind: ConverterDef(STR, "FILE[,DEFAULT]", 1, 2, _map(kind), defaults=True)
+       for kind in KINDS},
 }
+
+
+def register_converter(name: str, definition: ConverterDef) -> None:
+    """Add a converter usable by `name` after any fetch, as the built-in ones (the way in
+    for plugins); ValueError for a name that is taken or could not be written in a rule."""
+    if not _NAME.match(name):
+        raise ValueError(f"invalid converter name {name!r}: lower-case letters, digits, '_'")
+    if name in CONVERTERS:
+        raise ValueError(f"converter {name!r} is already defined")
+    CONVERTERS[name] = definition
+
 
 # What a non-string value is written as before a converter reads it.
 _AS_TEXT: dict[str, Convert] = {INT: str, BOOL: lambda value: "1" if value else "0"}
@@ -258,7 +269,7 @@ def with_converters(fetch: Fetch, pieces: Sequence[str], where: str, runtime: An
                  fetch.multi and not single, fetch.phase)
 
 
-def _parse(piece: str, where: str) -> tuple[_Def, list[str]]:
+def _parse(piece: str, where: str) -> tuple[ConverterDef, list[str]]:
     """`name(args)` -> its definition and arguments, checked against its usage."""
     if not piece:
         raise fail(where, "empty converter after ','")

@@ -49,7 +49,10 @@ class Fetch:
 
 
 @dataclass(frozen=True, slots=True)
-class _Def:
+class FetchDef:
+    """A fetch by name in FETCHES: its value's kind, what its argument is, and how a getter
+    is built from the parsed argument (once, at load time)."""
+
     kind: str
     arg: str | None          # None, "header", "name", "counter" or "backend"
     build: Callable[[Any, Any], Getter]   # (parsed arg, runtime) -> getter
@@ -103,35 +106,36 @@ def _stick_counter(item: str) -> Callable[[Any, Any], Getter]:
     return build
 
 
-FETCHES: dict[str, _Def] = {
-    "src": _Def(IP, None, _attr("src")),
-    "src_port": _Def(INT, None, _attr("src_port")),
-    "dst_port": _Def(INT, None, _attr("dst_port")),
-    "method": _Def(STR, None, _attr("method")),
-    "path": _Def(STR, None, _attr("path")),
-    "url": _Def(STR, None, _attr("url")),
-    "query": _Def(STR, None, _attr("query")),
-    "url_param": _Def(STR, "name", _url_param),
-    "hdr": _Def(STR, "header", _method("header_values"), multi=True),
-    "cook": _Def(STR, "name", _method("cookie")),
-    "host": _Def(STR, None, _attr("host")),
-    "ssl_fc": _Def(BOOL, None, _ssl_fc),
-    "ssl_fc_sni": _Def(STR, None, _attr("ssl_fc_sni")),
-    "req_ver": _Def(STR, None, _attr("req_ver")),
-    "nbsrv": _Def(INT, "backend", _nbsrv),
-    "date_us": _Def(INT, None, _date_us),
-    "uuid": _Def(STR, None, _uuid),
-    "unique_id": _Def(STR, None, _optional_attr("unique_id")),
-    "srv_name": _Def(STR, None, _optional_attr("srv_name"), phase=RESPONSE),
-    "status": _Def(INT, None, _optional_attr("status"), phase=RESPONSE),
+FETCHES: dict[str, FetchDef] = {
+    "src": FetchDef(IP, None, _attr("src")),
+    "src_port": FetchDef(INT, None, _attr("src_port")),
+    "dst_port": FetchDef(INT, None, _attr("dst_port")),
+    "method": FetchDef(STR, None, _attr("method")),
+    "path": FetchDef(STR, None, _attr("path")),
+    "url": FetchDef(STR, None, _attr("url")),
+    "query": FetchDef(STR, None, _attr("query")),
+    "url_param": FetchDef(STR, "name", _url_param),
+    "hdr": FetchDef(STR, "header", _method("header_values"), multi=True),
+    "cook": FetchDef(STR, "name", _method("cookie")),
+    "host": FetchDef(STR, None, _attr("host")),
+    "ssl_fc": FetchDef(BOOL, None, _ssl_fc),
+    "ssl_fc_sni": FetchDef(STR, None, _attr("ssl_fc_sni")),
+    "req_ver": FetchDef(STR, None, _attr("req_ver")),
+    "nbsrv": FetchDef(INT, "backend", _nbsrv),
+    "date_us": FetchDef(INT, None, _date_us),
+    "uuid": FetchDef(STR, None, _uuid),
+    "unique_id": FetchDef(STR, None, _optional_attr("unique_id")),
+    "srv_name": FetchDef(STR, None, _optional_attr("srv_name"), phase=RESPONSE),
+    "status": FetchDef(INT, None, _optional_attr("status"), phase=RESPONSE),
     # HIT, MISS, BYPASS... once the backend's cache looked the request up (else "")
-    "cache_status": _Def(STR, None, _optional_attr("cache_status"), phase=RESPONSE),
-    **{f"sc_{item}": _Def(INT, "counter", _stick_counter(item))
+    "cache_status": FetchDef(STR, None, _optional_attr("cache_status"), phase=RESPONSE),
+    **{f"sc_{item}": FetchDef(INT, "counter", _stick_counter(item))
        for item in ("http_req_rate", "http_err_rate", "conn_cur", "conn_rate", "http_req_cnt")},
 }
 
 
-def _parse_arg(definition: _Def, name: str, arg: str | None, where: str, runtime: Any) -> Any:
+def _parse_arg(definition: FetchDef, name: str, arg: str | None, where: str,
+               runtime: Any) -> Any:
     """Validate the argument of `name(arg)` now, so run time never sees a bad one."""
     if definition.arg is None:
         if arg is not None:
@@ -178,14 +182,25 @@ def resolve_fetch(name: str, arg: str | None, where: str, runtime: Any,
     return Fetch(text, definition.kind, get, match_get, definition.multi, definition.phase)
 
 
-def plugin_fetch(name: str, kind: str, takes_arg: bool, call: Callable[..., Any]) -> _Def:
+def plugin_fetch(name: str, kind: str, takes_arg: bool, call: Callable[..., Any]) -> FetchDef:
     """The FETCHES entry of a plugin's fetch (lbproxy.ext): `call(request[, arg])`."""
     if takes_arg:
-        return _Def(kind, "name", lambda arg, _runtime: lambda request: call(request, arg))
-    return _Def(kind, None, lambda _arg, _runtime: call)
+        return FetchDef(kind, "name", lambda arg, _runtime: lambda request: call(request, arg))
+    return FetchDef(kind, None, lambda _arg, _runtime: call)
 
 
 SUFFIXES = ("beg", "end", "sub", "reg", "dir", "dom", "len")
+_NAME = re.compile(r"[a-z][a-z0-9_.]*$")
+
+
+def register_fetch(name: str, definition: FetchDef) -> None:
+    """Add a fetch usable by `name` in every rule, as the built-in ones (the way in for
+    plugins); ValueError for a name that is taken or could not be written in a rule."""
+    if not _NAME.match(name):
+        raise ValueError(f"invalid fetch name {name!r}: lower-case letters, digits, '_', '.'")
+    if name in FETCHES:
+        raise ValueError(f"fetch {name!r} is already defined")
+    FETCHES[name] = definition
 
 
 def fetch_names() -> list[str]:

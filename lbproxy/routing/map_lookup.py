@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from lbproxy.routing.matchers import ADDRESS_CACHE, address_number, network_number
 
@@ -43,6 +43,23 @@ class Index:
 
     def remove(self, key: str) -> None:
         """Nothing to do for a deleted key."""
+
+
+class BadKey(ValueError):
+    """A key of the file that a kind cannot use; `key` tells which, for its line."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def add_all(index: Index, keys: Iterable[str]) -> None:
+    """`index.add` each key in turn; BadKey for the first one it refuses."""
+    for key in keys:
+        try:
+            index.add(key)
+        except ValueError as exc:
+            raise BadKey(key, str(exc)) from None
 
 
 class Lengths(Index):
@@ -71,13 +88,9 @@ class Lengths(Index):
 class Patterns(Index):
     """The keys compiled as regexes, in file order (map_reg)."""
 
-    def __init__(self, keys: Mapping[str, str], lines: Mapping[str, int]) -> None:
+    def __init__(self, keys: Iterable[str]) -> None:
         self.order: list[tuple[Callable[[str], object], str]] = []
-        for key in keys:
-            try:
-                self.add(key)
-            except ValueError as exc:
-                raise ValueError(f"line {lines.get(key, '?')}: {exc}") from None
+        add_all(self, keys)
 
     def check(self, key: str) -> None:
         _compile(key)
@@ -103,16 +116,12 @@ class Networks(Index):
     `shadowed` in case the first is deleted. The key found for an address is memoised
     (clients send many requests; an edit clears the memo)."""
 
-    def __init__(self, keys: Mapping[str, str], lines: Mapping[str, int]) -> None:
+    def __init__(self, keys: Iterable[str]) -> None:
         self.tables: dict[int, dict[int, dict[int, str]]] = {4: {}, 6: {}}
         self.order: dict[int, list[int]] = {4: [], 6: []}
         self.shadowed: dict[tuple[int, int, int], list[str]] = {}
         self.key_of = functools.lru_cache(maxsize=ADDRESS_CACHE)(self._key_of)
-        for key in keys:
-            try:
-                self.add(key)
-            except ValueError as exc:
-                raise ValueError(f"line {lines.get(key, '?')}: {exc}") from None
+        add_all(self, keys)
 
     def check(self, key: str) -> None:
         network_number(key)
@@ -163,32 +172,20 @@ class Networks(Index):
 
 # --- the lookups ----------------------------------------------------------------------------
 
-def prefix_lookup(entries: dict[str, str], lengths: Lengths) -> Lookup:
+def affix_lookup(entries: dict[str, str], lengths: Lengths, at_end: bool) -> Lookup:
+    """map_beg, or map_end when `at_end`: the value of the longest key that begins (ends)
+    the input."""
     get = entries.get
 
-    def map_beg(value: str) -> str | None:
+    def map_affix(value: str) -> str | None:
         size = len(value)
         for length in lengths.longest_first:
             if length <= size:
-                found = get(value[:length])
+                found = get(value[size - length:] if at_end else value[:length])
                 if found is not None:
                     return found
         return None
-    return map_beg
-
-
-def suffix_lookup(entries: dict[str, str], lengths: Lengths) -> Lookup:
-    get = entries.get
-
-    def map_end(value: str) -> str | None:
-        size = len(value)
-        for length in lengths.longest_first:
-            if length <= size:
-                found = get(value[-length:])
-                if found is not None:
-                    return found
-        return None
-    return map_end
+    return map_affix
 
 
 def domain_lookup(entries: dict[str, str]) -> Lookup:

@@ -14,7 +14,8 @@ matches the same UTF-8 bytes in a request.
 by every converter that names it, whatever its kind. A kind's structure
 (lbproxy/routing/map_lookup.py) is built the first time a converter of that kind asks for
 it; a key that kind cannot use (a bad network for `map_ip`, a bad regex for `map_reg`)
-is an error with its line in the file. The runtime API edits a `MapFile` in place
+is an error naming the file and line
+(`/etc/lb/hosts.map:12: invalid address 'x'`). The runtime API edits a `MapFile` in place
 (`set`, `delete`): every converter sees the change at its next lookup. A reload reads
 the files again into a new `MapFiles`, which drops those edits.
 """
@@ -24,9 +25,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from lbproxy.routing.map_lookup import (Index, Lengths, Lookup, Networks, Patterns,
-                                        domain_lookup, network_lookup, pattern_lookup,
-                                        prefix_lookup, substring_lookup, suffix_lookup)
+from lbproxy.routing.map_lookup import (BadKey, Index, Lengths, Lookup, Networks, Patterns,
+                                        affix_lookup, domain_lookup, network_lookup,
+                                        pattern_lookup, substring_lookup)
+from lbproxy.routing.syntax import suggest
 
 KINDS = ("map", "map_beg", "map_end", "map_sub", "map_reg", "map_dom", "map_ip")
 
@@ -79,13 +81,11 @@ class MapFile:
             found = substring_lookup(entries)
         elif kind in ("map_beg", "map_end"):
             lengths = self._index("lengths", lambda: Lengths(entries))
-            found = (prefix_lookup if kind == "map_beg" else suffix_lookup)(entries, lengths)
+            found = affix_lookup(entries, lengths, at_end=kind == "map_end")
         elif kind == "map_reg":
-            found = pattern_lookup(entries, self._index(
-                kind, lambda: Patterns(entries, self.lines)))
+            found = pattern_lookup(entries, self._index(kind, lambda: Patterns(entries)))
         elif kind == "map_ip":
-            found = network_lookup(entries, self._index(
-                kind, lambda: Networks(entries, self.lines)))
+            found = network_lookup(entries, self._index(kind, lambda: Networks(entries)))
         else:
             raise ValueError(f"unknown map kind '{kind}'")
         self._lookups[kind] = found
@@ -95,7 +95,10 @@ class MapFile:
     def _index(self, name: str, build: Callable[[], Index]) -> Index:
         index = self._indexes.get(name)
         if index is None:
-            index = self._indexes[name] = build()
+            try:
+                index = self._indexes[name] = build()
+            except BadKey as exc:
+                raise ValueError(f"{self.path}:{self.lines.get(exc.key, '?')}: {exc}") from None
         return index
 
     # runtime edits
@@ -148,9 +151,19 @@ class MapFiles:
                 self.files[path] = MapFile.read(path)
                 return self.files[path]
             except OSError as exc:
-                self._failed[path] = f"cannot read {path}: {exc.strerror or exc}"
+                hint = _nearby(path) if isinstance(exc, FileNotFoundError) else ""
+                self._failed[path] = f"cannot read {path}: {exc.strerror or exc}{hint}"
         raise ValueError(self._failed[path])
 
     def named(self, name: str) -> list[MapFile]:
         """The loaded files whose base name is `name` (the runtime API's name of a file)."""
         return [file for file in self.files.values() if file.name == name]
+
+
+def _nearby(path: str) -> str:
+    """` (did you mean 'hosts.map'?)` for a file of a close name in the same directory."""
+    folder, name = os.path.split(path)
+    try:
+        return suggest(name, os.listdir(folder))
+    except OSError:
+        return ""

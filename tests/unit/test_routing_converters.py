@@ -4,6 +4,7 @@ they work (templates, ACLs) and the errors they give at load time."""
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import zlib
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lbproxy.routing.acl import compile_acl
-from lbproxy.routing.converters import CONVERTERS
+from lbproxy.routing.converters import CONVERTERS, ConverterDef, register_converter
+from lbproxy.routing.fetches import FETCHES, STR, FetchDef, register_fetch
 from lbproxy.routing.interpolate import compile_template
 from lbproxy.routing.runtime import RuleRuntime
 from lbproxy.routing.syntax import RuleError
@@ -197,3 +199,32 @@ def test_a_map_file_that_cannot_be_read_is_an_error_naming_the_path(tmp_path: Pa
         render("%[hdr(host),map(missing.map,x)]", tmp_path=tmp_path)
     assert str(caught.value) == (f"{where(tmp_path)}: 'map(missing.map,x)': cannot read "
                                  f"{tmp_path}/missing.map: No such file or directory")
+
+
+# --- the registries plugins will add to ---------------------------------------------------------
+
+def test_a_registered_fetch_and_converter_work_as_the_built_in_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for registry, name in ((FETCHES, "x_country"), (CONVERTERS, "rot13")):
+        monkeypatch.setitem(registry, name, None)      # so that the test's end removes it
+        monkeypatch.delitem(registry, name)
+    register_fetch("x_country", FetchDef(STR, "name", lambda arg, _runtime: (
+        lambda request: f"{arg}:{request.src}")))
+    register_converter("rot13", ConverterDef(STR, "[SHIFT]", 0, 1, lambda args, _where, _rt: (
+        lambda value: codecs.encode(value, "rot13"))))
+    assert render("%[x_country(geo),rot13,upper]") == "TRB:10.1.2.3"
+    assert acl("x_country(geo),rot13 -m beg trb")(REQ) is True
+    with pytest.raises(RuleError, match=r"unknown converter 'rot31' \(did you mean 'rot13'\?\)"):
+        render("%[path,rot31]")
+    with pytest.raises(ValueError, match="converter 'rot13' is already defined"):
+        register_converter("rot13", CONVERTERS["lower"])
+    with pytest.raises(ValueError, match="fetch 'path' is already defined"):
+        register_fetch("path", FETCHES["path"])
+    with pytest.raises(ValueError, match="invalid converter name 'Rot'"):
+        register_converter("Rot", CONVERTERS["lower"])
+    with pytest.raises(ValueError, match="invalid fetch name 'a b'"):
+        register_fetch("a b", FETCHES["path"])
+
+
+def test_the_registries_are_back_as_they_were() -> None:
+    assert "x_country" not in FETCHES and "rot13" not in CONVERTERS

@@ -127,11 +127,14 @@ def test_ip_longest_prefix_v4_and_v6(tmp_path: Path) -> None:
 
 
 def test_bad_keys_for_a_kind_name_their_line(tmp_path: Path) -> None:
-    found = MapFile.read(write(tmp_path, "10.0.0.0/8 a\n# c\nwww.example.com b\n(x c\n"))
-    with pytest.raises(ValueError, match=r"^line 3: invalid address 'www.example.com'$"):
+    path = write(tmp_path, "10.0.0.0/8 a\n# c\nwww.example.com b\n(x c\n")
+    found = MapFile.read(path)
+    with pytest.raises(ValueError) as caught:
         found.lookup("map_ip")
-    with pytest.raises(ValueError, match=r"^line 4: bad regex '\(x': missing \)"):
+    assert str(caught.value) == f"{path}:3: invalid address 'www.example.com'"
+    with pytest.raises(ValueError) as caught:
         found.lookup("map_reg")
+    assert str(caught.value).startswith(f"{path}:4: bad regex '(x': missing )")
     assert found.lookup("map")("www.example.com") == "b"   # other kinds are still fine
 
 
@@ -220,7 +223,7 @@ def test_a_key_that_does_not_suit_the_kind_is_an_error_at_the_rule(tmp_path: Pat
     at = f"{tmp_path}/lb.yaml:3: x"
     with pytest.raises(RuleError) as caught:
         compile_template("%[src,map_ip(hosts.map)]", at, RuleRuntime({}), "request")
-    assert str(caught.value) == (f"{at}: 'map_ip(hosts.map)': {path}: line 2: invalid "
+    assert str(caught.value) == (f"{at}: 'map_ip(hosts.map)': {path}:2: invalid "
                                  "address 'www.example.com'")
 
 
@@ -231,8 +234,12 @@ def test_registry_by_name(tmp_path: Path) -> None:
     two = maps.load(write(tmp_path / "a", "k w\n", "hosts.map"))
     assert maps.load(one.path) is one
     assert maps.named("hosts.map") == [one, two] and maps.named("x.map") == []
-    with pytest.raises(ValueError, match=r"^cannot read .*/nope.map: No such file"):
+    with pytest.raises(ValueError, match=r"^cannot read .*/nope.map: No such file or "
+                                         r"directory$"):
         maps.load(str(tmp_path / "nope.map"))
+    with pytest.raises(ValueError, match=r"^cannot read .*/host.map: No such file or "
+                                         r"directory \(did you mean 'hosts.map'\?\)$"):
+        maps.load(str(tmp_path / "host.map"))
 
 
 # --- in a configuration -------------------------------------------------------------------------
