@@ -1,6 +1,7 @@
 """Converters, map files and dynamic use_backend end to end: a 100,000-host map routing to
 the right backends, runtime map edits through the API (and a reload dropping them),
-fall-through to default_backend, converters in header templates and ACLs."""
+fall-through to default_backend, converters in header templates and ACLs, each map kind
+and a track_sc key with converters."""
 
 from __future__ import annotations
 
@@ -191,3 +192,52 @@ def test_a_map_edit_reaches_every_worker(backends, tmp_path):
         assert {served_by(port, "shop.example.com") for _ in range(20)} == {"app2"}
         lb.signal(signal.SIGTERM)
         assert lb.wait() == 0
+
+
+MAPS = {
+    "exact.map": "www.example.com exact\n",
+    "beg.map": "/api short\n/api/v2 long\n",
+    "end.map": ".gz gz\n.tar.gz tgz\n",
+    "sub.map": "bot crawler\nmobile phone\n",
+    "reg.map": "\\.tar\\.gz$ archive\n^/api/ api\n",
+    "dom.map": "example.com dom\nshop.example.com shop\n",
+    "ip.map": "127.0.0.0/8 loopback\n127.0.0.1/32 me\n10.0.0.0/8 office\n",
+}
+KIND_HEADERS = {          # header -> expression over the kind's map file in directory D
+    "x-exact": "hdr(host),lower,field(1,:),map(D/exact.map,none)",
+    "x-beg": "path,map_beg(D/beg.map)",
+    "x-end": "path,map_end(D/end.map)",
+    "x-sub": "hdr(user-agent),lower,map_sub(D/sub.map)",
+    "x-reg": "path,map_reg(D/reg.map)",
+    "x-dom": "host,map_dom(D/dom.map)",
+    "x-ip": "src,map_ip(D/ip.map)",
+}
+
+
+def test_each_map_kind_and_a_converted_track_key_at_the_server(backends, proxy, tmp_path):
+    (app,) = backends(1)
+    for name, text in MAPS.items():
+        (tmp_path / name).write_text(text)
+    rules = [{"set_header": {"name": header,
+                             "value": "%[" + expression.replace("D/", f"{tmp_path}/") + "]"}}
+             for header, expression in KIND_HEADERS.items()]
+    rules += [{"track_sc1": "hdr(x-api-key),lower,sha1,hex"},
+              {"deny": {"status": 429}, "if": "{ sc_http_req_cnt(1) gt 2 }"}]
+    p = proxy(simple_config([app.port], http_request=rules, stick_table={
+        "type": "string", "size": 100, "expire": "30s", "store": ["http_req_cnt"]}))
+
+    def seen(path: str, headers: dict[str, str]) -> dict[str, str | None]:
+        assert get(p.port, path, headers).status == 200
+        return {name: app.stats.last_head.header(name) for name in KIND_HEADERS}
+
+    assert seen("/api/v2/x.tar.gz", {"Host": "A.Shop.Example.COM:8080", "X-Api-Key": "k1",
+                                     "User-Agent": "Some Mobile Bot/1.0"}) == {
+        "x-exact": "none", "x-beg": "long", "x-end": "tgz", "x-sub": "crawler",
+        "x-reg": "archive", "x-dom": "shop", "x-ip": "me"}
+    assert seen("/apix.gz", {"Host": "WWW.example.com", "X-Api-Key": "k2",
+                             "User-Agent": "phone mobile"}) == {
+        "x-exact": "exact", "x-beg": "short", "x-end": "gz", "x-sub": "phone",
+        "x-reg": "", "x-dom": "dom", "x-ip": "me"}
+    assert get(p.port, "/", {"Host": "x", "X-Api-Key": "K1"}).status == 200   # k1's 2nd
+    assert get(p.port, "/", {"Host": "x", "X-Api-Key": "k1"}).status == 429   # its 3rd
+    assert get(p.port, "/", {"Host": "x", "X-Api-Key": "k2"}).status == 200
