@@ -11,18 +11,23 @@ backend's CPU, as in bench.throughput, and the same `GET /` through these config
   with `stick_store: memory`;
 - the same with `stick_store: redis://…`, against a throwaway redis-server (no persistence)
   started on a free port on the backend's CPU and stopped after;
-- one `use_backend` rule naming the backend (no condition), the baseline of the next three;
-- one `use_backend` rule by template over a 100,000-entry map file, each a hit for the
-  requests sent (Host `127.0.0.1:PORT`, source 127.0.0.1): `hdr(host),lower,map(...)` over
-  host names; `host,map_dom(...)` over domains (found as a parent domain, `0.1`, after three
-  dict lookups, as `a.b.example.com` finds `example.com`); `src,map_ip(...)` over 90,000
-  IPv4 networks of 17 prefix lengths (/16 to /32) and 10,000 IPv6 ones.
+- one `use_backend` rule naming the backend (no condition), the baseline of the rest;
+- 10, 1,000 and 10,000 `use_backend` rules `{ host hN.example.com }`, the last one
+  matching the requests' host (127.0.0.1), so each request tests them all;
+- one `use_backend` rule by template over a map file, each a hit for the requests sent
+  (Host `127.0.0.1:PORT`, source 127.0.0.1): `host,map(...)` over 10, 1,000 and 100,000
+  host names, and `hdr(host),lower,map(...)` over 100,000; `host,map_dom(...)` over
+  100,000 domains (found as a parent domain, `0.1`, after three dict lookups, as
+  `a.b.example.com` finds `example.com`); `src,map_ip(...)` over 90,000 IPv4 networks of
+  17 prefix lengths (/16 to /32) and 10,000 IPv6 ones.
 
-For the map rows it also times the routing decision in process (the compiled use_backend
-rule over a request object, best of 5 × 200,000 calls), which load-test noise does not
-blur: for `map_ip` both with one client (its memo hit) and with 10,000 clients in turn.
+For the routing rows it also times the routing decision in process (the compiled
+use_backend rules over a request object, best of 5 × 200,000 calls, fewer for thousands of
+rules), which load-test noise does not blur: for `map_ip` both with one client (its memo
+hit) and with 10,000 clients in turn.
 
     python -m bench.rules [--quick] [--duration 10] [--connections 50] [--loadgen auto|wrk|builtin]
+                          [--only use_backend]
 
 Writes bench/results/rules.md and rules.png.
 """
@@ -68,10 +73,13 @@ def acl_rules(count: int) -> dict[str, Any]:
 MAP_ENTRIES = 100_000
 
 
-def host_map(port: int) -> str:
-    """MAP_ENTRIES host names, the load generator's Host among them."""
-    lines = [f"h{i}.example.com app" for i in range(MAP_ENTRIES - 1)]
-    return "\n".join([*lines, f"127.0.0.1:{port} app"]) + "\n"
+def host_map(entries: int) -> Callable[[int], str]:
+    """`entries` host names `hN.example.com`, the last the load generator's (`host` gives
+    127.0.0.1, `hdr(host)` 127.0.0.1:PORT: both are there)."""
+    def text(port: int) -> str:
+        lines = [f"h{i}.example.com app" for i in range(entries - 2)]
+        return "\n".join([*lines, f"127.0.0.1:{port} app", "127.0.0.1 app"]) + "\n"
+    return text
 
 
 def domain_map(_port: int) -> str:
@@ -100,6 +108,13 @@ def by_template(template: str) -> dict[str, Any]:
     return {"use_backend": [{"backend": template}]}
 
 
+def host_rules(count: int) -> dict[str, Any]:
+    """`count` use_backend rules `{ host hN.example.com }`, the last one the load
+    generator's host: every request tests them all, as a map hit does its lookup."""
+    hosts = [f"h{i}.example.com" for i in range(count - 1)] + ["127.0.0.1"]
+    return {"use_backend": [{"backend": "app", "if": f"{{ host {host} }}"} for host in hosts]}
+
+
 @dataclass(frozen=True)
 class Setup:
     name: str
@@ -107,16 +122,27 @@ class Setup:
     redis: bool = False       # stick tables in a throwaway redis-server
     maps: dict[str, Callable[[int], str]] | None = None    # file name -> its text for a port
 
+    @property
+    def routes(self) -> bool:
+        """A routing setup: its use_backend decision is timed in process too."""
+        return "use_backend" in self.name
+
 
 PLAIN_RULE = "1 use_backend rule naming the backend"
+HOST_COUNTS = (10, 1_000, 10_000)
+MAP_SIZES = (10, 1_000, 100_000)
 SETUPS = [
     Setup("no rules", {}),
     Setup(f"{RULES} ACL rules, none matching", acl_rules(RULES)),
     Setup("track_sc0 src + rate deny, stick_store: memory", TRACKING),
     Setup("track_sc0 src + rate deny, stick_store: redis", TRACKING, redis=True),
     Setup(PLAIN_RULE, {"use_backend": [{"backend": "app"}]}),
-    Setup("use_backend by `map`, 100,000 hosts", by_template("%[hdr(host),lower,map(hosts.map)]"),
-          maps={"hosts.map": host_map}),
+    *[Setup(f"{count:,} `host` use_backend rules, the last matching", host_rules(count))
+      for count in HOST_COUNTS],
+    *[Setup(f"use_backend by `host,map`, {size:,} hosts", by_template("%[host,map(hosts.map)]"),
+            maps={"hosts.map": host_map(size)}) for size in MAP_SIZES],
+    Setup("use_backend by `hdr(host),lower,map`, 100,000 hosts",
+          by_template("%[hdr(host),lower,map(hosts.map)]"), maps={"hosts.map": host_map(MAP_ENTRIES)}),
     Setup("use_backend by `map_dom`, 100,000 domains", by_template("%[host,map_dom(domains.map)]"),
           maps={"domains.map": domain_map}),
     Setup("use_backend by `map_ip`, 100,000 networks", by_template("%[src,map_ip(networks.map)]"),
@@ -145,16 +171,21 @@ def route_us(config_path: Path, clients: int = 1) -> float:
         request = Request(SimpleNamespace(src=f"127.0.{(index + 1) >> 8 & 255}.{(index + 1) & 255}"))
         request.host_b = f"127.0.0.1:{port}".encode()
         requests.append(request)
+    def decide(request: Request) -> str | None:
+        for test, choose in choices:
+            if test is None or test(request):
+                backend = choose(request)
+                if backend is not None:
+                    return backend
+        return None
     for request in requests:
-        assert any(test is None and choose(request) == "app" for test, choose in choices), "not a hit"
-    calls = 200_000
+        assert decide(request) == "app", "not a hit"
+    calls = max(2_000, 200_000 // len(choices))      # 10,000 rules in a row take ~1 ms
     rounds = [request for _ in range(calls // clients) for request in requests]
 
     def route() -> None:
         for request in rounds:
-            for test, choose in choices:
-                if (test is None or test(request)) and choose(request) is not None:
-                    break
+            decide(request)
     return min(timeit.repeat(route, number=1, repeat=5)) / len(rounds) * 1e6
 
 
@@ -189,7 +220,7 @@ class Bench:
                 (self.workdir / name).write_text(text(port))
             argv = lbproxy_argv(self.workdir, config)
             route = "–"
-            if setup.maps or setup.name == PLAIN_RULE:
+            if setup.routes:
                 route = f"{route_us(Path(argv[-1])):.2f}"
                 if "map_ip" in setup.name:
                     route += f" ({route_us(Path(argv[-1]), clients=10_000):.2f} for 10,000 clients)"
@@ -227,7 +258,7 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
                           str(row.load.errors)])
     plain = next((row for row in bench.rows if row.setup == PLAIN_RULE), None)
     for row in bench.rows:
-        if plain is not None and row.setup.startswith("use_backend by"):
+        if plain is not None and "use_backend" in row.setup and row is not plain:
             page.notes.append(f"{row.setup}: {row.proxy_cpu_us - plain.proxy_cpu_us:+.1f} µs CPU per request "
                               f"against {PLAIN_RULE.lower()} in the load run; {float(row.route_us.split()[0]) - float(plain.route_us):+.2f} µs "
                               "per routing decision in process")
@@ -253,6 +284,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "rules.md")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--only", default="", help="run only the setups whose name holds this text "
+                        "(e.g. use_backend)")
     args = parser.parse_args(argv)
     args.loadgen = resolve_loadgen(args.loadgen)
     return args
@@ -264,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         backend = start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
         bench = Bench(args, run.cpus, backend, run.workdir, [], [])
         for setup in SETUPS:
+            if args.only not in setup.name:
+                continue
             run.step(setup.name)
             bench.run(setup)
     report(bench, run.command, run.info).publish(args.output, plot(bench))
