@@ -24,6 +24,7 @@ An ACL that reads a response-only fetch (`status`, `srv_name`) is marked with th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
@@ -65,6 +66,11 @@ def compile_acl(name: str, patterns: Sequence[str] | str, where: str, runtime: A
     acl = any_of(tests)
     if response:
         acl.response_fetch = response     # type: ignore[attr-defined]  (a fresh closure)
+    shapes = [shape for test in tests if (shape := shape_of(test)) is not None]
+    if 1 < len(tests) == len(shapes) and len({shape.key for shape in shapes}) == 1:
+        first = shapes[0]                 # lines ORed on one fetch: one shape, all values
+        values = tuple(value for shape in shapes for value in shape.values)
+        acl.shape = Shape(first.key, values, first.get, first.multi)  # type: ignore[attr-defined]
     return acl
 
 
@@ -157,12 +163,36 @@ def _build(fetch: Fetch, method: str, values: list[str], icase: bool, label: str
         latin = [value.encode("utf-8").decode("latin-1") for value in values]
         match = string_matcher(method, latin, icase, where)
     if fetch.multi:
-        return lambda request: any(map(match, get(request)))
-
-    def test(request: Any) -> bool:
-        value = get(request)
-        return value is not None and match(value)
+        test: Test = lambda request: any(map(match, get(request)))  # noqa: E731
+    else:
+        def test(request: Any) -> bool:
+            value = get(request)
+            return value is not None and match(value)
+    if method in GROUPABLE:
+        test.shape = Shape((fetch.text, method, icase),  # type: ignore[attr-defined]
+                           tuple(value.lower() if icase else value for value in latin),
+                           get, fetch.multi)
     return test
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What an ACL of exact strings or prefixes on one fetch tests, kept on the compiled
+    test (`shape_of`) so routing can turn many such rules into one lookup
+    (lbproxy/routing/use_backend.py). ACLs with the same `key` test the same way."""
+
+    key: tuple[str, str, bool]     # (the fetch as written, "str" or "beg", -i)
+    values: tuple[str, ...]        # as compared: latin-1 view, lower-cased with -i
+    get: Callable[[Any], Any]      # the fetch's value(s), as the matcher reads them
+    multi: bool                    # `get` gives a list (hdr): any value may match
+
+
+GROUPABLE = ("str", "beg")
+
+
+def shape_of(test: Test | None) -> Shape | None:
+    """The Shape of a compiled ACL or condition that is exactly one such ACL, else None."""
+    return getattr(test, "shape", None)
 
 
 def any_of(tests: Sequence[Test]) -> Test:

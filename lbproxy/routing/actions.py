@@ -24,6 +24,7 @@ from lbproxy.routing.acl import compile_acl
 from lbproxy.routing.condition import compile_condition
 from lbproxy.routing.interpolate import Render, compile_template
 from lbproxy.routing.syntax import RuleError, fail
+from lbproxy.routing.use_backend import Entry, Step, backend_steps
 
 CONTINUE = 0
 STOP = 1
@@ -245,15 +246,6 @@ BUILT_IN = frozenset({"allow", "deny", "return", "redirect", "set_header", "add_
 
 RequestRule = tuple[Test | None, Action]
 ResponseRule = tuple[Test | None, HeaderEdit]
-Choose = Callable[[Any], Any]        # request -> the backend, or None: the next rule
-
-
-def _constant(backend: Any) -> Choose:
-    return lambda _request: backend
-
-
-def _rendered(render: Render, find: Callable[[str], Any]) -> Choose:
-    return lambda request: find(render(request))
 
 
 class FrontendRules:
@@ -280,7 +272,7 @@ class FrontendRules:
         self.unique_id: Render | None = (self._compile(lambda: compile_template(
             config.unique_id.format, f"{config.where}.unique_id.format", runtime, "request"))
             if config.unique_id is not None else None)
-        self.use_backend: list[tuple[Test | None, str, Render | None]] = self._all(
+        self.use_backend: list[Entry] = self._all(
             config.use_backend, lambda choice: (
                 compile_condition_of(choice, acls, runtime, "request"), choice.backend,
                 compile_template(choice.backend, f"{choice.where}.backend", runtime, "request")
@@ -288,18 +280,11 @@ class FrontendRules:
         if self.errors:
             raise ConfigError(self.errors)
 
-    def backend_choices(self, backends: Mapping[str, Any]) -> list[tuple[Test | None, Choose]]:
-        """The use_backend rules over live `backends` (name -> what routing returns): each
-        a condition (None: always) and a function of the request giving the backend, or
-        None to fall through to the next rule. A named backend is looked up now; a
-        template's result per request, in `backends` as it is then (one dict lookup)."""
-        choices: list[tuple[Test | None, Choose]] = []
-        for test, name, render in self.use_backend:
-            if render is None:
-                choices.append((test, _constant(backends[name])))
-            else:
-                choices.append((test, _rendered(render, backends.get)))
-        return choices
+    def backend_choices(self, backends: Mapping[str, Any]) -> list[Step]:
+        """The use_backend entries over live `backends` (name -> what routing returns):
+        steps of a condition (None: always) and a function of the request giving the
+        backend, or None to go on with the next step (lbproxy/routing/use_backend.py)."""
+        return backend_steps(self.use_backend, backends)
 
     def _compile(self, build: Callable[[], Any]) -> Any:
         try:
