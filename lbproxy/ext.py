@@ -29,13 +29,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from lbproxy.config.schema import ALGORITHMS
 from lbproxy.extensions import ACTIONS, BALANCERS, PluginAction, PluginFailed, failed
 from lbproxy.routing.actions import BUILT_IN, PROTECTED, without
-from lbproxy.routing.fetches import FETCHES, REQUEST, Fetch, plugin_fetch, resolve_fetch, split_spec
+from lbproxy.routing.converters import plugin_converter, register_converter
+from lbproxy.routing.fetches import (REQUEST, Fetch, plugin_fetch, register_fetch, resolve_fetch,
+                                     split_spec)
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
     from lbproxy.proxy.request import Request as ProxyRequest
 
-__all__ = ["API_VERSION", "Balancer", "Request", "Response", "action", "balancer", "fetch"]
+__all__ = ["API_VERSION", "Balancer", "Request", "Response", "action", "balancer", "converter",
+           "fetch"]
 
 API_VERSION = 1
 
@@ -159,10 +162,24 @@ def fetch(name: str, kind: str = "str", takes_arg: bool = False) -> Callable[[F]
         raise ValueError(f"fetch kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
     def register(function: F) -> F:
-        _new_name(name, FETCHES, "fetch")
-        FETCHES[name] = plugin_fetch(name, kind, takes_arg, _guarded(name, function, Request))
+        register_fetch(name, plugin_fetch(name, kind, takes_arg, _guarded(name, function, Request)))
         return function
     return register
+
+
+def converter(name: str) -> Callable[[F], F]:
+    """Register `f(value, *args)` as converter `name`, written after a fetch as `name` or
+    `name(a,b)` (`hdr(host),name(a,b)`): `value` is the string before it (an integer or a
+    boolean written as text first), `args` the strings between the parentheses. It returns
+    a string, or None for no value."""
+    def register(function: F) -> F:
+        register_converter(name, plugin_converter(_guarded(name, function, _same)))
+        return function
+    return register
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def action(name: str, check: Callable[[Any], None] | None = None) -> Callable[[F], F]:
@@ -195,11 +212,13 @@ def _new_name(name: str, table: dict[str, Any], what: str) -> None:
         raise ValueError(f"{what} {name!r} is already defined")
 
 
-def _guarded(name: str, function: Callable[..., Any], wrap: type[Request]) -> Callable[..., Any]:
-    """`function` called with the request wrapped; an exception becomes PluginFailed."""
-    def call(request: ProxyRequest, *args: Any) -> Any:
+def _guarded(name: str, function: Callable[..., Any],
+             wrap: Callable[[Any], Any]) -> Callable[..., Any]:
+    """`function` called with its first argument wrapped (the request as an ext.Request);
+    an exception becomes PluginFailed."""
+    def call(first: Any, *args: Any) -> Any:
         try:
-            return function(wrap(request), *args)
+            return function(wrap(first), *args)
         except Exception as exc:      # noqa: BLE001 (whatever a plugin raises: 500, logged)
             failed(name, exc)
             raise PluginFailed(name) from exc

@@ -46,11 +46,13 @@ def proxy() -> Iterator[Callable[[dict | str], ProxyThread]]:
 @pytest.fixture(scope="module")
 def isolated_plugins() -> Iterator[None]:
     """Plugins a test module loads in-process are forgotten after it: their names leave
-    the registries, so later modules see only the built-in fetches, actions and balancers."""
+    the registries, so later modules see only the built-in fetches, converters, actions and
+    balancers."""
     from lbproxy.config import plugins
     from lbproxy.extensions import ACTIONS, BALANCERS
+    from lbproxy.routing.converters import CONVERTERS
     from lbproxy.routing.fetches import FETCHES
-    tables = (FETCHES, ACTIONS, BALANCERS, plugins._loaded)
+    tables = (FETCHES, CONVERTERS, ACTIONS, BALANCERS, plugins._loaded)
     before = [dict(table) for table in tables]
     yield
     for table, kept in zip(tables, before):

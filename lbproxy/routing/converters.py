@@ -228,6 +228,16 @@ def register_converter(name: str, definition: ConverterDef) -> None:
     CONVERTERS[name] = definition
 
 
+def plugin_converter(call: Callable[..., Any]) -> ConverterDef:
+    """The CONVERTERS entry of a plugin's converter (lbproxy.ext): `call(value, *args)`,
+    any number of arguments, a string (or None) back."""
+    return ConverterDef(STR, "ARG,...", 0, _PLUGIN_ARGS,
+                        lambda args, _where, _runtime: lambda value: call(value, *args))
+
+
+_PLUGIN_ARGS = 32          # arguments a plugin converter may be written with, at most
+
+
 # What a non-string value is written as before a converter reads it.
 _AS_TEXT: dict[str, Convert] = {INT: str, BOOL: lambda value: "1" if value else "0"}
 

@@ -41,6 +41,14 @@ def digits(req, name):
 def fail(req):
     raise KeyError("no such thing")
 
+@ext.converter("t_rot")
+def rot(value, *args):
+    return value[int(args[0]):] + value[:int(args[0])] if args else value[::-1]
+
+@ext.converter("t_conv_fail")
+def conv_fail(value):
+    raise ValueError("cannot convert " + value)
+
 def needs_value(args):
     if not isinstance(args, dict) or "value" not in args:
         raise ValueError("needs {value: ...}")
@@ -101,10 +109,12 @@ def test_a_plugin_fetch_routes_and_a_sync_action_edits_the_request(backends, pro
     (app,) = backends(1)
     p = proxy(plugin_config(plugin_file, [app.port], http_request=[
         {"t_tag": {"value": "v1"}},
+        {"set_header": {"name": "X-Rot", "value": "%[path,t_rot(2)]|%[t_shout,t_rot,lower]"}},
         {"deny": {"status": 451}, "if": "{ t_shout /LOUD }"},
         {"deny": {"status": 429}, "if": "{ t_digits(x-n) gt 5 }"}]))
     headers = echoed(get(p.port, "/echo", {"X-Secret": "s3cret"}))
     assert headers["x-tag"] == "v1:/ECHO"
+    assert headers["x-rot"] == "cho/e|ohce/"                      # plugin converters
     assert "x-secret" not in headers
     assert get(p.port, "/loud").status == 451
     assert get(p.port, "/echo", {"X-N": "9"}).status == 429
@@ -136,15 +146,18 @@ def test_a_failing_plugin_answers_500_logs_once_and_the_proxy_goes_on(
     (app,) = backends(1)
     p = proxy(plugin_config(plugin_file, [app.port], http_request=[
         {"t_wait": 0}, {"t_wrong": None, "if": "{ path /wrong }"},
+        {"deny": {}, "if": "{ path /conv } { path,t_conv_fail -m found }"},
         {"deny": {}, "if": "{ t_fail -m found }"}]))
     caplog.set_level(logging.ERROR, "lbproxy.plugins")
     before = dict(FAILURES)
     assert [get(p.port, "/boom").status for _ in range(3)] == [500, 500, 500]
     assert get(p.port, "/wrong").status == 500
+    assert get(p.port, "/conv").status == 500                     # a converter raised
     assert get(p.port, "/any").status == 500                      # t_fail raised in an ACL
     assert FAILURES["t_wait"] - before.get("t_wait", 0) == 3
     assert FAILURES["t_wrong"] - before.get("t_wrong", 0) == 1
     assert FAILURES["t_fail"] - before.get("t_fail", 0) == 1
+    assert FAILURES["t_conv_fail"] - before.get("t_conv_fail", 0) == 1
     tracebacks = [r.getMessage() for r in caplog.records if "Traceback" in r.getMessage()]
     # a plugin's first failure in this process is logged with its traceback, later ones not
     assert sum("boom in an async action" in text for text in tracebacks) == \
