@@ -309,7 +309,6 @@ def test_every_command_option_and_signal_is_in_the_reference() -> None:
 # What "Not yet supported" lists, and how a configuration would ask for it: each must be
 # refused by the loader. When one is built, this fails: move it out of that section.
 NOT_YET = {
-    "plugins": "global: {plugins: [mymodule]}\n",
     "HTTP/3": "frontends: {web: {bind: [{address: ':443', quic: true}]}}\n",
 }
 BASE = {"frontends": {"web": {"bind": ["127.0.0.1:8080"], "default_backend": "app"}},
