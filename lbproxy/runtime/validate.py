@@ -140,11 +140,13 @@ async def load_checked_off_loop(path: str | os.PathLike[str],
                                 maps: MapFiles | None = None) -> Config:
     """load_checked for a running proxy: a large configuration is read and checked by a
     child Python (`python -c`, importing lbproxy), so traffic goes on meanwhile; only the
-    result is unpickled here, in a thread. If the child cannot run, it is read here after
-    all. The map files are read into `maps` here unless the child checked them (then the
-    rules' compilation reads them)."""
+    result is unpickled here, in a thread. A small one is read in a thread. If the child
+    cannot run, it is read here after all. The map files are read into `maps` unless the
+    child checked them (then the rules' compilation reads them)."""
     if _yaml_bytes(path) < OFF_LOOP_BYTES:
-        return load_checked(path, maps)
+        # a thread is enough: the YAML is small, and reading map files (100,000 lines:
+        # ~90 ms) is Python code that lets the loop have the GIL every switch interval
+        return await asyncio.to_thread(load_checked, path, maps)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CHILD, os.fspath(path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
