@@ -1,37 +1,65 @@
-"""Least response time: peak EWMA with power of two choices (`balance: least_response_time`).
+"""Least response time: peak EWMA, in-flight ages and two choices (`balance: least_response_time`).
 
-Algorithm (Finagle's PeakEwma balancer, Linkerd/tower's `PeakEwma` + P2C): each server
-keeps an estimate of its response time. A response slower than the estimate replaces it
-at once (peak: a server that turns slow is noticed on its first slow answer); a faster
-one is blended in with weight 1 - exp(-elapsed/TAU), so the estimate forgets in time,
-not in number of requests. A pick draws two distinct available servers uniformly and
-keeps the cheaper by
+Model. Each server has an estimate E of its response time, kept as a value and the time
+it was last set; it forgets in time, not in number of requests, with time constant TAU:
 
-    cost = estimate × (1 + in_flight / (mean in_flight + 1)) / weight
+- Read at time t, E(t) = value × exp(-(t - stamp)/TAU). With no new evidence the
+  estimate fades towards 0, so a server that was avoided for being slow becomes the
+  cheaper choice after a while and gets a probe: a recovered server earns its traffic
+  back within about TAU × ln(how much slower it looked), i.e. 0.3–0.6 s for 5–10×.
+- A response of latency x at time t: if x ≥ E(t), E becomes x at once (peak: a server
+  that turns slow is believed on its first slow answer); otherwise
+  E = E(t) + x × (1 - exp(-Δ/TAU)), Δ the time since the last update: the time-weighted
+  EWMA (Finagle's and Linkerd's peak EWMA, which fade by observing 0 at read time).
+- Requests still in flight are evidence before they complete: if the oldest request in
+  flight at a server is A seconds old, the server is taking at least A now, so its
+  current latency is max(E(t), A). A server that stalls or turns 10× slower is avoided
+  as soon as its oldest request is older than what the others answer in, a few
+  milliseconds, instead of after its first slow answer (Finagle and Linkerd count
+  pending requests but not their age).
 
-so a slow server and a server piling up more requests than the others both look
-expensive. The load term is relative to the pool's mean (Finagle and Linkerd use plain
-in_flight + 1, which models servers that queue requests one by one): with 30 requests in
-flight over three fast async servers, an idle server 10× slower must not look cheaper
-than a fast one with 10 in flight. Queueing at a server still shows, through the
-latency it adds to the estimate. While a server
-has nothing in flight its estimate decays towards 0 at pick time, which sends it an
-occasional probe: a server that was slow can earn its traffic back.
+  The balancer is told on_start(server) and on_finish(server, ...) but not which request
+  finished, so each server keeps the start times of its in-flight requests in a FIFO and
+  a finish removes the oldest. Whatever order requests really finish in, the FIFO then
+  holds the most recent starts, so A is a lower bound of the true oldest age: it may
+  notice a stall late, never invent one. In steady state it is the window in which the
+  server received as many requests as it holds, its latency by Little's law. The start
+  popped also bounds the latency reported to it (which counts from the request's arrival,
+  so includes queueing and earlier attempts): x = min(latency, now - popped start).
 
-Edge cases, each of which would otherwise skew the pool:
-- A new server starts at the median estimate of the others (or DEFAULT_ESTIMATE in a
-  new pool): neither flooded for looking free nor starved for looking slow.
-- A failed request (ok=False) counts as max(latency, FAILURE_FLOOR, FAILURE_FACTOR ×
-  the others' median), so a server answering 502 in 1 ms does not look fast.
+A pick draws two distinct available servers uniformly and keeps the cheaper by
 
-Pick cost: two draws, two costs (one exp each), no allocation; O(n) with one list when a
-draw lands on an unavailable server or `avoid`. The RNG and the clock are injectable.
+    cost = max(E(t), A) × (1 + in_flight / (mean in_flight + 1)) / weight
+
+The load term is relative to the pool's mean (Finagle and Linkerd use in_flight + 1,
+which models servers that queue requests one by one): with 30 requests in flight over
+three fast async servers, an idle server 10× slower must not look cheaper than a fast
+one with 10 in flight. Queueing at a server still shows, through its latency.
+
+Failures (ok=False: connect errors, timeouts, 5xx) must not look cheap: one counts as a
+response of max(latency, FAILURE_FLOOR, FAILURE_FACTOR × the others' median), and the
+estimate does not start fading until a hold of FAILURE_HOLD × 2^(consecutive failures-1),
+at most FAILURE_HOLD_MAX, has passed. A server answering 503 in 1 ms is probed about
+every 1.4 s at first, then less and less often, every ~10 s; one success restarts
+the count (its penalty still fades, not erased).
+
+Edge cases:
+- A new server starts at the median estimate of the others (DEFAULT_ESTIMATE in a new
+  pool): neither flooded for looking free nor starved for looking slow.
+- Starts without a finish (a server moved to the backup balancer mid-request) would
+  look like an ever older request: a FIFO longer than the server's in_flight is trimmed.
+
+Pick cost: two draws and two costs (one exp each, O(1) whatever the pool size), no
+allocation; O(n) with one list when a draw lands on an unavailable server or `avoid`.
+on_start/on_finish: O(1) (a deque append/popleft), a median O(n) only on failures.
+The RNG and the clock are injectable.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from math import exp
 from statistics import median
@@ -44,9 +72,10 @@ from lbproxy.http.request import RequestInfo
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
 
-# Seconds for an old observation to fade to 1/e: a slow spell is forgotten within
-# ~30 s, while one slow response does not flip the choice (Finagle's default is 10 s).
-TAU = 10.0
+# Seconds for what a server did to fade to 1/e. Short enough that a recovered server
+# (10× slow before) is probed within ~0.6 s and gets its share back within a second;
+# long enough to average over the hundreds of responses a busy server sends in that time.
+TAU = 0.25
 # Estimate of a server nobody knows anything about yet. Any positive value works when
 # all servers share it (only ratios matter); small, so real measurements win at once.
 DEFAULT_ESTIMATE = 0.001
@@ -54,18 +83,30 @@ DEFAULT_ESTIMATE = 0.001
 # server, so it gets only the probes that let it prove it recovered.
 FAILURE_FLOOR = 1.0
 FAILURE_FACTOR = 10.0
+# The penalty of n failures in a row starts fading after FAILURE_HOLD × 2^(n-1) s, at
+# most FAILURE_HOLD_MAX (passive ejection's default fail_timeout): a server that keeps
+# failing is asked less and less often, as clients see each of its errors.
+FAILURE_HOLD = 0.25
+FAILURE_HOLD_MAX = 10.0
 
 
 class _Estimate:
-    __slots__ = ("value", "stamp")
+    __slots__ = ("value", "stamp", "starts", "failures")
 
     def __init__(self, value: float, stamp: float) -> None:
-        self.value = value  # seconds
-        self.stamp = stamp  # clock() of the last observation
+        self.value = value                # seconds, as of `stamp`
+        self.stamp = stamp                # clock() of the last update; later while held
+        self.starts: deque[float] = deque()   # clock() at on_start of in-flight requests
+        self.failures = 0                 # consecutive failures
+
+    def at(self, now: float) -> float:
+        """The estimate at `now`, faded since the last update."""
+        elapsed = now - self.stamp
+        return self.value * exp(-elapsed / TAU) if elapsed > 0 else self.value
 
 
 class LeastResponseTime(Balancer):
-    """Cheaper of two random servers by peak-EWMA latency × load / weight."""
+    """Cheaper of two random servers by max(peak EWMA, oldest in-flight age) × load / weight."""
 
     name = "least_response_time"
 
@@ -87,15 +128,15 @@ class LeastResponseTime(Balancer):
         estimates = {server: self._estimates[server] for server in self.servers
                      if server in self._estimates}
         self._estimates = estimates
-        neutral = self._typical()
         now = self._clock()
+        neutral = self._typical(now)
         for server in self.servers:
             if server not in estimates:
                 estimates[server] = _Estimate(neutral, now)
 
-    def _typical(self, exclude: Server | None = None) -> float:
+    def _typical(self, now: float, exclude: Server | None = None) -> float:
         """Median estimate of the pool (without `exclude`): what a normal server takes."""
-        values = [e.value for server, e in self._estimates.items() if server is not exclude]
+        values = [e.at(now) for server, e in self._estimates.items() if server is not exclude]
         return median(values) if values else DEFAULT_ESTIMATE
 
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
@@ -118,31 +159,58 @@ class LeastResponseTime(Balancer):
         if a is avoid or b is avoid or not (a.available and b.available):
             return None
         now = self._clock()
-        return b if self._cost(b, now) < self._cost(a, now) else a
+        spread = self._in_flight / len(self.servers) + 1.0
+        return b if self._cost(b, now, spread) < self._cost(a, now, spread) else a
 
-    def _cost(self, server: Server, now: float) -> float:
+    def _cost(self, server: Server, now: float, spread: float) -> float:
         estimate = self._estimates[server]
         value = estimate.value
-        if not server.in_flight:
-            value *= exp((estimate.stamp - now) / TAU)
-        mean = self._in_flight / len(self.servers)
-        return value * (1.0 + server.in_flight / (mean + 1.0)) / server.weight
+        elapsed = now - estimate.stamp
+        if elapsed > 0:
+            value *= exp(-elapsed / TAU)
+        starts = estimate.starts
+        if starts:
+            if len(starts) > server.in_flight:
+                self._trim(starts, server.in_flight)
+            if starts and now - starts[0] > value:
+                value = now - starts[0]
+        return value * (1.0 + server.in_flight / spread) / server.weight
+
+    @staticmethod
+    def _trim(starts: deque[float], size: int) -> None:
+        """Forget the oldest starts that no finish will ever remove."""
+        while len(starts) > size:
+            starts.popleft()
 
     def on_start(self, server: Server) -> None:
         self._in_flight += 1
+        estimate = self._estimates.get(server)
+        if estimate is not None:
+            estimate.starts.append(self._clock())
 
     def on_finish(self, server: Server, latency: float, ok: bool) -> None:
         self._in_flight = max(0, self._in_flight - 1)
         estimate = self._estimates.get(server)
         if estimate is None:  # removed while the request was in flight
             return
-        if not ok:
-            latency = max(latency, FAILURE_FLOOR,
-                          FAILURE_FACTOR * self._typical(exclude=server))
         now = self._clock()
-        if latency >= estimate.value:
+        if estimate.starts:
+            latency = min(latency, now - estimate.starts.popleft())
+        current = estimate.at(now)
+        if not ok:
+            estimate.failures += 1
+            penalty = max(latency, FAILURE_FLOOR,
+                          FAILURE_FACTOR * self._typical(now, exclude=server))
+            estimate.value = max(current, penalty)
+            estimate.stamp = now + min(FAILURE_HOLD_MAX,
+                                       FAILURE_HOLD * 2.0 ** (estimate.failures - 1))
+            return
+        estimate.failures = 0
+        if latency >= current:
             estimate.value = latency
         else:
-            keep = exp((estimate.stamp - now) / TAU)
-            estimate.value = estimate.value * keep + latency * (1.0 - keep)
-        estimate.stamp = now
+            elapsed = now - estimate.stamp
+            estimate.value = current + (latency * (1.0 - exp(-elapsed / TAU)) if elapsed > 0
+                                        else 0.0)
+        if now > estimate.stamp:
+            estimate.stamp = now
