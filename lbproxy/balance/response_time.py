@@ -170,10 +170,13 @@ class LeastResponseTime(Balancer):
             value *= exp(-elapsed / TAU)
         starts = estimate.starts
         if starts:
-            if len(starts) > server.in_flight:
-                self._trim(starts, server.in_flight)
-            if starts and now - starts[0] > value:
-                value = now - starts[0]
+            age = now - starts[0]
+            if age > value:
+                if len(starts) > server.in_flight:
+                    self._trim(starts, server.in_flight)
+                    age = now - starts[0] if starts else 0.0
+                if age > value:
+                    value = age
         return value * (1.0 + server.in_flight / spread) / server.weight
 
     @staticmethod
@@ -189,14 +192,19 @@ class LeastResponseTime(Balancer):
             estimate.starts.append(self._clock())
 
     def on_finish(self, server: Server, latency: float, ok: bool) -> None:
-        self._in_flight = max(0, self._in_flight - 1)
+        if self._in_flight > 0:
+            self._in_flight -= 1
         estimate = self._estimates.get(server)
         if estimate is None:  # removed while the request was in flight
             return
         now = self._clock()
         if estimate.starts:
-            latency = min(latency, now - estimate.starts.popleft())
-        current = estimate.at(now)
+            since = now - estimate.starts.popleft()
+            if since < latency:
+                latency = since
+        elapsed = now - estimate.stamp
+        keep = exp(-elapsed / TAU) if elapsed > 0 else 1.0
+        current = estimate.value * keep
         if not ok:
             estimate.failures += 1
             penalty = max(latency, FAILURE_FLOOR,
@@ -206,11 +214,6 @@ class LeastResponseTime(Balancer):
                                        FAILURE_HOLD * 2.0 ** (estimate.failures - 1))
             return
         estimate.failures = 0
-        if latency >= current:
-            estimate.value = latency
-        else:
-            elapsed = now - estimate.stamp
-            estimate.value = current + (latency * (1.0 - exp(-elapsed / TAU)) if elapsed > 0
-                                        else 0.0)
-        if now > estimate.stamp:
+        estimate.value = latency if latency >= current else current + latency * (1.0 - keep)
+        if elapsed > 0:
             estimate.stamp = now
