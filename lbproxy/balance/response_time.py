@@ -1,22 +1,25 @@
 """Least response time: peak EWMA, in-flight ages and two choices (`balance: least_response_time`).
 
-Model. Each server has an estimate E of its response time, kept as a value and the time
-it was last set; it forgets in time, not in number of requests, with time constant TAU:
+Model. Each server has an estimate E of its response time (a value and the time it was
+last updated) that forgets in time, not in number of requests, with time constant TAU:
 
-- Read at time t, E(t) = value × exp(-(t - stamp)/TAU). With no new evidence the
-  estimate fades towards 0, so a server that was avoided for being slow becomes the
-  cheaper choice after a while and gets a probe: a recovered server earns its traffic
-  back within about TAU × ln(how much slower it looked), i.e. 0.3–0.6 s for 5–10×.
-- A response of latency x at time t: if x ≥ E(t), E becomes x at once (peak: a server
-  that turns slow is believed on its first slow answer); otherwise
-  E = E(t) + x × (1 - exp(-Δ/TAU)), Δ the time since the last update: the time-weighted
-  EWMA (Finagle's and Linkerd's peak EWMA, which fade by observing 0 at read time).
+- A response of latency x: if x ≥ E, E becomes x at once (peak: a server that turns
+  slow is believed on its first slow answer); otherwise E = E·w + x·(1 - w), with
+  w = exp(-Δ/TAU) and Δ the time since the last update: the time-weighted EWMA of
+  Finagle's and Linkerd's peak EWMA.
+- While a server has nothing in flight, E is read faded: E·exp(-(t - stamp)/TAU). An
+  avoided server thus becomes the cheaper choice after a while and gets a probe, so a
+  recovered server earns its traffic back: TAU × ln(how much slower it looked than the
+  others' cost), 0.3–0.6 s for a 10× slower one. While a request is in flight there, E
+  is read unfaded: one probe at a time, and a proxy-wide stall (every server's answers
+  late at once, the others' estimates peaking) buys the avoided server one request,
+  not a burst.
 - Requests still in flight are evidence before they complete: if the oldest request in
   flight at a server is A seconds old, the server is taking at least A now, so its
-  current latency is max(E(t), A). A server that stalls or turns 10× slower is avoided
-  as soon as its oldest request is older than what the others answer in, a few
+  current latency is max(E, A). A server that stalls or turns 10× slower is avoided as
+  soon as its oldest request is older than what the others answer in, a few
   milliseconds, instead of after its first slow answer (Finagle and Linkerd count
-  pending requests but not their age).
+  pending requests, not their age).
 
   The balancer is told on_start(server) and on_finish(server, ...) but not which request
   finished, so each server keeps the start times of its in-flight requests in a FIFO and
@@ -24,12 +27,14 @@ it was last set; it forgets in time, not in number of requests, with time consta
   holds the most recent starts, so A is a lower bound of the true oldest age: it may
   notice a stall late, never invent one. In steady state it is the window in which the
   server received as many requests as it holds, its latency by Little's law. The start
-  popped also bounds the latency reported to it (which counts from the request's arrival,
-  so includes queueing and earlier attempts): x = min(latency, now - popped start).
+  popped also bounds the latency reported (which counts from the request's arrival, so
+  includes queueing and earlier attempts): x = min(latency, now - popped start).
+  A request in flight longer than AGE_HORIZON (a WebSocket tunnel, a long poll) stops
+  counting: on a quiet server it would otherwise keep the server avoided until it ends.
 
 A pick draws two distinct available servers uniformly and keeps the cheaper by
 
-    cost = max(E(t), A) × (1 + in_flight / (mean in_flight + 1)) / weight
+    cost = max(E, A) × (1 + in_flight / (mean in_flight + 1)) / weight
 
 The load term is relative to the pool's mean (Finagle and Linkerd use in_flight + 1,
 which models servers that queue requests one by one): with 30 requests in flight over
@@ -39,9 +44,9 @@ one with 10 in flight. Queueing at a server still shows, through its latency.
 Failures (ok=False: connect errors, timeouts, 5xx) must not look cheap: one counts as a
 response of max(latency, FAILURE_FLOOR, FAILURE_FACTOR × the others' median), and the
 estimate does not start fading until a hold of FAILURE_HOLD × 2^(consecutive failures-1),
-at most FAILURE_HOLD_MAX, has passed. A server answering 503 in 1 ms is probed about
-every 1.4 s at first, then less and less often, every ~10 s; one success restarts
-the count (its penalty still fades, not erased).
+at most FAILURE_HOLD_MAX, has passed. A server answering 500 in 1 ms is probed about
+1.4 s after its first failure, then less and less often, down to every ~11 s; a success
+restarts the count (the penalty still fades, it is not erased).
 
 Edge cases:
 - A new server starts at the median estimate of the others (DEFAULT_ESTIMATE in a new
@@ -49,10 +54,10 @@ Edge cases:
 - Starts without a finish (a server moved to the backup balancer mid-request) would
   look like an ever older request: a FIFO longer than the server's in_flight is trimmed.
 
-Pick cost: two draws and two costs (one exp each, O(1) whatever the pool size), no
-allocation; O(n) with one list when a draw lands on an unavailable server or `avoid`.
-on_start/on_finish: O(1) (a deque append/popleft), a median O(n) only on failures.
-The RNG and the clock are injectable.
+Pick cost: two draws and two costs (an exp only for an idle server, O(1) whatever the
+pool size), no allocation; O(n) with one list when a draw lands on an unavailable server
+or `avoid`. on_start/on_finish: O(1) (a deque append/popleft), a median O(n) only on
+failures. The RNG and the clock are injectable.
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ FAILURE_FACTOR = 10.0
 # failing is asked less and less often, as clients see each of its errors.
 FAILURE_HOLD = 0.25
 FAILURE_HOLD_MAX = 10.0
+# A request in flight for longer than this (a WebSocket tunnel, a long poll, a stream)
+# says nothing more about how fast its server answers: it stops counting as evidence.
+AGE_HORIZON = 10.0
 
 
 class _Estimate:
@@ -165,31 +173,38 @@ class LeastResponseTime(Balancer):
     def _cost(self, server: Server, now: float, spread: float) -> float:
         estimate = self._estimates[server]
         value = estimate.value
-        elapsed = now - estimate.stamp
-        if elapsed > 0:
-            value *= exp(-elapsed / TAU)
-        starts = estimate.starts
-        if starts:
+        in_flight = server.in_flight
+        if not in_flight:
+            elapsed = now - estimate.stamp
+            if elapsed > 0:
+                value *= exp(-elapsed / TAU)
+        elif estimate.starts:
+            starts = estimate.starts
             age = now - starts[0]
             if age > value:
-                if len(starts) > server.in_flight:
-                    self._trim(starts, server.in_flight)
+                if age > AGE_HORIZON or len(starts) > in_flight:
+                    self._trim(starts, in_flight, now)
                     age = now - starts[0] if starts else 0.0
                 if age > value:
                     value = age
-        return value * (1.0 + server.in_flight / spread) / server.weight
+        return value * (1.0 + in_flight / spread) / server.weight
 
     @staticmethod
-    def _trim(starts: deque[float], size: int) -> None:
-        """Forget the oldest starts that no finish will ever remove."""
+    def _trim(starts: deque[float], size: int, now: float) -> None:
+        """Forget starts that no finish will remove and those too old to tell anything."""
         while len(starts) > size:
+            starts.popleft()
+        while starts and now - starts[0] > AGE_HORIZON:
             starts.popleft()
 
     def on_start(self, server: Server) -> None:
         self._in_flight += 1
         estimate = self._estimates.get(server)
         if estimate is not None:
-            estimate.starts.append(self._clock())
+            starts = estimate.starts
+            if len(starts) >= server.in_flight:
+                self._trim(starts, server.in_flight - 1, 0.0)
+            starts.append(self._clock())
 
     def on_finish(self, server: Server, latency: float, ok: bool) -> None:
         if self._in_flight > 0:

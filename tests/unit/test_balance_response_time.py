@@ -15,8 +15,8 @@ from itertools import count
 import pytest
 
 from lbproxy.backends.server import Server
-from lbproxy.balance.response_time import (FAILURE_FLOOR, FAILURE_HOLD_MAX, TAU,
-                                           LeastResponseTime)
+from lbproxy.balance.response_time import (AGE_HORIZON, FAILURE_FLOOR, FAILURE_HOLD_MAX,
+                                           TAU, LeastResponseTime)
 from tests.fakes import FakeRequest
 from tests.unit.test_balance_contract import make_pool
 
@@ -200,10 +200,28 @@ def test_starts_without_a_finish_are_forgotten():
     pool, balancer, clock = setup(1, 1)
     for server in pool:
         balancer.on_finish(server, 0.010, True)
-    balancer.on_start(pool[0])                      # its finish went elsewhere (in_flight 0)
-    clock.now += 10.0
+    pool[0].in_flight += 1
+    balancer.on_start(pool[0])
+    pool[0].in_flight -= 1                          # its finish went to another balancer
+    clock.now += 5.0
     assert pool[0] in {balancer.pick(REQUEST) for _ in range(40)}
-    assert not balancer._estimates[pool[0]].starts
+    pool[0].in_flight += 1
+    balancer.on_start(pool[0])
+    assert list(balancer._estimates[pool[0]].starts) == [clock.now]
+
+
+def test_a_long_lived_request_stops_counting_as_evidence():
+    pool, balancer, clock = setup(1, 1)
+    for server in pool:
+        balancer.on_finish(server, 0.010, True)
+    pool[0].in_flight += 1
+    balancer.on_start(pool[0])                      # a WebSocket tunnel, say
+    clock.now += 1.0
+    assert {balancer.pick(REQUEST) for _ in range(20)} == {pool[1]}
+    clock.now += AGE_HORIZON
+    pool[1].in_flight += 1
+    balancer.on_start(pool[1])                      # one ordinary request each now
+    assert pool[0] in {balancer.pick(REQUEST) for _ in range(40)}
 
 
 def test_a_slow_answer_is_believed_at_once_and_forgotten_in_time():
