@@ -242,6 +242,21 @@ def test_an_estimate_fades_while_nothing_is_heard():
     assert balancer._estimates[pool[0]].at(clock.now) == pytest.approx(0.050 / 2.718281828, rel=1e-6)
 
 
+def test_an_avoided_server_gets_one_probe_at_a_time():
+    pool, balancer, clock = setup(1, 1)
+    balancer.on_finish(pool[0], 0.500, True)         # 100× slower than pool[1]...
+    balancer.on_finish(pool[1], 0.005, True)
+    clock.now += 4 * TAU                             # ...long ago: faded to ~9 ms
+    balancer.on_finish(pool[1], 0.020, True)         # a stall: pool[1]'s answer came late
+    chosen = Counter()
+    for _ in range(10):                              # a burst of requests at that instant
+        server = balancer.pick(REQUEST)
+        server.in_flight += 1
+        balancer.on_start(server)
+        chosen[server] += 1
+    assert chosen[pool[0]] == 1                      # its estimate holds while the probe is out
+
+
 def test_failure_counts_as_at_least_the_floor_and_holds():
     pool, balancer, clock = setup(1, 1, 1)
     balancer.on_finish(pool[0], 0.001, False)
