@@ -9,7 +9,7 @@ import importlib
 import time
 
 SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
-             "idle_connections", "bodies", "reload", "desync", "http2", "scale"]
+             "idle_connections", "bodies", "reload", "desync", "http2", "scale", "pick"]
 
 
 def main() -> None:
