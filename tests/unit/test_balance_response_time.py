@@ -10,7 +10,7 @@ import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
-from itertools import count
+from itertools import count, pairwise
 
 import pytest
 
@@ -150,7 +150,7 @@ def test_a_fast_failing_server_is_not_cheap_and_is_asked_less_and_less():
     sim.run(60, rate=500)
     failed = [at for at, server in sim.picks if server is pool[0]]
     assert len(failed) / len(sim.picks) < 0.001
-    gaps = [b - a for a, b in zip(failed, failed[1:])]
+    gaps = [b - a for a, b in pairwise(failed)]
     assert gaps[-1] > gaps[0]                       # backoff
     assert max(gaps) <= FAILURE_HOLD_MAX + 3        # still probed: it may come back
 
