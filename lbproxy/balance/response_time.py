@@ -42,7 +42,8 @@ three fast async servers, an idle server 10× slower must not look cheaper than 
 one with 10 in flight. Queueing at a server still shows, through its latency.
 
 Failures (ok=False: connect errors, timeouts, 5xx) must not look cheap: one counts as a
-response of max(latency, FAILURE_FLOOR, FAILURE_FACTOR × the others' median), and the
+response of max(latency, FAILURE_FLOOR, FAILURE_FACTOR × the others' median, taken over
+a random sample of TYPICAL_SAMPLE servers in a larger pool), and the
 estimate does not start fading until a hold of FAILURE_HOLD × 2^(consecutive failures-1),
 at most FAILURE_HOLD_MAX, has passed. A server answering 500 in 1 ms is probed about
 1.4 s after its first failure, then less and less often, down to every ~11 s; a success
@@ -56,8 +57,9 @@ Edge cases:
 
 Pick cost: two draws and two costs (an exp only for an idle server, O(1) whatever the
 pool size), no allocation; O(n) with one list when a draw lands on an unavailable server
-or `avoid`. on_start/on_finish: O(1) (a deque append/popleft), a median O(n) only on
-failures. The RNG and the clock are injectable.
+or `avoid`. on_start/on_finish: O(1) (a deque append/popleft; on a failure, the median
+of at most TYPICAL_SAMPLE estimates: a pool of 5,000 failing servers must not make each
+error cost a pass over the pool). The RNG and the clock are injectable.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ FAILURE_FACTOR = 10.0
 # failing is asked less and less often, as clients see each of its errors.
 FAILURE_HOLD = 0.25
 FAILURE_HOLD_MAX = 10.0
+# Doublings past which the hold is FAILURE_HOLD_MAX anyway (2.0 ** 1024 overflows).
+FAILURE_DOUBLINGS_MAX = 32
+# What a normal server takes is the median of at most this many estimates: the whole
+# pool when it is small, a random sample of a large one.
+TYPICAL_SAMPLE = 31
 # A request in flight for longer than this (a WebSocket tunnel, a long poll, a stream)
 # says nothing more about how fast its server answers: it stops counting as evidence.
 AGE_HORIZON = 10.0
@@ -144,7 +151,11 @@ class LeastResponseTime(Balancer):
 
     def _typical(self, now: float, exclude: Server | None = None) -> float:
         """Median estimate of the pool (without `exclude`): what a normal server takes."""
-        values = [e.at(now) for server, e in self._estimates.items() if server is not exclude]
+        servers, estimates = self.servers, self._estimates
+        if len(servers) > TYPICAL_SAMPLE:
+            servers = self._rng.sample(servers, TYPICAL_SAMPLE)
+        values = [estimates[server].at(now) for server in servers
+                  if server is not exclude and server in estimates]
         return median(values) if values else DEFAULT_ESTIMATE
 
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
@@ -225,8 +236,8 @@ class LeastResponseTime(Balancer):
             penalty = max(latency, FAILURE_FLOOR,
                           FAILURE_FACTOR * self._typical(now, exclude=server))
             estimate.value = max(current, penalty)
-            estimate.stamp = now + min(FAILURE_HOLD_MAX,
-                                       FAILURE_HOLD * 2.0 ** (estimate.failures - 1))
+            doublings = min(estimate.failures - 1, FAILURE_DOUBLINGS_MAX)
+            estimate.stamp = now + min(FAILURE_HOLD_MAX, FAILURE_HOLD * 2.0 ** doublings)
             return
         estimate.failures = 0
         estimate.value = latency if latency >= current else current + latency * (1.0 - keep)

@@ -15,8 +15,10 @@ from itertools import count, pairwise
 import pytest
 
 from lbproxy.backends.server import Server
-from lbproxy.balance.response_time import (AGE_HORIZON, FAILURE_FLOOR, FAILURE_HOLD_MAX,
-                                           TAU, LeastResponseTime)
+from lbproxy.balance import response_time
+from lbproxy.balance.response_time import (AGE_HORIZON, FAILURE_FACTOR, FAILURE_FLOOR,
+                                           FAILURE_HOLD_MAX, TAU, TYPICAL_SAMPLE,
+                                           LeastResponseTime)
 from tests.fakes import FakeRequest
 from tests.unit.test_balance_contract import make_pool
 
@@ -266,6 +268,27 @@ def test_failure_counts_as_at_least_the_floor_and_holds():
     assert estimate.at(clock.now) == estimate.value
     balancer.on_finish(pool[0], 0.005, True)         # a late success does not erase it
     assert estimate.value >= FAILURE_FLOOR
+
+
+def test_a_server_failing_for_ever_keeps_the_longest_hold():
+    pool, balancer, clock = setup(1, 1)
+    for _ in range(2000):                            # 2.0 ** 1999 would overflow
+        clock.now += 1.0
+        balancer.on_finish(pool[0], 0.001, False)
+    assert balancer._estimates[pool[0]].stamp == clock.now + FAILURE_HOLD_MAX
+
+
+def test_a_failure_in_a_large_pool_reads_a_sample_of_it(monkeypatch):
+    pool, balancer, _ = setup(*[1] * 5000)
+    for server in pool:
+        balancer.on_finish(server, 0.500, True)      # every server answers in 500 ms
+    reads = []
+    original = response_time._Estimate.at
+    monkeypatch.setattr(response_time._Estimate, "at",
+                        lambda estimate, now: reads.append(estimate) or original(estimate, now))
+    balancer.on_finish(pool[0], 0.001, False)
+    assert len(reads) <= TYPICAL_SAMPLE
+    assert balancer._estimates[pool[0]].value == pytest.approx(FAILURE_FACTOR * 0.500)
 
 
 def test_new_server_starts_at_the_median_and_is_neither_flooded_nor_starved():
