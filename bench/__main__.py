@@ -9,7 +9,8 @@ import importlib
 import time
 
 SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
-             "idle_connections", "bodies", "reload", "desync", "http2", "scale", "pick"]
+             "idle_connections", "bodies", "reload", "desync", "http2", "scale", "pick", "cache",
+             "compression"]
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
+from bench.targets import nginx_origin_argv
+
 REPO = Path(__file__).resolve().parent.parent   # children run here, so `python -m bench.x` resolves
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 15.0   # python -m lbproxy imports a lot on a cold cache; haproxy/nginx need < 1 s
@@ -204,6 +206,32 @@ def start_backends(stack: ExitStack, workdir: Path, latencies: list[float], cpus
     for backend in backends:      # started all at once: their imports overlap
         backend.proc.wait_for_port(backend.port)
     return backends
+
+
+@dataclass(frozen=True)
+class Origin:
+    """An nginx origin serving files (bench.targets.nginx_origin_argv) and where it listens."""
+
+    port: int
+    proc: Proc
+
+    def requests(self) -> int:
+        """Requests it has served so far (its stub_status; each reading counts one)."""
+        status = http_get(self.port, "/_status")[1].decode()
+        return int(status.split("requests")[1].split()[2])
+
+
+def start_origin(stack: ExitStack, workdir: Path, files: dict[str, bytes], cpus: str | None) -> Origin:
+    """nginx serving `files` (name -> content; `index.html` answers `GET /` as a demo backend
+    would) with Cache-Control max-age; stopped when `stack` closes."""
+    root = workdir / "origin"
+    root.mkdir()
+    for name, content in {"index.html": b"hello from the nginx origin\n", **files}.items():
+        (root / name).write_bytes(content)
+    port = free_port()
+    proc = stack.enter_context(Proc("nginx-origin", nginx_origin_argv(workdir, port, root), workdir, cpus))
+    proc.wait_for_port(port)
+    return Origin(port, proc)
 
 
 def start_checked(stack: ExitStack, name: str, argv: list[str], workdir: Path, cpus: str | None, port: int,

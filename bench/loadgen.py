@@ -10,10 +10,10 @@ through several paths (so `balance uri` spreads), open each connection from its 
 127.0.0.x source address (so `balance source` spreads), and save every reply's completion
 time, latency and outcome (`--samples`) to see what happened around an event. Both send
 `Connection: close` with `--close` (a new connection, and over https a new TLS handshake,
-per request).
+per request), and any header given with `--header`.
 
     python -m bench.loadgen http://127.0.0.1:8080/ -c 50 -d 10 [--json] [--close]
-        [--path /a --path /b ...] [--source 127.0.0.2 --source 127.0.0.3 ...] [--samples FILE]
+        [--header "Accept-Encoding: gzip" ...] [--path /a --path /b ...] [--source 127.0.0.2 --source 127.0.0.3 ...] [--samples FILE]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class Variety:
     paths: Sequence[str] = ()
     sources: Sequence[str] = ()
     close: bool = False                       # `Connection: close` on every request (wrk too)
+    headers: Sequence[str] = ()               # "Name: value" lines added to every request (wrk too)
     samples: Path | None = None               # where the built-in client saves its Samples
 
     @property
@@ -69,6 +70,7 @@ class Variety:
         return [*(arg for path in self.paths for arg in ("--path", path)),
                 *(arg for source in self.sources for arg in ("--source", source)),
                 *(["--close"] if self.close else []),
+                *(arg for header in self.headers for arg in ("--header", header)),
                 *(["--samples", str(self.samples)] if self.samples else [])]
 
     @property
@@ -85,10 +87,10 @@ def run_load(url: str, connections: int, duration: float, cpus: str | None, tool
     if tool == "wrk":
         if variety.needs_builtin:
             raise ValueError("paths, sources and samples need the built-in load generator")
-        close = ["-H", "Connection: close"] if variety.close else []
+        headers = [*variety.headers, *(["Connection: close"] if variety.close else [])]
         seconds = max(1, round(duration))   # wrk takes whole seconds only
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT,
-                *close, url]
+                *(arg for header in headers for arg in ("-H", header)), url]
     else:
         argv = [sys.executable, "-m", "bench.loadgen", url, "-c", str(connections), "-d", str(duration), "--json",
                 *variety.argv]
@@ -105,6 +107,30 @@ def run_metered(url: str, connections: int, duration: float, cpus: str | None, t
     load = run_load(url, connections, duration, cpus, tool, variety)
     after = [tree_cpu_seconds(proc.pid) for proc in watched]
     return load, [(end - start) / max(load.requests, 1) * 1e6 for start, end in zip(before, after)]
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """Several metered runs of one load: the run with the median CPU/req of the first watched
+    tree (its result and every tree's CPU), that first tree's CPU/req over all runs, and the
+    replies of all runs."""
+
+    load: LoadResult
+    cpu_us: list[float]
+    runs_cpu_us: list[float]
+    requests: int
+
+    def spread(self) -> str:
+        return f"{min(self.runs_cpu_us):.1f}–{max(self.runs_cpu_us):.1f}"
+
+
+def run_repeated(url: str, connections: int, duration: float, cpus: str | None, tool: str,
+                 watched: Sequence[Proc], repeat: int, variety: Variety = PLAIN) -> Repeated:
+    """`run_metered` `repeat` times (on a shared machine one run can be an outlier)."""
+    runs = sorted((run_metered(url, connections, duration, cpus, tool, watched, variety) for _ in range(repeat)),
+                  key=lambda run: run[1][0])
+    load, cpu = runs[len(runs) // 2]
+    return Repeated(load, cpu, [run_cpu[0] for _, run_cpu in runs], sum(run.requests for run, _ in runs))
 
 
 def parse_wrk(text: str) -> LoadResult:
@@ -214,9 +240,9 @@ class _Load:
     """Shared state of one run: the request bytes, samples, errors and the deadline."""
 
     def __init__(self, host: str, port: int, paths: Sequence[str], duration: float, close: bool,
-                 tls: ssl.SSLContext | None) -> None:
-        connection = "Connection: close\r\n" if close else ""
-        requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{connection}\r\n".encode() for path in paths]
+                 tls: ssl.SSLContext | None, headers: Sequence[str] = ()) -> None:
+        extra = "".join(f"{header}\r\n" for header in [*headers, *(["Connection: close"] if close else [])])
+        requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode() for path in paths]
         self.next_request = itertools.cycle(requests).__next__
         self._host, self._port, self._tls = host, port, tls
         self._started = time.perf_counter()
@@ -266,7 +292,7 @@ async def builtin_load(url: str, connections: int, duration: float, variety: Var
     https = parts.scheme == "https"
     host, port = parts.hostname or "127.0.0.1", parts.port or (443 if https else 80)
     load = _Load(host, port, variety.paths or [parts.path or "/"], duration, variety.close,
-                 _client_tls() if https else None)
+                 _client_tls() if https else None, variety.headers)
     sources = itertools.cycle(variety.sources or [None])
     started = time.perf_counter()
     await asyncio.gather(*(load.connect(next(sources)) for _ in range(connections)))
@@ -287,12 +313,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--close", action="store_true", help="send Connection: close (a new connection per request)")
+    parser.add_argument("--header", action="append", default=[], help='add "Name: value" to every request '
+                        "(repeatable)")
     parser.add_argument("--path", action="append", default=[], help="request these paths in turn (repeatable)")
     parser.add_argument("--source", action="append", default=[],
                         help="open connections from these local addresses in turn (repeatable)")
     parser.add_argument("--samples", type=Path, help="save every outcome's time, latency and status here (JSON)")
     args = parser.parse_args(argv)
-    variety = Variety(args.path, args.source, args.close, args.samples)
+    variety = Variety(args.path, args.source, args.close, args.samples, args.header)
     result = uvloop.run(builtin_load(args.url, args.connections, args.duration, variety))
     if args.json:
         print(json.dumps(asdict(result)))

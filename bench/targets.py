@@ -85,37 +85,50 @@ def lbproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | Non
     return lbproxy_argv(workdir, lbproxy_config(port, servers, tls))
 
 
-def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
+def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None, *,
+                    sections: str = "", backend_extra: str = "") -> list[str]:
+    """`sections`: more top-level sections (e.g. a `cache`); `backend_extra`: lines for the backend."""
     listed = _servers("    server app{i} 127.0.0.1:{port}\n", servers)
     ssl = f" ssl crt {tls.bundle} alpn http/1.1" if tls else ""
     config = _write(
         workdir, "haproxy.cfg",
         "global\n    nbthread 1\n    maxconn 9000\n"
         "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse safe\n"
-        "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
+        "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n" + sections +
         f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
-        f"backend app\n    balance roundrobin\n{listed}")
+        f"backend app\n    balance roundrobin\n{backend_extra}{listed}")
     return ["haproxy", "-db", "-f", config]
 
 
-def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
-    listed = _servers("    server 127.0.0.1:{port};\n", servers)
-    temp_paths = "".join(f"  {kind}_temp_path {workdir}/{kind};\n"
+def _nginx_argv(workdir: Path, name: str, http: str, connections: int = 12000) -> list[str]:
+    """nginx in the foreground on `{name}.conf`: one worker, no access log, its pid and temp
+    files in `workdir` (prefixed `name`), and the `http` block's contents."""
+    temp_paths = "".join(f"  {kind}_temp_path {workdir}/{name}-{kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # as root nginx's worker would drop to `nobody` and lose access to the private work dir
     user = "user root;\n" if os.geteuid() == 0 else ""
-    ssl = f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n" if tls else ""
     config = _write(
-        workdir, "nginx.conf",
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
-        "worker_rlimit_nofile 20000;\nevents { worker_connections 12000; }\n"
-        "http {\n  access_log off;\n" + temp_paths +
-        f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
+        workdir, f"{name}.conf",
+        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/{name}.pid;\nerror_log stderr warn;\n"
+        f"worker_rlimit_nofile {2 * connections};\nevents {{ worker_connections {connections}; }}\n"
+        "http {\n  access_log off;\n" + temp_paths + http + "}\n")
+    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
+
+
+def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None, *,
+                  http_extra: str = "", location_extra: str = "") -> list[str]:
+    """`http_extra`: lines for the http block (e.g. a `proxy_cache_path`); `location_extra`:
+    for the proxying location (e.g. `gzip on;`)."""
+    listed = _servers("    server 127.0.0.1:{port};\n", servers)
+    ssl = f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n" if tls else ""
+    return _nginx_argv(
+        workdir, "nginx",
+        http_extra + f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port}{' ssl' if tls else ''};\n{ssl}"
         "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n      proxy_set_header Host $http_host;\n'
-        "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }\n  }\n}\n")
-    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
+        "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n" + location_extra +
+        "    }\n  }\n")
 
 
 def naive_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
@@ -135,16 +148,20 @@ PROXIES: dict[str, Target] = {
 def nginx_backend_argv(workdir: Path, port: int) -> list[str]:
     """nginx as a fast backend: a fixed ~100-byte 200 for every request, keep-alive without
     a request limit, so that a proxy in front of it, not the backend, is what is measured."""
-    temp_paths = "".join(f"  {kind}_temp_path {workdir}/backend-{kind};\n"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    config = _write(
-        workdir, "nginx-backend.conf",
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx-backend.pid;\n"
-        "error_log stderr warn;\nworker_rlimit_nofile 40000;\n"
-        "events { worker_connections 20000; }\n"
-        "http {\n  access_log off;\n" + temp_paths +
+    return _nginx_argv(
+        workdir, "nginx-backend",
         f"  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000000;\n"
         '    location / { return 200 "hello from nginx: a fixed answer of about one hundred '
-        'bytes, so that the proxy is measured\\n"; }\n  }\n}\n')
-    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
+        'bytes, so that the proxy is measured\\n"; }\n  }\n', connections=20000)
+
+
+def nginx_origin_argv(workdir: Path, port: int, root: Path, max_age: int = 3600) -> list[str]:
+    """nginx as a fast origin of the files in `root` (.html, .json, .bin), each with
+    `Cache-Control: max-age=MAX_AGE`, an ETag and Last-Modified, keep-alive without a request
+    limit. `GET /_status` (stub_status) counts the requests it has served."""
+    return _nginx_argv(
+        workdir, "nginx-origin",
+        "  types { text/html html; application/json json; application/octet-stream bin; }\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000000;\n"
+        f"    root {root};\n    expires {max_age}s;\n"
+        "    location = /_status { stub_status; expires off; }\n  }\n")
