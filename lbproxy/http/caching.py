@@ -139,5 +139,7 @@ def not_modified(request: list[bytes], etag: bytes | None, last_modified: bytes 
     if if_none_match is not None:
         return etag_matches(if_none_match, etag)
     since = http_date(value(request, b"if-modified-since"))
+    if since is None:                 # the usual request: no date to parse on every hit
+        return False
     modified = http_date(last_modified)
-    return since is not None and modified is not None and modified <= since
+    return modified is not None and modified <= since
