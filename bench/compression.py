@@ -7,7 +7,9 @@ Each setup runs alone in front of it, pinned to its own CPU as in bench.throughp
 - lbproxy with `compression: {algorithms: [gzip, br, zstd]}` at the default levels (gzip 6,
   br 4, zstd 3): the client's `Accept-Encoding` picks the coding of a run, none the identity;
 - lbproxy with `level: {gzip: 1}`;
-- nginx with `gzip on; gzip_comp_level 6; gzip_types text/html; gzip_proxied any;`.
+- nginx with `gzip on; gzip_comp_level 6; gzip_types text/html; gzip_proxied any;`;
+- HAProxy with `compression algo gzip` (Debian's HAProxy is built with libslz, a fast
+  stateless deflate without levels, instead of zlib).
 
 Every load is `--repeat` runs of `wrk -t1` (or bench.loadgen) with that `Accept-Encoding`, the
 run with the median proxy CPU reported. CPU ms/MB is the proxy's CPU per reply over the page's
@@ -47,7 +49,7 @@ from bench.harness import (Cpus, Session, add_common_options, free_port, noted, 
                            start_origin)
 from bench.loadgen import Repeated, Variety, run_load, run_repeated
 from bench.report import RESULTS, Report, now_utc
-from bench.targets import PROXIES, lbproxy_argv, lbproxy_config, nginx_command
+from bench.targets import PROXIES, haproxy_command, lbproxy_argv, lbproxy_config, nginx_command
 
 PAGE_PATH = "/page.html"
 FIRST_PIECE = 16 * 1024           # what the slow origin sends before it waits
@@ -99,6 +101,11 @@ def nginx_gzip(workdir: Path, port: int, servers: list[int]) -> list[str]:
                          "      gzip_types text/html;\n      gzip_proxied any;\n      gzip_min_length 1024;\n")
 
 
+def haproxy_gzip(workdir: Path, port: int, servers: list[int]) -> list[str]:
+    return haproxy_command(workdir, port, servers,
+                           backend_extra="    compression algo gzip\n    compression type text/html\n")
+
+
 @dataclass(frozen=True)
 class Setup:
     name: str
@@ -111,6 +118,7 @@ SETUPS = [
     Setup("lbproxy", "lbproxy", lbproxy_compressing({}), ["identity", "gzip", "br", "zstd"]),
     Setup("lbproxy, gzip level 1", "lbproxy", lbproxy_compressing({"gzip": 1}), ["gzip"]),
     Setup("nginx gzip_comp_level 6", "nginx", nginx_gzip, ["identity", "gzip"]),
+    Setup("HAProxy compression", "haproxy", haproxy_gzip, ["identity", "gzip"]),
 ]
 LEVELS = {("lbproxy", "gzip"): 6, ("lbproxy", "br"): 4, ("lbproxy", "zstd"): 3,
           ("lbproxy, gzip level 1", "gzip"): 1, ("nginx gzip_comp_level 6", "gzip"): 6}
