@@ -82,9 +82,9 @@ SETUPS = {setup.name: setup for setup in [
     Setup("lbproxy cache", "lbproxy", lbproxy_cached, True),
     Setup("nginx proxy_cache", "nginx", nginx_cached, True),
     Setup("HAProxy cache", "haproxy", haproxy_cached, True),
-    Setup("lbproxy, no cache", "lbproxy", lbproxy_plain, False),
-    Setup("nginx, no cache", "nginx", nginx_plain, False),
-    Setup("HAProxy, no cache", "haproxy", haproxy_plain, False),
+    Setup("lbproxy (no cache)", "lbproxy", lbproxy_plain, False),
+    Setup("nginx (no cache)", "nginx", nginx_plain, False),
+    Setup("HAProxy (no cache)", "haproxy", haproxy_plain, False),
 ]}
 
 
