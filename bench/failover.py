@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Cpus, Session, add_common_options, free_port, noted, start_backends, start_checked
+from bench.harness import Cpus, Proc, Session, add_common_options, free_port, noted, start_backends, start_checked
 from bench.loadgen import LoadResult, Samples, Variety, run_load
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv, lbproxy_config
@@ -88,9 +86,9 @@ class Bench:
             port = free_port()
             config = lbproxy_config(port, [backend.port for backend in backends], backend=backend_config)
             start_checked(stack, "lbproxy", lbproxy_argv(self.workdir, config), self.workdir, self.cpus.proxy, port)
-            self.rows.append(self._measure(setup, f"http://127.0.0.1:{port}/", backends[VICTIM].proc.pid))
+            self.rows.append(self._measure(setup, f"http://127.0.0.1:{port}/", backends[VICTIM].proc))
 
-    def _measure(self, setup: str, url: str, victim: int) -> Row:
+    def _measure(self, setup: str, url: str, victim: Proc) -> Row:
         args = self.args
         if args.warmup > 0:
             run_load(url, args.connections, args.warmup, self.cpus.loadgen, "builtin")
@@ -107,7 +105,7 @@ class Bench:
         thread = threading.Thread(target=load, name="failover-load")
         thread.start()
         time.sleep(args.kill_at)
-        os.kill(victim, signal.SIGKILL)
+        victim.kill()
         killed = time.time()
         thread.join()
         if isinstance(result[0], BaseException):

@@ -119,6 +119,13 @@ class Proc:
         self._signal_group(signal.SIGKILL)     # a leader that ignored SIGTERM, or orphaned workers
         self._popen.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the whole group, as a crashed host vanishes, and reap it; `start` may
+        run it again (on the same port: the demo backend binds with SO_REUSEADDR)."""
+        if self._popen is not None:
+            self._signal_group(signal.SIGKILL)
+            self._popen.wait()
+
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
             os.killpg(self.pid, sig)
@@ -151,6 +158,25 @@ def tree_cpu_seconds(pid: int) -> float:
         total += stats.get(current, (0, 0.0))[1]
         frontier.extend(child for child, (parent, _) in stats.items() if parent == current)
     return total
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM (peak RSS) of `pid`, in KiB, from /proc/PID/status."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":" in line)
+    return int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])   # "  123456 kB"
+
+
+def fd_links(pid: int) -> list[str]:
+    """What each open fd of `pid` points to (`socket:[INODE]`, a path, `anon_inode:[eventpoll]`)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in os.listdir(fd_dir):
+        try:
+            links.append(os.readlink(fd_dir / fd))
+        except OSError:
+            pass                                   # closed while we looked
+    return links
 
 
 def http_get(port: int, path: str = "/", timeout: float = 5.0, https: bool = False) -> tuple[int, bytes]:

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import REPO, Session, free_port, http_get, start_backends, start_checked, tree_cpu_seconds
+from bench.harness import (REPO, Session, fd_links, free_port, http_get, memory_kb, start_backends,
+                           start_checked, tree_cpu_seconds)
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv, lbproxy_config
 
@@ -51,18 +52,10 @@ class Sample:
 
 
 def sample(pid: int, backend_port: int) -> Sample:
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if ":" in line)
-    kb = lambda key: int(status[key].split()[0])   # noqa: E731  "  123456 kB"
-    fd_dir = Path(f"/proc/{pid}/fd")
-    links = []
-    for fd in os.listdir(fd_dir):
-        try:
-            links.append(os.readlink(fd_dir / fd))
-        except OSError:
-            pass                                   # closed while we looked
+    rss_kb, hwm_kb = memory_kb(pid)
+    links = fd_links(pid)
     inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
-    return Sample(kb("VmRSS"), kb("VmHWM"), len(links), tcp_peers(pid, inodes, backend_port))
+    return Sample(rss_kb, hwm_kb, len(links), tcp_peers(pid, inodes, backend_port))
 
 
 def tcp_peers(pid: int, inodes: set[str], remote_port: int) -> int:

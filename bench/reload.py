@@ -15,6 +15,7 @@ Writes bench/results/reload.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import signal
 import time
@@ -46,16 +47,17 @@ class Row:
 
 @dataclass
 class Reloader:
-    """Rewrites lbproxy's config with app1's weight flipped and SIGHUPs the pidfile's process."""
+    """Rewrites lbproxy's config with app1's weight flipped and SIGHUPs the pidfile's process.
+
+    `base` is any `lbproxy_config` with `global.pidfile` set; its backend `app`'s first
+    server's weight alternates 1 and 2, so each reload applies a change."""
 
     workdir: Path
-    port: int
-    servers: list[int]
-    pidfile: Path
+    base: dict[str, Any]
     weight: int = 1
 
     def config(self) -> dict[str, Any]:
-        config = lbproxy_config(self.port, self.servers, global_={"pidfile": str(self.pidfile)})
+        config = copy.deepcopy(self.base)
         config["backends"]["app"]["servers"][0]["weight"] = self.weight
         return config
 
@@ -66,7 +68,7 @@ class Reloader:
     def reload(self) -> None:
         self.weight = 3 - self.weight     # 1 <-> 2
         self.argv()
-        os.kill(int(self.pidfile.read_text().strip()), signal.SIGHUP)
+        os.kill(int(Path(self.base["global"]["pidfile"]).read_text().strip()), signal.SIGHUP)
 
 
 def log_count(proc: Proc, text: str) -> int:
@@ -86,9 +88,9 @@ def under_reloads(load: Future[LoadResult], reloader: Reloader, interval: float)
             sent += 1
 
 
-def measure(args: argparse.Namespace, cpus: Cpus, proxy: Proc, reloader: Reloader) -> list[Row]:
+def measure(args: argparse.Namespace, cpus: Cpus, proxy: Proc, port: int, reloader: Reloader) -> list[Row]:
     """The baseline run, then the run with reloads."""
-    url = f"http://127.0.0.1:{reloader.port}/"
+    url = f"http://127.0.0.1:{port}/"
     if args.warmup > 0:
         run_load(url, args.connections, args.warmup, cpus.loadgen, args.loadgen)
     rows = []
@@ -145,11 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     with Session.open("bench.reload", argv) as run:
         backends = start_backends(run.stack, run.workdir, [0.0, 0.0], run.cpus.backend)
         port = free_port()
-        reloader = Reloader(run.workdir, port, [b.port for b in backends], run.workdir / "lbproxy.pid")
+        pidfile = run.workdir / "lbproxy.pid"
+        reloader = Reloader(run.workdir, lbproxy_config(port, [b.port for b in backends],
+                                                        global_={"pidfile": str(pidfile)}))
         with noted(notes, "lbproxy") as stack:
             proxy = start_checked(stack, "lbproxy", reloader.argv(), run.workdir, run.cpus.proxy, port)
             run.step("baseline, then reloads")
-            rows = measure(args, run.cpus, proxy, reloader)
+            rows = measure(args, run.cpus, proxy, port, reloader)
     report(args, rows, run.cpus, run.command, run.info, notes).publish(args.output)
 
 
