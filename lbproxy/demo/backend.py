@@ -17,6 +17,9 @@ Endpoints:
     /slow/MS           200 after MS milliseconds
     /status/NNN        that status (204 and 304 without a body)
     /headers?k=v&...   200 with those response headers set (framing headers excluded)
+    /ws                with `Upgrade: websocket`: 101 (Sec-WebSocket-Accept as RFC 6455 computes
+                       it), then every byte that follows is echoed as it came: a tunnel to
+                       test a proxy's Upgrade path, not a WebSocket server (frames are not parsed)
     /_stats            JSON counters; not itself counted
 `latency` delays and `error_rate` turns into 500 every request except the control
 endpoints (/health, /health/up, /health/down, /_stats), so health checks and tooling
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import hashlib
 import json
@@ -52,7 +56,8 @@ MAX_BODY_SIZE = 1 << 30   # /bytes, /chunked, /close: a typo must not ask for te
 MAX_SLOW_MS = 3_600_000
 CONTROL_PATHS = frozenset({"/health", "/health/down", "/health/up", "/_stats"})
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
-BODYLESS_STATUSES = frozenset({204, 304})
+BODYLESS_STATUSES = frozenset({101, 204, 304})
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 section 1.3
 Pieces = Iterator[bytes | memoryview]
 _PATTERN = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_" * (BODY_BLOCK // 64))
 
@@ -134,6 +139,8 @@ class App:
         path, _, query = req.url.partition("?")
         if path in CONTROL_PATHS:
             return self._control(path, req.method)
+        if req.tunnel:
+            return _switching(req)
         if self.error_rate and self._rng.random() < self.error_rate:
             return Response(500, b"injected error\n", delay=self.latency)
         response = self._route(path, query, req)
@@ -189,6 +196,19 @@ class App:
             "http_version": req.http_version, "headers": [list(pair) for pair in req.headers],
             "body_length": req.body_length, "body_sha256": req.digest.hexdigest() if req.digest else None,
         }).encode()
+
+
+def _switching(req: _Exchange) -> Response:
+    """The 101 that opens /ws's echo tunnel."""
+    key = next((v for k, v in req.headers if k.lower() == "sec-websocket-key"), "")
+    accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode("latin-1")).digest()).decode()
+    return Response(101, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                  ("Sec-WebSocket-Accept", accept)])
+
+
+def wants_tunnel(path: str, headers: list[tuple[str, str]]) -> bool:
+    """`GET /ws` with `Upgrade: websocket`: the only request answered by switching protocols."""
+    return path == "/ws" and any(k.lower() == "upgrade" and v.lower() == "websocket" for k, v in headers)
 
 
 def _parse_number(text: str) -> int | None:
@@ -260,7 +280,7 @@ class _Exchange:
     """One request on a connection, and its response once the app has decided it."""
 
     __slots__ = ("method", "url", "http_version", "headers", "body_length", "digest",
-                 "pieces", "close_after", "timer")
+                 "pieces", "close_after", "timer", "tunnel")
 
     def __init__(self) -> None:
         self.method = ""
@@ -272,6 +292,7 @@ class _Exchange:
         self.pieces: Pieces | None = None   # None: the app has not answered yet
         self.close_after = False
         self.timer: asyncio.TimerHandle | None = None
+        self.tunnel = False                 # /ws with Upgrade: a 101, then an echo
 
 
 class DemoProtocol(asyncio.Protocol):
@@ -288,6 +309,7 @@ class DemoProtocol(asyncio.Protocol):
         self._pipeline: deque[_Exchange] = deque()   # answered strictly in arrival order
         self._write_paused = False
         self._closing = False
+        self._echoing = False                        # after a 101: every byte read is written back
         # per request being parsed
         self._current = _Exchange()
         self._url_parts: list[bytes] = []
@@ -312,13 +334,26 @@ class DemoProtocol(asyncio.Protocol):
         if self._closing:
             return                             # after a closing response nothing more is answered
         self._app.stats.bytes_received += len(data)
+        if self._echoing:
+            self._echo_back(data)
+            return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._closing = True               # no tunnels here: answer what was asked, then close
-            self._flush()
+        except httptools.HttpParserUpgrade as exc:
+            if self._current.tunnel:           # its 101 is written: from here on, an echo
+                self._echoing = True
+                self._echo_back(data[exc.args[0]:])
+            else:
+                self._closing = True           # no other tunnels: answer what was asked, then close
+                self._flush()
+                if not self._pipeline and self._transport:
+                    self._transport.close()    # already answered: nothing left to close after
         except httptools.HttpParserError as exc:
             self._reject(exc)
+
+    def _echo_back(self, data: bytes) -> None:
+        if data and self._transport:
+            self._transport.write(data)        # a paused writer pauses reading (pause_writing)
 
     def _reject(self, exc: Exception) -> None:
         """Answer 400 in turn (after earlier pipelined requests) and close."""
@@ -364,8 +399,10 @@ class DemoProtocol(asyncio.Protocol):
         req.url = b"".join(self._url_parts).decode("latin-1")
         req.http_version = self._parser.get_http_version()
         self._app.stats.heads.append(RequestHead(req.method, req.url, req.http_version, tuple(req.headers)))
-        if req.url.partition("?")[0] == "/echo":
+        path = req.url.partition("?")[0]
+        if path == "/echo":
             req.digest = hashlib.sha256()
+        req.tunnel = self._parser.should_upgrade() and wants_tunnel(path, req.headers)
         self._pipeline.append(req)
         if len(self._pipeline) == 1 and _expects_continue(req.headers) and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -245,6 +245,46 @@ def test_malformed_request_gets_400_and_close(client: Client) -> None:
     assert client.wait_closed()
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Bytes up to the end of a response head (a test sends nothing that would follow it early)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        assert piece, f"closed before the end of the head: {data!r}"
+        data += piece
+    return data
+
+
+def test_websocket_upgrade_switches_to_an_echo(client: Client) -> None:
+    # the key and accept value are RFC 6455's own example (section 1.3)
+    client.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly")
+    head, _, rest = read_head(client.sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert b"Content-Length" not in head
+    echoed = rest
+    while len(echoed) < len(b"early"):
+        echoed += client.sock.recv(65536)
+    assert echoed == b"early"                  # bytes sent right behind the head are echoed too
+    for _ in range(16):                        # 1 MiB, a piece at a time: each comes back before the next
+        piece = os.urandom(1 << 16)
+        client.send(piece)
+        back = b""
+        while len(back) < len(piece):
+            data = client.sock.recv(1 << 16)
+            assert data, "closed mid-echo"
+            back += data
+        assert back == piece
+
+
+def test_upgrade_elsewhere_is_answered_then_closed(client: Client) -> None:
+    client.send(b"GET /other HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nmore")
+    head = read_head(client.sock)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert client.wait_closed()
+
+
 def test_error_rate_and_latency_spare_the_control_endpoints() -> None:
     # 1 s of latency against a 0.5 s bound: far apart, so a busy machine cannot blur them
     with BackendThread(name="bad", latency=1.0, error_rate=1.0) as backend:
