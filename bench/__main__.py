@@ -10,7 +10,7 @@ import time
 
 SCENARIOS = ["throughput", "workers", "balance", "failover", "rules", "tls", "autoscale",
              "idle_connections", "bodies", "reload", "desync", "http2", "scale", "pick", "cache",
-             "compression"]
+             "compression", "soak"]
 
 
 def main() -> None:
