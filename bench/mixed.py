@@ -213,6 +213,16 @@ def ws_frame(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def outlive_goaway(session: h2.connection.H2Connection) -> None:
+    """Let `session` read the frames that follow a GOAWAY. The h2 package closes its state
+    machine on GOAWAY and refuses every later frame, though RFC 9113 6.8 lets the server
+    finish the streams up to last_stream_id (lbproxy does, on reload): without this the
+    client would count those streams as failures. It opens no stream after a GOAWAY."""
+    machine = session.state_machine
+    state, goaway = h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY
+    machine._transitions = {**machine._transitions, (state, goaway): (None, state)}   # an instance's own table
+
+
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Client = Callable[[Connection], Awaitable[None]]
 
@@ -368,6 +378,7 @@ class Traffic:
         """H2_STREAMS GETs in flight over h2c until a GOAWAY or a failure."""
         reader, writer = conn
         session = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        outlive_goaway(session)
         session.initiate_connection()
         open_streams: dict[int, int] = {}          # stream id -> status (0 until the head came)
         closing = False

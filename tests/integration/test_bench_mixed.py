@@ -47,3 +47,33 @@ def test_a_client_kind_gets_its_intended_answers(backends, proxy, kind: str, out
     tally = uvloop.run(drive(running.port, Mix(**{**vars(NONE), kind: 1}), outcome, wanted))
     assert tally.counts[outcome] >= wanted, tally.counts
     assert not tally.errors, tally.reasons
+
+
+def test_http2_client_finishes_the_streams_a_reload_lets_complete(backends, proxy) -> None:
+    """A reload sends GOAWAY; the streams it names as taken still finish, and the client counts
+    them, rather than the h2 package refusing their frames once it has seen the GOAWAY."""
+    if mixed.h2 is None:
+        pytest.skip("the h2 package (test extra) is missing")
+    apps = backends(1, latency=0.05)           # streams in flight when the GOAWAY comes
+    config = simple_config([app.port for app in apps])
+    config["frontends"]["web"]["bind"] = [{"address": config["frontends"]["web"]["bind"][0], "h2c": True}]
+    running = proxy(config)
+
+    async def drive_through_reloads() -> mixed.Tally:
+        traffic = Traffic(running.port, Mix(**{**vars(NONE), "http2": 1}))
+        traffic.start()
+        for _ in range(3):
+            seen = traffic.tally.notes["HTTP/2 GOAWAY"]
+            await asyncio.sleep(0.3)
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(running.engine.reload(), running.loop))
+            deadline = time.monotonic() + DEADLINE
+            while traffic.tally.notes["HTTP/2 GOAWAY"] == seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        await traffic.stop()
+        return traffic.tally
+
+    tally = uvloop.run(drive_through_reloads())
+    assert tally.notes["HTTP/2 GOAWAY"] >= 3, tally.notes
+    assert tally.counts["ok"] > 0
+    assert not tally.errors, tally.reasons
