@@ -11,7 +11,8 @@ the server takes it.
 
 Timeouts: `http_request` until the first request, `http_keep_alive` while no stream is
 open (then GOAWAY and close), `client` while a stream is receiving its body. Reload and
-graceful stop send GOAWAY: open streams finish, then the connection closes.
+graceful stop send GOAWAY: open streams finish, then the connection closes, lingering
+(`linger`) so that what the client still sends cannot turn the close into a reset.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lbproxy.http2.connection import HIGH_WATER, Connection, Stream
 from lbproxy.http2.messages import Header, Malformed, read_request, response_headers
 from lbproxy.proxy.exchange import Exchange
 
-LINGER = 1.0        # seconds a connection ended by an error still reads (and drops) input
+LINGER = 1.0        # seconds of quiet after which a closing connection stops reading (and dropping) input
 
 if TYPE_CHECKING:
     from lbproxy.proxy.client import ClientProtocol
@@ -57,6 +58,7 @@ class H2ClientProtocol(asyncio.Protocol):
         self.streams: set[H2Stream] = set()      # streams with an exchange under way
         self.entries: list | None = None         # stick-table entries this connection holds
         self.draining = False                    # GOAWAY sent: close when streams are done
+        self.linger_end = 0.0                    # closing: input is dropped until then at the latest
 
     def adopt(self, client: ClientProtocol, data: bytes) -> None:
         """Take over a connection the HTTP/1.1 protocol accepted (ALPN h2, or the h2c
@@ -96,7 +98,8 @@ class H2ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
-        if self.h2.closed:              # lingering after GOAWAY: what still comes is dropped
+        if self.linger_end:             # closing: what still comes is dropped
+            self.deadline = min(self.time() + LINGER, self.linger_end)
             return
         self.h2.receive(data)
         if self.transport is None or self.h2.closed:
@@ -137,12 +140,11 @@ class H2ClientProtocol(asyncio.Protocol):
     # the connection's life
 
     def timed_out(self) -> None:
-        if self.h2.closed:
+        if self.linger_end:
             self.close()
             return
         if not self.streams:
             self.goaway()
-            self.close()
             return
         for stream in list(self.streams):          # a client too slow sending a body
             if not stream.exchange.request_complete:
@@ -156,7 +158,7 @@ class H2ClientProtocol(asyncio.Protocol):
         self.h2.goaway()
         self.write()
         if not self.streams:
-            self.close()
+            self.linger()
 
     def close_if_idle(self) -> None:
         self.goaway()
@@ -171,9 +173,26 @@ class H2ClientProtocol(asyncio.Protocol):
         self.write_soon()
         if not self.streams:
             if self.draining:
-                self.close()
+                self.linger()
             elif self.transport is not None:
                 self.deadline = self.time() + self.frontend.timeout_keep_alive
+
+    def linger(self) -> None:
+        """End the connection without a reset. The FIN follows the last frames, and what the
+        client still sends (WINDOW_UPDATEs for the data it reads, a stream it opened before
+        it saw the GOAWAY) is read and dropped until it closes too, or is quiet for LINGER s,
+        or its `client` timeout passes. A plain close with input still arriving makes the
+        kernel answer with a reset and drop the responses it had yet to send."""
+        transport = self.transport
+        if transport is None or self.linger_end:
+            return
+        self.write()
+        if transport.can_write_eof():             # TLS has no half-close: it just waits
+            transport.write_eof()
+        self.draining = True
+        now = self.time()
+        self.linger_end = now + max(LINGER, self.frontend.timeout_client)
+        self.deadline = now + LINGER
 
     def close(self) -> None:
         if self.transport is not None:
@@ -226,22 +245,16 @@ class H2ClientProtocol(asyncio.Protocol):
     def on_goaway(self, last_stream_id: int, code: int) -> None:
         self.draining = True
         if not self.streams:
-            self.close()
+            self.linger()
 
     def on_error(self, code: int, reason: str) -> None:
-        """A connection error: the GOAWAY goes out, then the connection lingers a moment,
-        reading and dropping what the client still sends: closing with unread data would
-        reset the connection and the client might never read the GOAWAY."""
+        """A connection error: the GOAWAY goes out, then the connection lingers: closing
+        with unread data would reset it and the client might never read the GOAWAY."""
         if code != f.ENHANCE_YOUR_CALM:           # (the HTTP/2 core counted those)
             self.frontend.h2_protocol_errors += 1
         for stream in list(self.streams):
             stream.gone()
-        self.write()
-        transport = self.transport
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
-        self.draining = True
-        self.deadline = self.time() + LINGER
+        self.linger()
 
     def on_oversized(self, stream: Stream) -> None:
         """A header list over `max_header_list_size`: 431, and the stream ends."""

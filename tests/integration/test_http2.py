@@ -285,3 +285,20 @@ def test_every_stream_gets_one_log_line(backends, proxy, tmp_path):
                                    (431, "PR", "header-too-large", "2"),
                                    (-1, "CH", "client-closed", "2")]
     assert lines[0]["url"] == "/ok" and lines[3]["url"] == "/slow/3000"
+
+
+def test_the_close_after_a_reload_goaway_loses_no_response_data(h2):
+    """After GOAWAY the last stream's end closes the connection; the client keeps sending
+    WINDOW_UPDATEs for the data it reads. A plain close() turns those into a reset that
+    drops what the kernel still had to send: the close must linger instead."""
+    p, _, h2c, _, _ = h2
+    size = 8 << 20                           # more than the kernel buffers between us hold
+    client = RawH2(h2c, settings={0x4: 2**31 - 1})
+    client.window_update(0, 2**31 - 1 - 65535)
+    stream = client.request(f"/bytes/{size}")
+    client.wait(lambda: stream in client.responses)
+    asyncio.run_coroutine_threadsafe(p.engine.reload(), p.loop).result(5)
+    response = client.response(stream, timeout=30)
+    assert response.reset is None
+    assert len(response.body) == size
+    assert client.goaway is not None
