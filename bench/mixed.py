@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import itertools
 import json
@@ -96,6 +97,8 @@ class Mix:
 
 
 Outcome = tuple[str, str]     # (kind, why: said for unexpected kinds)
+Error = tuple[float, str, str]   # (time.monotonic(), kind, "kind: client: why")
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("client", default="?")   # each client task's kind
 
 
 class Tally:
@@ -103,15 +106,16 @@ class Tally:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.errors: list[tuple[float, str]] = []    # (time.monotonic(), kind)
-        self.reasons: Counter[str] = Counter()       # "kind: why" of every unexpected outcome
+        self.errors: list[Error] = []
+        self.reasons: Counter[str] = Counter()       # "kind: client: why" of every unexpected outcome
         self.notes: Counter[str] = Counter()         # events that are not outcomes (GOAWAYs)
 
     def add(self, kind: str, why: str = "") -> None:
         self.counts[kind] += 1
         if kind not in EXPECTED:
-            self.errors.append((time.monotonic(), kind))
-            self.reasons[f"{kind}: {why or 'not said'}"] += 1
+            reason = f"{kind}: {CLIENT.get()}: {why or 'not said'}"
+            self.errors.append((time.monotonic(), kind, reason))
+            self.reasons[reason] += 1
 
     def take(self) -> Tally:
         """What was counted since the last call (notes stay here)."""
@@ -259,6 +263,7 @@ class Traffic:
     async def _forever(self, client: Client) -> None:
         """Connect, let `client` use the connection, close it; again until stopped. A failed
         connect is counted, then retried after a pause."""
+        CLIENT.set(client.__name__.replace("_", "-"))       # this task's own context
         while not self._stopping:
             try:
                 conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), CONNECT_TIMEOUT)

@@ -48,7 +48,7 @@ from bench import mixed
 from bench.failover import ACTIVE, PASSIVE, RETRIES
 from bench.harness import (Backend, Proc, Session, StartError, add_common_options, fd_links, free_port,
                            http_get, memory_kb, start_backends, start_checked)
-from bench.mixed import KINDS, Mix, Traffic
+from bench.mixed import KINDS, Error, Mix, Traffic
 from bench.reload import RELOADED, Reloader, log_count
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_config
@@ -123,19 +123,30 @@ def judge(rows: list[Row], warmup: float, window: int = WINDOW) -> Verdict | Non
                    mean([r.fds for r in before]), mean([r.fds for r in after]))
 
 
-def attribute(errors: list[tuple[float, str]], kills: list[tuple[float, float]],
-              reloads: list[float]) -> Counter[tuple[str, str]]:
-    """(kind, "kill" | "reload" | "elsewhere") per error: inside a kill window, within
-    RELOAD_GRACE s after a reload (`reloads` sorted), or neither."""
-    found: Counter[tuple[str, str]] = Counter()
-    for at, kind in errors:
-        if any(start <= at <= end for start, end in kills):
-            where = "kill"
-        else:
-            last = bisect.bisect_right(reloads, at) - 1
-            where = "reload" if last >= 0 and at - reloads[last] <= RELOAD_GRACE else "elsewhere"
-        found[kind, where] += 1
-    return found
+def when(at: float, kills: list[tuple[float, float]], reloads: list[float]) -> tuple[str, float]:
+    """"kill" inside a kill window, "reload" within RELOAD_GRACE s after a reload (`reloads`
+    sorted), else "elsewhere"; and the seconds since the last reload (-1: none yet)."""
+    last = bisect.bisect_right(reloads, at) - 1
+    since = at - reloads[last] if last >= 0 else -1.0
+    if any(start <= at <= end for start, end in kills):
+        return "kill", since
+    return ("reload" if 0 <= since <= RELOAD_GRACE else "elsewhere"), since
+
+
+def attribute(errors: list[Error], kills: list[tuple[float, float]], reloads: list[float]) -> Counter[tuple[str, str]]:
+    """(kind, "kill" | "reload" | "elsewhere") per error, as `when` places it."""
+    return Counter((kind, when(at, kills, reloads)[0]) for at, kind, _ in errors)
+
+
+def unexplained(errors: list[Error], kills: list[tuple[float, float]], reloads: list[float], started: float,
+                most: int = 12) -> list[str]:
+    """The first `most` errors outside every kill window: when, how long after a reload, why."""
+    lines = []
+    for at, _, reason in errors:
+        where, since = when(at, kills, reloads)
+        if where != "kill" and len(lines) < most:
+            lines.append(f"{at - started:.1f} s ({since:.1f} s after a reload): {reason}")
+    return lines
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -165,8 +176,8 @@ class Soak:
     rows: list[Row] = field(default_factory=list)
     kill_windows: list[tuple[float, float]] = field(default_factory=list)   # time.monotonic()
     reload_times: list[float] = field(default_factory=list)
-    errors: list[tuple[float, str]] = field(default_factory=list)   # (time.monotonic(), kind) within the rows
-    reasons: Counter[str] = field(default_factory=Counter)          # "kind: why" within the rows
+    errors: list[Error] = field(default_factory=list)               # within the rows
+    reasons: Counter[str] = field(default_factory=Counter)          # "kind: client: why" within the rows
     notes: list[str] = field(default_factory=list)
     idle: dict[str, tuple[int, int, int]] = field(default_factory=dict)   # when -> (rss kB, fds, conns)
     started: float = 0.0
@@ -338,6 +349,8 @@ def report(soak: Soak, command: str, cpus: str, info: dict[str, str]) -> Report:
     if soak.reasons:
         notes.append("errors by why: " + "; ".join(f"`{why}` ×{count:,}" for why, count in soak.reasons.most_common(10))
                      + ".")
+    if outside := unexplained(soak.errors, soak.kill_windows, soak.reload_times, soak.started):
+        notes.append("errors outside the kill windows: " + "; ".join(f"`{line}`" for line in outside) + ".")
     notes.append(f"kills: {len(soak.kill_windows)}; reloads sent: {len(soak.reload_times)}, applied: "
                  f"{soak.rows[-1].reloads if soak.rows else 0}; HTTP/2 GOAWAYs seen by the client: "
                  f"{soak.traffic.tally.notes['HTTP/2 GOAWAY']}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.soak import Row, attribute, judge
+from bench.soak import Row, attribute, judge, unexplained
 
 
 def row(elapsed: float, rss_mb: float, fds: int) -> Row:
@@ -31,7 +31,10 @@ def test_too_few_rows_give_no_verdict() -> None:
 
 
 def test_errors_are_placed_by_kill_window_then_reload_grace() -> None:
-    errors = [(10.5, "reset"), (21.0, "5xx"), (40.0, "reset"), (51.0, "timeout")]
-    found = attribute(errors, kills=[(10.0, 16.0)], reloads=[20.0, 50.0])
+    errors = [(10.5, "reset", "a"), (21.0, "5xx", "b"), (40.0, "reset", "c"), (51.0, "timeout", "d")]
+    kills, reloads = [(10.0, 16.0)], [20.0, 50.0]
+    found = attribute(errors, kills, reloads)
     assert found == Counter({("reset", "kill"): 1, ("5xx", "reload"): 1, ("reset", "elsewhere"): 1,
                              ("timeout", "reload"): 1})
+    assert unexplained(errors, kills, reloads, started=0.0, most=2) == [
+        "21.0 s (1.0 s after a reload): b", "40.0 s (20.0 s after a reload): c"]
