@@ -28,14 +28,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
-from bench.targets import nginx_origin_argv
+from bench.targets import nginx_backend_argv, nginx_origin_argv
 
 REPO = Path(__file__).resolve().parent.parent   # children run here, so `python -m bench.x` resolves
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -192,7 +192,9 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0, https: bool = Fal
 
 @dataclass(frozen=True)
 class Cpus:
-    """taskset CPU lists; the load generator shares the backends' CPU so the proxy has one alone."""
+    """taskset CPU lists; the load generator shares the backends' CPU so the proxy has one alone.
+
+    The proxy gets CPU 1: CPU 0 is where the kernel tends to run what is not bound elsewhere."""
 
     proxy: str | None
     backend: str | None
@@ -200,7 +202,7 @@ class Cpus:
 
     @classmethod
     def for_machine(cls) -> Cpus:
-        return cls("0", "1", "1") if (os.cpu_count() or 1) >= 2 else cls(None, None, None)
+        return cls("1", "0", "0") if (os.cpu_count() or 1) >= 2 else cls(None, None, None)
 
     def describe(self) -> str:
         return (f"CPUs: proxy {self.proxy or 'any'}, backends {self.backend or 'any'}, "
@@ -209,7 +211,8 @@ class Cpus:
 
 @dataclass(frozen=True)
 class Backend:
-    """A demo backend process (`lbproxy.demo.backend`) and where it listens."""
+    """A backend process and where it listens: a demo backend (`lbproxy.demo.backend`), or
+    nginx as a fast one (`start_nginx_backend`, which has no /_stats for `requests`)."""
 
     name: str
     port: int
@@ -232,6 +235,15 @@ def start_backends(stack: ExitStack, workdir: Path, latencies: list[float], cpus
     for backend in backends:      # started all at once: their imports overlap
         backend.proc.wait_for_port(backend.port)
     return backends
+
+
+def start_nginx_backend(stack: ExitStack, workdir: Path, cpus: str | None, sizes: Sequence[int] = ()) -> Backend:
+    """`targets.nginx_backend_argv` started: a fixed ~100-byte answer, and `/bytes/N` for each of
+    `sizes`; stopped when `stack` closes."""
+    port = free_port()
+    proc = stack.enter_context(Proc("nginx-backend", nginx_backend_argv(workdir, port, sizes), workdir, cpus))
+    proc.wait_for_port(port)
+    return Backend("nginx", port, proc)
 
 
 @dataclass(frozen=True)
@@ -272,13 +284,17 @@ def start_checked(stack: ExitStack, name: str, argv: list[str], workdir: Path, c
 
 
 def add_common_options(parser: argparse.ArgumentParser, duration: float, quick: float, output: Path,
-                       loadgen: bool = True) -> None:
-    """--duration, --quick, --warmup, --output and (unless the scenario needs the built-in
-    client) --loadgen, as every benchmark takes them."""
+                       loadgen: bool = True, warmup: float = 1.0, runs: int | None = None) -> None:
+    """--duration, --quick, --warmup, --output, (unless the scenario needs the built-in client)
+    --loadgen, and (when `runs` is given) --runs, as every benchmark takes them."""
     parser.add_argument("--duration", type=float, default=duration, help=f"seconds per measured run "
                         f"(default {duration:g})")
     parser.add_argument("--quick", action="store_const", dest="duration", const=quick, help=f"{quick:g} s runs")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each run")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of unmeasured load before each "
+                        f"load (default {warmup:g})")
+    if runs is not None:
+        parser.add_argument("--runs", type=int, default=runs, help=f"measured runs per load, reported as median "
+                            f"and range (default {runs})")
     if loadgen:
         parser.add_argument("--loadgen", choices=["auto", "wrk", "builtin"], default="auto",
                             help="auto: wrk when installed")
@@ -337,8 +353,21 @@ def machine_info() -> dict[str, str]:
         "aiohttp": package_version("aiohttp"),
         "haproxy": tool_version(["haproxy", "-v"]),
         "nginx": tool_version(["nginx", "-v"]),
+        "caddy": tool_version(["caddy", "version"]),
         "wrk": tool_version(["wrk", "-v"]),
+        "lbproxy/ measured at": lbproxy_commit(),
     }
+
+
+def lbproxy_commit() -> str:
+    """The last commit that changed lbproxy/ (what a run measures), and whether it has local changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+    if not shutil.which("git"):
+        return "unknown (no git)"
+    commit = git("log", "-1", "--format=%h %s", "--", "lbproxy")
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", "lbproxy") else ""
+    return f"{commit}{dirty}" if commit else "unknown (not a git checkout)"
 
 
 @contextmanager

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (Proc, Session, add_common_options, choose, free_port, noted,
-                           pinned, tree_cpu_seconds)
+                           pinned, start_nginx_backend, tree_cpu_seconds)
 from bench.loadgen import run_metered
 from bench.report import RESULTS, Report, now_utc
-from bench.targets import Tls, lbproxy_argv, lbproxy_config, nginx_backend_argv
+from bench.targets import Tls, caddy_argv, lbproxy_argv, lbproxy_config
 from bench.tls import make_certificate
 
 TARGETS = ["lbproxy", "haproxy", "nginx", "caddy"]
@@ -96,14 +96,9 @@ def nginx(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> lis
 
 
 def caddy(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> list[str]:
-    path = workdir / "Caddyfile"
-    path.write_text(
-        "{\n  admin off\n  auto_https off\n  servers {\n    protocols h1 h2 h2c\n  }\n}\n"
-        f"http://127.0.0.1:{h2c} {{\n  reverse_proxy 127.0.0.1:{backend}\n}}\n"
-        f"https://127.0.0.1:{tls_port} {{\n  tls {tls.cert} {tls.key}\n"
-        f"  reverse_proxy 127.0.0.1:{backend}\n}}\n")
-    return ["env", "GOMAXPROCS=1", f"HOME={workdir}", "caddy", "run", "--config", str(path),
-            "--adapter", "caddyfile"]
+    return caddy_argv(workdir, f"http://127.0.0.1:{h2c} {{\n  reverse_proxy 127.0.0.1:{backend}\n}}\n"
+                      f"https://127.0.0.1:{tls_port} {{\n  tls {tls.cert} {tls.key}\n"
+                      f"  reverse_proxy 127.0.0.1:{backend}\n}}\n", "h1 h2 h2c", "Caddyfile-h2")
 
 
 COMMANDS = {"lbproxy": lbproxy, "haproxy": haproxy, "nginx": nginx, "caddy": caddy}
@@ -238,9 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         if shutil.which("h2load") is None:
             raise SystemExit("h2load is needed: apt-get install -y nghttp2-client")
         tls = make_certificate(run.workdir, "ec256")
-        nginx_port = free_port()
-        run.stack.enter_context(Proc("nginx-backend", nginx_backend_argv(run.workdir, nginx_port),
-                                     run.workdir, run.cpus.backend)).wait_for_port(nginx_port)
+        nginx_port = start_nginx_backend(run.stack, run.workdir, run.cpus.backend).port
         for name in targets:
             binary = {"lbproxy": sys.executable, "caddy": "caddy"}.get(name, name)
             if shutil.which(binary) is None:

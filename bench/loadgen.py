@@ -10,10 +10,15 @@ through several paths (so `balance uri` spreads), open each connection from its 
 127.0.0.x source address (so `balance source` spreads), and save every reply's completion
 time, latency and outcome (`--samples`) to see what happened around an event. Both send
 `Connection: close` with `--close` (a new connection, and over https a new TLS handshake,
-per request), and any header given with `--header`.
+per request), any header given with `--header`, and POST a body of N bytes with every
+request with `--upload N`.
+
+`measure` runs one load the way the comparisons do: a warm-up, then several runs, each
+with the CPU per reply of the watched process trees, summed up as median and range.
 
     python -m bench.loadgen http://127.0.0.1:8080/ -c 50 -d 10 [--json] [--close]
-        [--header "Accept-Encoding: gzip" ...] [--path /a --path /b ...] [--source 127.0.0.2 --source 127.0.0.3 ...] [--samples FILE]
+        [--header "Accept-Encoding: gzip" ...] [--path /a --path /b ...] [--source 127.0.0.2 --source 127.0.0.3 ...]
+        [--samples FILE] [--upload BYTES]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import re
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +44,7 @@ import httptools
 import uvloop
 
 from bench.harness import REPO, Proc, pinned, tree_cpu_seconds
+from bench.report import Spread
 
 WRK_TIMEOUT = "5s"   # a reply slower than this is a wrk timeout error, not a latency sample
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -63,6 +70,7 @@ class Variety:
     close: bool = False                       # `Connection: close` on every request (wrk too)
     headers: Sequence[str] = ()               # "Name: value" lines added to every request (wrk too)
     samples: Path | None = None               # where the built-in client saves its Samples
+    upload: int = 0                           # bytes of body POSTed with every request (wrk too)
 
     @property
     def argv(self) -> list[str]:
@@ -71,7 +79,8 @@ class Variety:
                 *(arg for source in self.sources for arg in ("--source", source)),
                 *(["--close"] if self.close else []),
                 *(arg for header in self.headers for arg in ("--header", header)),
-                *(["--samples", str(self.samples)] if self.samples else [])]
+                *(["--samples", str(self.samples)] if self.samples else []),
+                *(["--upload", str(self.upload)] if self.upload else [])]
 
     @property
     def needs_builtin(self) -> bool:
@@ -89,15 +98,27 @@ def run_load(url: str, connections: int, duration: float, cpus: str | None, tool
             raise ValueError("paths, sources and samples need the built-in load generator")
         headers = [*variety.headers, *(["Connection: close"] if variety.close else [])]
         seconds = max(1, round(duration))   # wrk takes whole seconds only
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT,
-                *(arg for header in headers for arg in ("-H", header)), url]
+        with tempfile.TemporaryDirectory(prefix="lbproxy-wrk-") as tmp:
+            script = ["-s", _upload_script(Path(tmp), variety.upload)] if variety.upload else []
+            argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT,
+                    *(arg for header in headers for arg in ("-H", header)), *script, url]
+            done = subprocess.run(pinned(argv, cpus), capture_output=True, text=True, timeout=duration + 60,
+                                  cwd=REPO)
     else:
         argv = [sys.executable, "-m", "bench.loadgen", url, "-c", str(connections), "-d", str(duration), "--json",
                 *variety.argv]
-    done = subprocess.run(pinned(argv, cpus), capture_output=True, text=True, timeout=duration + 60, cwd=REPO)
+        done = subprocess.run(pinned(argv, cpus), capture_output=True, text=True, timeout=duration + 60, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{tool} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     return parse_wrk(done.stdout) if tool == "wrk" else LoadResult(**json.loads(done.stdout))
+
+
+def _upload_script(directory: Path, size: int) -> str:
+    """A wrk script POSTing `size` bytes with every request (wrk adds the Content-Length)."""
+    path = directory / "upload.lua"
+    path.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+    return str(path)
 
 
 def run_metered(url: str, connections: int, duration: float, cpus: str | None, tool: str,
@@ -131,6 +152,67 @@ def run_repeated(url: str, connections: int, duration: float, cpus: str | None, 
                   key=lambda run: run[1][0])
     load, cpu = runs[len(runs) // 2]
     return Repeated(load, cpu, [run_cpu[0] for _, run_cpu in runs], sum(run.requests for run, _ in runs))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a load is measured: `warmup` s whose figures are dropped (fills pools, opens the
+    connections), then `runs` runs of `duration` s each, from `tool` pinned to `cpus`."""
+
+    duration: float
+    runs: int
+    warmup: float
+    tool: str
+    cpus: str | None
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The runs of one load: each run's result, and each watched process tree's CPU µs per
+    reply in each run (`cpu_us[tree][run]`)."""
+
+    runs: list[LoadResult]
+    cpu_us: list[list[float]]
+    warmup: LoadResult | None = None
+
+    def cpu(self, tree: int = 0) -> Spread:
+        return Spread.of(self.cpu_us[tree])
+
+    def busy(self, tree: int = 0) -> Spread:
+        """How much of one CPU the tree used over each run (1.0 = all of it)."""
+        return Spread.of([cpu * run.rps / 1e6 for cpu, run in zip(self.cpu_us[tree], self.runs)])
+
+    @property
+    def rps(self) -> Spread:
+        return Spread.of([run.rps for run in self.runs])
+
+    @property
+    def p50_ms(self) -> float:
+        return Spread.of([run.p50_ms for run in self.runs]).median
+
+    @property
+    def p99_ms(self) -> float:
+        return Spread.of([run.p99_ms for run in self.runs]).median
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.runs)
+
+    @property
+    def replies(self) -> int:
+        """Replies completed in the runs and the warm-up."""
+        return sum(run.requests for run in self.runs) + (self.warmup.requests if self.warmup else 0)
+
+
+def measure(url: str, connections: int, schedule: Schedule, watched: Sequence[Proc],
+            variety: Variety = PLAIN) -> Runs:
+    """`schedule`'s warm-up, then its runs of `run_metered`, each on fresh client connections."""
+    warmup = run_load(url, connections, schedule.warmup, schedule.cpus, schedule.tool, variety) \
+        if schedule.warmup > 0 else None
+    metered = [run_metered(url, connections, schedule.duration, schedule.cpus, schedule.tool, watched, variety)
+               for _ in range(schedule.runs)]
+    return Runs([load for load, _ in metered], [list(tree) for tree in zip(*(cpu for _, cpu in metered))],
+                warmup)
 
 
 def parse_wrk(text: str) -> LoadResult:
@@ -240,9 +322,11 @@ class _Load:
     """Shared state of one run: the request bytes, samples, errors and the deadline."""
 
     def __init__(self, host: str, port: int, paths: Sequence[str], duration: float, close: bool,
-                 tls: ssl.SSLContext | None, headers: Sequence[str] = ()) -> None:
+                 tls: ssl.SSLContext | None, headers: Sequence[str] = (), upload: int = 0) -> None:
         extra = "".join(f"{header}\r\n" for header in [*headers, *(["Connection: close"] if close else [])])
-        requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode() for path in paths]
+        method, body = ("POST", f"Content-Length: {upload}\r\n") if upload else ("GET", "")
+        requests = [f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}{body}\r\n".encode()
+                    + b"x" * upload for path in paths]
         self.next_request = itertools.cycle(requests).__next__
         self._host, self._port, self._tls = host, port, tls
         self._started = time.perf_counter()
@@ -292,7 +376,7 @@ async def builtin_load(url: str, connections: int, duration: float, variety: Var
     https = parts.scheme == "https"
     host, port = parts.hostname or "127.0.0.1", parts.port or (443 if https else 80)
     load = _Load(host, port, variety.paths or [parts.path or "/"], duration, variety.close,
-                 _client_tls() if https else None, variety.headers)
+                 _client_tls() if https else None, variety.headers, variety.upload)
     sources = itertools.cycle(variety.sources or [None])
     started = time.perf_counter()
     await asyncio.gather(*(load.connect(next(sources)) for _ in range(connections)))
@@ -319,8 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", action="append", default=[],
                         help="open connections from these local addresses in turn (repeatable)")
     parser.add_argument("--samples", type=Path, help="save every outcome's time, latency and status here (JSON)")
+    parser.add_argument("--upload", type=int, default=0, help="POST this many bytes with every request")
     args = parser.parse_args(argv)
-    variety = Variety(args.path, args.source, args.close, args.samples, args.header)
+    variety = Variety(args.path, args.source, args.close, args.header, args.samples, args.upload)
     result = uvloop.run(builtin_load(args.url, args.connections, args.duration, variety))
     if args.json:
         print(json.dumps(asdict(result)))

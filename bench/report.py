@@ -8,6 +8,7 @@ page says so instead of failing: the table is the result, the plot only helps to
 from __future__ import annotations
 
 import datetime
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,30 @@ class Report:
         text = self.render()
         print(text)
         path.write_text(text)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Repeated measurements of one figure: their median and their range. On a shared machine
+    one run can be off by a third; the range says how far to trust the median."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if not values:
+            raise ValueError("no measurements")
+        return cls(statistics.median(values), min(values), max(values))
+
+    def range(self, digits: int = 1) -> str:
+        return f"{self.low:.{digits}f}–{self.high:.{digits}f}"
+
+
+def times(value: float, reference: float | None) -> str:
+    """`value` as a multiple of `reference` ("2.47×"), or "–" when there is no reference to compare with."""
+    return f"{value / reference:.2f}×" if reference else "–"
 
 
 def _row(cells: Sequence[str]) -> str:

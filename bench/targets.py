@@ -1,7 +1,11 @@
 """The proxies a benchmark compares, each with an equivalent generated config.
 
 Equivalent means: one frontend on 127.0.0.1:PORT, round robin over the given servers,
-keep-alive to the servers, X-Forwarded-For added, no access log, one thread or worker.
+keep-alive to the servers (idle connections kept and reused, no per-connection request
+limit on either side), X-Forwarded-For added, no access log, one thread or worker (Caddy:
+GOMAXPROCS=1), no request body size limit. `lbproxy-default` is the exception: lbproxy
+with nothing but the frontend and backend configured, so with its default JSON access log
+on stdout, as a user gets it out of the box.
 A target's `command` writes its config into a work directory and returns the argv that
 runs it in the foreground; `missing` says why it cannot run here (None when it can).
 Given a `Tls`, the frontend terminates TLS with that certificate instead (targets with
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,9 @@ class Tls:
     key: Path
     bundle: Path
 
+
+NO_LIMIT = 1_000_000_000   # requests per keep-alive connection: nginx's default (1000) would reconnect mid-run
+IDLE_UPSTREAM = 1024       # idle server connections nginx and Caddy keep: above the 500 clients of a run
 
 Command = Callable[[Path, int, list[int], "Tls | None"], list[str]]   # (workdir, port, server ports, tls) -> argv
 
@@ -85,6 +92,14 @@ def lbproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | Non
     return lbproxy_argv(workdir, lbproxy_config(port, servers, tls))
 
 
+def lbproxy_default_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
+    """lbproxy_command without `global.log`: the default access log (one JSON line per request on
+    stdout, which the benchmark's Proc sends to a file)."""
+    config = lbproxy_config(port, servers, tls)
+    del config["global"]["log"]
+    return lbproxy_argv(workdir, config, "lbproxy-default.yaml")
+
+
 def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None, *,
                     sections: str = "", backend_extra: str = "") -> list[str]:
     """`sections`: more top-level sections (e.g. a `cache`); `backend_extra`: lines for the backend."""
@@ -93,7 +108,7 @@ def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | Non
     config = _write(
         workdir, "haproxy.cfg",
         "global\n    nbthread 1\n    maxconn 9000\n"
-        "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse safe\n"
+        "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse always\n"
         "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n" + sections +
         f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
         f"backend app\n    balance roundrobin\n{backend_extra}{listed}")
@@ -111,7 +126,7 @@ def _nginx_argv(workdir: Path, name: str, http: str, connections: int = 12000) -
         workdir, f"{name}.conf",
         f"{user}daemon off;\nworker_processes 1;\npid {workdir}/{name}.pid;\nerror_log stderr warn;\n"
         f"worker_rlimit_nofile {2 * connections};\nevents {{ worker_connections {connections}; }}\n"
-        "http {\n  access_log off;\n" + temp_paths + http + "}\n")
+        "http {\n  access_log off;\n  client_max_body_size 0;\n" + temp_paths + http + "}\n")
     return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
 
 
@@ -123,12 +138,32 @@ def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None 
     ssl = f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n" if tls else ""
     return _nginx_argv(
         workdir, "nginx",
-        http_extra + f"  upstream app {{\n{listed}    keepalive 64;\n  }}\n"
+        http_extra + f"  upstream app {{\n{listed}    keepalive {IDLE_UPSTREAM};\n"
+        f"    keepalive_requests {NO_LIMIT};\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port}{' ssl' if tls else ''};\n{ssl}"
+        f"    keepalive_requests {NO_LIMIT};\n"
         "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n      proxy_set_header Host $http_host;\n'
         "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n" + location_extra +
         "    }\n  }\n")
+
+
+def caddy_argv(workdir: Path, sites: str, protocols: str = "h1 h2", filename: str = "Caddyfile") -> list[str]:
+    """Caddy on one OS thread for Go code (GOMAXPROCS=1) serving `sites` (Caddyfile site blocks):
+    listening on 127.0.0.1 only, no admin endpoint, no automatic HTTPS, no HTTP/3 unless
+    `protocols` names it."""
+    config = _write(workdir, filename, "{\n  admin off\n  auto_https off\n  default_bind 127.0.0.1\n"
+                    f"  servers {{\n    protocols {protocols}\n  }}\n}}\n{sites}")
+    return ["env", "GOMAXPROCS=1", f"HOME={workdir}", "caddy", "run", "--config", config, "--adapter", "caddyfile"]
+
+
+def caddy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
+    """reverse_proxy adds X-Forwarded-For by itself; its idle pool per server is raised from 32."""
+    listed = _servers(" 127.0.0.1:{port}", servers)
+    site = f"https://127.0.0.1:{port} {{\n  tls {tls.cert} {tls.key}\n" if tls else f"http://127.0.0.1:{port} {{\n"
+    return caddy_argv(workdir, site + f"  reverse_proxy{listed} {{\n    lb_policy round_robin\n"
+                      f"    transport http {{\n      keepalive_idle_conns_per_host {IDLE_UPSTREAM}\n    }}\n"
+                      "  }\n}\n")
 
 
 def naive_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
@@ -139,18 +174,27 @@ def naive_command(workdir: Path, port: int, servers: list[int], tls: Tls | None 
 
 PROXIES: dict[str, Target] = {
     "lbproxy": Target("lbproxy", _always, lbproxy_command, tls=True),
+    "lbproxy-default": Target("lbproxy-default", _always, lbproxy_default_command, tls=True),
     "haproxy": Target("haproxy", _binary("haproxy"), haproxy_command, tls=True),
     "nginx": Target("nginx", _binary("nginx"), nginx_command, tls=True),
+    "caddy": Target("caddy", _binary("caddy"), caddy_command, tls=True),
     "naive-aiohttp": Target("naive-aiohttp", _always, naive_command),
 }
 
 
-def nginx_backend_argv(workdir: Path, port: int) -> list[str]:
-    """nginx as a fast backend: a fixed ~100-byte 200 for every request, keep-alive without
-    a request limit, so that a proxy in front of it, not the backend, is what is measured."""
+def nginx_backend_argv(workdir: Path, port: int, sizes: Sequence[int] = ()) -> list[str]:
+    """nginx as a fast backend: a fixed ~100-byte 200 for every request (whatever its method;
+    a request body of any size is read and dropped), keep-alive without a request limit, so
+    that a proxy in front of it, not the backend, is what is measured. For each of `sizes`,
+    `GET /bytes/N` answers N bytes from a file (sendfile, Content-Length)."""
+    files = workdir / "backend-bytes"
+    files.mkdir(exist_ok=True)
+    for size in sizes:
+        (files / str(size)).write_bytes(b"x" * size)
     return _nginx_argv(
         workdir, "nginx-backend",
-        f"  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000000;\n"
+        f"  sendfile on;\n  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests {NO_LIMIT};\n"
+        f"    location /bytes/ {{ alias {files}/; }}\n"
         '    location / { return 200 "hello from nginx: a fixed answer of about one hundred '
         'bytes, so that the proxy is measured\\n"; }\n  }\n', connections=20000)
 

@@ -1,59 +1,69 @@
-"""Throughput and CPU per request: lbproxy against HAProxy, nginx and a naive aiohttp proxy.
+"""Throughput and CPU per request: lbproxy against HAProxy, nginx, Caddy and a naive aiohttp proxy.
 
-One demo backend process serves `GET /`; each target proxies to it, pinned to its own
-CPU, and is driven by wrk (or bench.loadgen when wrk is missing) at each connection count.
-CPU per request is the utime+stime of the target's whole process tree over the run,
-divided by the replies completed: on a shared, noisy machine it is steadier than rps,
-and it is what the proxy costs whatever the load generator manages.
+The backend is nginx answering a fixed ~100-byte 200 (one worker, keep-alive without a
+request limit): fast enough that the proxy, not the backend, is the bottleneck. nginx and
+`wrk -t1` share CPU 0; each proxy runs alone on CPU 1, one process and one thread, and the
+targets run one after the other. lbproxy runs twice: with `format: off` (the access log
+off, as the other proxies) and with its default config (a JSON access log line per
+request to stdout, which goes to a file).
 
-    python -m bench.throughput [--quick] [--duration 10] [--connections 50,500]
-                               [--targets direct,lbproxy,haproxy,nginx,naive-aiohttp]
+For each target and connection count: a warm-up whose figures are dropped, then `--runs`
+runs of `--duration` s. CPU per request is the utime+stime of the proxy's whole process
+tree over a run divided by the replies completed; the table gives its median over the runs,
+its range, and the median as a multiple of HAProxy's at the same connection count. "proxy
+CPU" is the share of its core the proxy used: near 100 % the proxy is the bottleneck; well
+below, the load generator or the backend is, and the CPU per request of an event loop
+that wakes up for fewer requests at a time is inflated.
 
-Writes the Markdown table to stdout and to bench/results/throughput.md.
+    python -m bench.throughput [--quick] [--duration 5] [--runs 3] [--warmup 2] [--connections 50,500]
+        [--targets direct,lbproxy,lbproxy-default,haproxy,nginx,caddy,naive-aiohttp] [--backend nginx|demo]
+
+Writes the Markdown table to stdout and to bench/results/throughput.md. bench.bodies and
+bench.tls start their targets through `Bench` and measure other loads.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.harness import (Cpus, Proc, Session, add_common_options, choose, free_port, noted, resolve_loadgen,
-                           start_backends, start_checked)
-from bench.loadgen import LoadResult, run_load, run_metered
-from bench.report import RESULTS, Report, now_utc
-from bench.targets import PROXIES
+from bench.harness import (Backend, Cpus, Proc, Session, add_common_options, choose, free_port, noted,
+                           resolve_loadgen, start_backends, start_checked, start_nginx_backend)
+from bench.loadgen import PLAIN, Runs, Schedule, Variety, measure
+from bench.report import RESULTS, Report, now_utc, times
+from bench.targets import PROXIES, Tls
 
 TARGETS = ["direct", *PROXIES]
+REFERENCE = "haproxy"          # the "× HAProxy" column divides by its CPU per request
+LOGGING = "lbproxy-default"    # writes an access log line per request to its stdout
 
 
 @dataclass(frozen=True)
 class Row:
     target: str
-    connections: int
-    load: LoadResult
-    proxy_cpu_us: float | None       # None for direct: there is no proxy
-    backend_cpu_us: float
+    load: str                  # the connection count here; a load's name in bench.bodies and bench.tls
+    measured: Runs             # CPU of the proxy's tree; none for direct
 
 
 @dataclass
 class Bench:
-    """One run's settings and what it has gathered so far."""
+    """One run's settings, its backend and what it has gathered so far. A target is started
+    pinned, checked to proxy (over TLS given `tls`), measured by `measure_target`, stopped;
+    a target that fails becomes a note and the next one runs."""
 
-    duration: float
-    warmup: float
+    schedule: Schedule
     connections: list[int]
-    tool: str
     cpus: Cpus
-    backend: Proc
-    backend_port: int
+    backend: Backend
     workdir: Path
-    rows: list[Row]
-    notes: list[str]
+    tls: Tls | None = None
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def run_target(self, name: str) -> None:
         if name == "direct":
-            self._measure_all(name, self.backend_port, None, self.cpus.proxy)  # the proxy's CPU is free
+            self.measure_target(name, self.backend.port, None)
             return
         target = PROXIES[name]
         if reason := target.missing():
@@ -61,45 +71,99 @@ class Bench:
             return
         port = free_port()
         with noted(self.notes, name) as stack:
-            proxy = start_checked(stack, name, target.command(self.workdir, port, [self.backend_port], None),
-                                  self.workdir, self.cpus.proxy, port)
-            self._measure_all(name, port, proxy, self.cpus.loadgen)
+            argv = target.command(self.workdir, port, [self.backend.port], self.tls)
+            proxy = start_checked(stack, name, argv, self.workdir, self.cpus.proxy, port, https=self.tls is not None)
+            self.measure_target(name, port, proxy)
 
-    def _measure_all(self, name: str, port: int, proxy: Proc | None, loadgen_cpus: str | None) -> None:
-        url = f"http://127.0.0.1:{port}/"
-        watched = [proxy, self.backend] if proxy else [self.backend]
-        with noted(self.notes, name):
-            if self.warmup > 0:  # fills pools and caches; its numbers are thrown away
-                run_load(url, min(self.connections), self.warmup, loadgen_cpus, self.tool)
-            for connections in self.connections:
-                load, cpu = run_metered(url, connections, self.duration, loadgen_cpus, self.tool, watched)
-                self.rows.append(Row(name, connections, load, cpu[0] if proxy else None, cpu[-1]))
+    def measure_target(self, name: str, port: int, proxy: Proc | None) -> None:
+        """Every connection count in turn. Direct (no proxy) runs wrk on the proxy's free CPU."""
+        schedule = self.schedule if proxy else replace(self.schedule, cpus=self.cpus.proxy)
+        for connections in self.connections:
+            self.measure_load(name, str(connections), self.url(port), connections, proxy, schedule=schedule)
+        if name == LOGGING and proxy is not None:
+            self._note_log(name, proxy)
+
+    def _note_log(self, name: str, proxy: Proc) -> None:
+        """Say how many access log lines it wrote: a log that drops lines under load would be cheap."""
+        lines = proxy.stdout_path.read_bytes().count(b"\n")
+        replies = sum(row.measured.replies for row in self.rows if row.target == name)
+        self.notes.append(f"**{name}** wrote {lines:,} access log lines to its stdout (a file) for the {replies:,} "
+                          "replies wrk counted, warm-ups included (the start check and the requests cut off at "
+                          "the end of each run are logged, not counted).")
+
+    def measure_load(self, name: str, load: str, url: str, connections: int, proxy: Proc | None,
+                     variety: Variety = PLAIN, schedule: Schedule | None = None) -> None:
+        """One load, added as a row; a failure becomes a note and the next load runs."""
+        with noted(self.notes, f"{name}, {load}"):
+            if proxy is not None and (code := proxy.exit_code()) is not None:
+                raise RuntimeError(f"{name} exited with status {code} during an earlier load")
+            measured = measure(url, connections, schedule or self.schedule, [proxy] if proxy else [], variety)
+            self.rows.append(Row(name, load, measured))
+
+    def url(self, port: int, path: str = "/") -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}{path}"
+
+    def reference_cpu(self, load: str) -> float | None:
+        """HAProxy's median CPU µs per request for `load`, when it ran."""
+        return next((row.measured.cpu().median for row in self.rows
+                     if row.target == REFERENCE and row.load == load), None)
+
+    def figures(self, row: Row) -> list[str]:
+        """rps, p50, p99, then CPU µs/req: median, range, × HAProxy (dashes without a proxy)."""
+        measured = row.measured
+        load = [f"{measured.rps.median:,.0f}", f"{measured.p50_ms:.2f}", f"{measured.p99_ms:.2f}"]
+        if not measured.cpu_us:
+            return [*load, "–", "–", "–"]
+        cpu = measured.cpu()
+        return [*load, f"{cpu.median:.1f}", cpu.range(), times(cpu.median, self.reference_cpu(row.load))]
+
+    @property
+    def backend_text(self) -> str:
+        if self.backend.name == "nginx":
+            return "nginx (1 worker, a fixed ~100-byte answer, keep-alive without a request limit)"
+        return "one Python demo backend process (`lbproxy.demo.backend`, 16-byte answer)"
+
+    def describe(self) -> str:
+        """The measuring, for a report's intro."""
+        schedule = self.schedule
+        tool = "`wrk -t1`" if schedule.tool == "wrk" else "`bench.loadgen` (wrk not installed)"
+        return (f"Load from {tool}; per target and load a {schedule.warmup:g} s warm-up, then {schedule.runs} "
+                f"runs of {schedule.duration:g} s. Backend: {self.backend_text}. {self.cpus.describe()} "
+                "CPU µs/req is utime+stime of the proxy's process tree over a run divided by the replies: the "
+                "median of the runs, their range (min–max) "
+                f"and the median over {REFERENCE}'s for the same load. rps, p50 and p99 are medians of the runs; "
+                "errors (socket errors, timeouts over 5 s, non-2xx/3xx replies) are summed.")
+
+
+def schedule(args: argparse.Namespace, cpus: Cpus) -> Schedule:
+    return Schedule(args.duration, args.runs, args.warmup, args.loadgen, cpus.loadgen)
 
 
 def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
-    cpus = bench.cpus
     page = Report(
-        "Throughput: lbproxy, HAProxy, nginx and a naive aiohttp proxy",
-        [f"`{command}` on {now_utc()}: "
-         f"{bench.duration:g} s per run after a {bench.warmup:g} s warm-up, `GET /` (16-byte reply) "
-         f"through one proxy to one demo backend process, keep-alive on both sides, load from "
-         f"{'`wrk -t1`' if bench.tool == 'wrk' else '`bench.loadgen` (wrk not installed)'}.",
-         f"{cpus.describe()} Direct runs the load generator on CPU {cpus.proxy or 'any'}. CPU µs/req is "
-         "utime+stime of the process tree over the run divided by the replies; rps is bounded by the backend "
-         "and load generator sharing one CPU, so compare CPU per request across proxies."],
-        ["target", "conns", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "backend CPU µs/req", "errors"],
-        "lrrrrrrr", notes=bench.notes, info=info)
+        "Throughput: lbproxy, HAProxy, nginx, Caddy and a naive aiohttp proxy",
+        [f"`{command}` on {now_utc()}: `GET /` through one proxy to the backend, keep-alive on both sides. "
+         "lbproxy: `format: off` (no access log, as the others); lbproxy-default: its default config, a JSON "
+         "access log line per request on stdout (to a file). HAProxy: nbthread 1, `http-reuse always`, "
+         "`option forwardfor`; nginx: 1 worker, upstream keepalive; Caddy: GOMAXPROCS=1, `reverse_proxy`. "
+         "Direct is wrk to the backend, wrk on the proxies' CPU.",
+         bench.describe() + " proxy CPU: the share of its core the proxy used (median)."],
+        ["target", "conns", "rps", "p50 ms", "p99 ms", "CPU µs/req", "min–max", "× HAProxy", "proxy CPU",
+         "errors"],
+        "lrrrrrrrrr", notes=bench.notes, info=info)
     for row in bench.rows:
-        proxy_cpu = "–" if row.proxy_cpu_us is None else f"{row.proxy_cpu_us:.1f}"
-        page.rows.append([row.target, str(row.connections), f"{row.load.rps:,.0f}", f"{row.load.p50_ms:.2f}",
-                          f"{row.load.p99_ms:.2f}", proxy_cpu, f"{row.backend_cpu_us:.1f}", str(row.load.errors)])
+        busy = f"{row.measured.busy().median:.0%}" if row.measured.cpu_us else "–"
+        page.rows.append([row.target, row.load, *bench.figures(row), busy, str(row.measured.errors)])
     return page
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
-    add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "throughput.md")
+    add_common_options(parser, duration=5.0, quick=2.0, output=RESULTS / "throughput.md", warmup=2.0, runs=3)
     parser.add_argument("--connections", default="50,500", help="comma-separated (default 50,500)")
+    parser.add_argument("--backend", choices=["nginx", "demo"], default="nginx",
+                        help="demo: the Python demo backend instead, the easy case where it, not the proxy, "
+                        "is the bottleneck (what this benchmark measured before issue 15)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(TARGETS)}")
     args = parser.parse_args(argv)
     args.targets = choose(parser, args.targets, TARGETS, "target")
@@ -111,9 +175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with Session.open("bench.throughput", argv) as run:
-        backend = start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
-        bench = Bench(args.duration, args.warmup, args.connections, args.loadgen, run.cpus, backend.proc,
-                      backend.port, run.workdir, [], [])
+        backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend) if args.backend == "nginx" \
+            else start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
+        bench = Bench(schedule(args, run.cpus), args.connections, run.cpus, backend, run.workdir)
         for name in args.targets:
             run.step(name)
             bench.run_target(name)

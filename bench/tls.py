@@ -1,17 +1,18 @@
-"""TLS termination: handshakes per second and keep-alive rps over TLS, lbproxy against HAProxy (and nginx).
+"""TLS termination: handshakes per second and keep-alive rps over TLS, lbproxy against HAProxy, nginx and Caddy.
 
 Every target terminates TLS with the same throwaway self-signed certificate (made here
 with `cryptography`: ECDSA P-256 by default, `--key rsa2048` for the still common RSA) and
-proxies in plain HTTP to one demo backend. Two loads per target, both `wrk -t1` (or the
-built-in client) on the backend's CPU while the proxy has its own:
+proxies in plain HTTP to nginx (bench.throughput's fast backend). Two loads per target,
+both `wrk -t1` (or the built-in client) on the backend's CPU while the proxy has its own
+(bench.throughput's layout), each a warm-up then `--runs` runs:
 
 - handshakes: `Connection: close` on every request, so each one is a new TCP connection
   and a full TLS handshake (wrk 4.1 does not resume sessions); rps = handshakes/s;
 - keep-alive: the handshakes happen once, then requests reuse the connections; rps
   and CPU/request show the cost of record encryption on top of proxying.
 
-    python -m bench.tls [--quick] [--duration 10] [--connections 50] [--key ec256|rsa2048]
-                        [--targets lbproxy,haproxy,nginx]
+    python -m bench.tls [--quick] [--duration 5] [--runs 3] [--connections 50] [--key ec256|rsa2048]
+                        [--targets lbproxy,haproxy,nginx,caddy]
 
 Writes bench/results/tls.md and tls.png.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from bench.harness import (Backend, Cpus, Session, add_common_options, choose, free_port, noted, package_version,
-                           resolve_loadgen, start_backends, start_checked)
-from bench.loadgen import LoadResult, Variety, run_load, run_metered
+from bench import throughput
+from bench.harness import (Proc, Session, add_common_options, choose, package_version, resolve_loadgen,
+                           start_nginx_backend)
+from bench.loadgen import Variety
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import PROXIES, Tls
 
-TARGETS = [name for name, target in PROXIES.items() if target.tls]
+CHOICES = [name for name, target in PROXIES.items() if target.tls]
+TARGETS = ["lbproxy", "haproxy", "nginx", "caddy"]
 LOADS = {"handshakes (Connection: close)": Variety(close=True), "keep-alive": Variety()}
 KEYS = ("ec256", "rsa2048")
 
@@ -64,61 +66,26 @@ def make_certificate(directory: Path, key_type: str) -> Tls:
     return tls
 
 
-@dataclass(frozen=True)
-class Row:
-    target: str
-    load_name: str
-    load: LoadResult
-    proxy_cpu_us: float
+class Bench(throughput.Bench):
+    """bench.throughput's per-target start, over TLS (`tls` set), measuring `LOADS` instead."""
+
+    def measure_target(self, name: str, port: int, proxy: Proc | None) -> None:
+        for load_name, variety in LOADS.items():
+            self.measure_load(name, load_name, self.url(port), self.connections[0], proxy, variety)
 
 
-@dataclass
-class Bench:
-    """One run's settings, its certificate and backend, and what it has gathered so far."""
-
-    args: argparse.Namespace
-    cpus: Cpus
-    backend: Backend
-    tls: Tls
-    workdir: Path
-    rows: list[Row]
-    notes: list[str]
-
-    def run_target(self, name: str) -> None:
-        target = PROXIES[name]
-        if reason := target.missing():
-            self.notes.append(f"**{name}** skipped: {reason}")
-            return
-        port, args = free_port(), self.args
-        with noted(self.notes, name) as stack:
-            argv = target.command(self.workdir, port, [self.backend.port], self.tls)
-            proxy = start_checked(stack, name, argv, self.workdir, self.cpus.proxy, port, https=True)
-            url = f"https://127.0.0.1:{port}/"
-            if args.warmup > 0:
-                run_load(url, args.connections, args.warmup, self.cpus.loadgen, args.loadgen)
-            for load_name, variety in LOADS.items():
-                load, cpu = run_metered(url, args.connections, args.duration, self.cpus.loadgen, args.loadgen,
-                                        [proxy], variety)
-                self.rows.append(Row(name, load_name, load, cpu[0]))
-
-
-def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
-    args = bench.args
-    tool = "`wrk -t1`" if args.loadgen == "wrk" else "`bench.loadgen`"
+def report(bench: Bench, args: argparse.Namespace, command: str, info: dict[str, str]) -> Report:
     key = "ECDSA P-256" if args.key == "ec256" else "RSA 2048"
     page = Report(
         "TLS termination: handshakes and keep-alive",
-        [f"`{command}` on {now_utc()}: {args.duration:g} s per load after a {args.warmup:g} s warm-up, "
-         f"{args.connections} connections from {tool} to `https://127.0.0.1:PORT/`, one self-signed {key} "
-         "certificate for every target, plain HTTP keep-alive to one demo backend.",
-         f"{bench.cpus.describe()} Handshakes: `Connection: close` on every request, so rps = full TLS "
-         "handshakes per second. CPU µs/req is utime+stime of the proxy's process tree over the run divided by "
-         "the replies."],
-        ["target", "load", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "errors"],
-        "llrrrrr", notes=bench.notes, info={**info, "cryptography": package_version("cryptography")})
+        [f"`{command}` on {now_utc()}: {args.connections} connections to `https://127.0.0.1:PORT/`, one "
+         f"self-signed {key} certificate for every target, plain HTTP keep-alive to nginx. Handshakes: "
+         "`Connection: close` on every request, so rps = full TLS handshakes per second (wrk does not "
+         "resume sessions).", bench.describe()],
+        ["target", "load", "rps", "p50 ms", "p99 ms", "CPU µs/req", "min–max", "× HAProxy", "errors"],
+        "llrrrrrrr", notes=bench.notes, info={**info, "cryptography": package_version("cryptography")})
     for row in bench.rows:
-        page.rows.append([row.target, row.load_name, f"{row.load.rps:,.0f}", f"{row.load.p50_ms:.2f}",
-                          f"{row.load.p99_ms:.2f}", f"{row.proxy_cpu_us:.1f}", str(row.load.errors)])
+        page.rows.append([row.target, row.load, *bench.figures(row), str(row.measured.errors)])
     return page
 
 
@@ -127,8 +94,9 @@ def plot(bench: Bench) -> Any:
         targets = list(dict.fromkeys(row.target for row in bench.rows))
         figure, axes = pyplot.subplots(1, len(LOADS), figsize=(10, 4))
         for load_axes, load_name in zip(axes, LOADS):
-            rows = {row.target: row for row in bench.rows if row.load_name == load_name}
-            load_axes.bar(targets, [rows[t].load.rps if t in rows else 0.0 for t in targets], color="tab:green")
+            rows = {row.target: row for row in bench.rows if row.load == load_name}
+            load_axes.bar(targets, [rows[t].measured.rps.median if t in rows else 0.0 for t in targets],
+                          color="tab:green")
             load_axes.set_title(load_name)
             load_axes.set_ylabel("requests per second")
         figure.suptitle("TLS termination")
@@ -138,12 +106,12 @@ def plot(bench: Bench) -> Any:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.tls", description=__doc__.split("\n")[0])
-    add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "tls.md")
+    add_common_options(parser, duration=5.0, quick=2.0, output=RESULTS / "tls.md", warmup=2.0, runs=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--key", choices=KEYS, default="ec256", help="certificate key type (default ec256)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(TARGETS)}")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(CHOICES)}")
     args = parser.parse_args(argv)
-    args.targets = choose(parser, args.targets, TARGETS, "target")
+    args.targets = choose(parser, args.targets, CHOICES, "target")
     args.loadgen = resolve_loadgen(args.loadgen)
     return args
 
@@ -151,12 +119,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with Session.open("bench.tls", argv) as run:
-        backend = start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
-        bench = Bench(args, run.cpus, backend, make_certificate(run.workdir, args.key), run.workdir, [], [])
+        backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend)
+        tls = make_certificate(run.workdir, args.key)
+        bench = Bench(throughput.schedule(args, run.cpus), [args.connections], run.cpus, backend, run.workdir, tls)
         for name in args.targets:
             run.step(name)
             bench.run_target(name)
-    report(bench, run.command, run.info).publish(args.output, plot(bench))
+    report(bench, args, run.command, run.info).publish(args.output, plot(bench))
 
 
 if __name__ == "__main__":
