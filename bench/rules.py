@@ -11,6 +11,8 @@ backend's CPU, as in bench.throughput, and the same `GET /` through these config
   with `stick_store: memory`;
 - the same with `stick_store: redis://…`, against a throwaway redis-server (no persistence)
   started on a free port on the backend's CPU and stopped after;
+- a Python plugin action that does nothing, plain and `async def` (what a plugin costs
+  before it does any work), and `auth_request` whose allow answer is cached (no subrequest);
 - one `use_backend` rule naming the backend (no condition), the baseline of the rest;
 - 10, 1,000 and 10,000 `use_backend` rules `{ host hN.example.com }`, the last one
   matching the requests' host (127.0.0.1), so each request tests them all;
@@ -27,7 +29,7 @@ rules), which load-test noise does not blur: for `map_ip` both with one client (
 hit) and with 10,000 clients in turn.
 
     python -m bench.rules [--quick] [--duration 10] [--connections 50] [--loadgen auto|wrk|builtin]
-                          [--only use_backend]
+                          [--only use_backend,plugin]
 
 Writes bench/results/rules.md and rules.png.
 """
@@ -115,12 +117,29 @@ def host_rules(count: int) -> dict[str, Any]:
     return {"use_backend": [{"backend": "app", "if": f"{{ host {host} }}"} for host in hosts]}
 
 
+NOOP_PLUGIN = """\
+from lbproxy import ext
+
+@ext.action("bench_noop")
+def noop(req, args):
+    return None
+
+@ext.action("bench_noop_async")
+async def noop_async(req, args):
+    return None
+"""
+AUTH_CACHED = {"http_request": [{"auth_request": {
+    "backend": "auth", "path": "/", "cache": {"ttl": "1h", "key": "%[hdr(host)]"}}}]}
+
+
 @dataclass(frozen=True)
 class Setup:
     name: str
     frontend: dict[str, Any]
     redis: bool = False       # stick tables in a throwaway redis-server
-    maps: dict[str, Callable[[int], str]] | None = None    # file name -> its text for a port
+    files: dict[str, Callable[[int], str]] | None = None   # beside the YAML: name -> text for a port
+    plugins: tuple[str, ...] = ()                          # of those files, the plugins to load
+    auth_backend: bool = False    # a backend `auth` (the same demo server) for auth_request
 
     @property
     def routes(self) -> bool:
@@ -136,17 +155,22 @@ SETUPS = [
     Setup(f"{RULES} ACL rules, none matching", acl_rules(RULES)),
     Setup("track_sc0 src + rate deny, stick_store: memory", TRACKING),
     Setup("track_sc0 src + rate deny, stick_store: redis", TRACKING, redis=True),
+    Setup("a no-op plugin action", {"http_request": [{"bench_noop": None}]},
+          files={"noop_plugin.py": lambda _port: NOOP_PLUGIN}, plugins=("noop_plugin.py",)),
+    Setup("a no-op async plugin action", {"http_request": [{"bench_noop_async": None}]},
+          files={"noop_plugin.py": lambda _port: NOOP_PLUGIN}, plugins=("noop_plugin.py",)),
+    Setup("auth_request, the allow answer cached", AUTH_CACHED, auth_backend=True),
     Setup(PLAIN_RULE, {"use_backend": [{"backend": "app"}]}),
     *[Setup(f"{count:,} `host` use_backend rules, the last matching", host_rules(count))
       for count in HOST_COUNTS],
     *[Setup(f"use_backend by `host,map`, {size:,} hosts", by_template("%[host,map(hosts.map)]"),
-            maps={"hosts.map": host_map(size)}) for size in MAP_SIZES],
+            files={"hosts.map": host_map(size)}) for size in MAP_SIZES],
     Setup("use_backend by `hdr(host),lower,map`, 100,000 hosts",
-          by_template("%[hdr(host),lower,map(hosts.map)]"), maps={"hosts.map": host_map(MAP_ENTRIES)}),
+          by_template("%[hdr(host),lower,map(hosts.map)]"), files={"hosts.map": host_map(MAP_ENTRIES)}),
     Setup("use_backend by `map_dom`, 100,000 domains", by_template("%[host,map_dom(domains.map)]"),
-          maps={"domains.map": domain_map}),
+          files={"domains.map": domain_map}),
     Setup("use_backend by `map_ip`, 100,000 networks", by_template("%[src,map_ip(networks.map)]"),
-          maps={"networks.map": network_map}),
+          files={"networks.map": network_map}),
 ]
 
 
@@ -214,9 +238,14 @@ class Bench:
                     "--appendonly", "no"], self.workdir, self.cpus.backend))
                 redis.wait_for_port(redis_port)
                 global_["stick_store"] = f"redis://127.0.0.1:{redis_port}/0"
+            if setup.plugins:
+                global_["plugins"] = list(setup.plugins)
             port = free_port()
             config = lbproxy_config(port, [self.backend.port], frontend=setup.frontend, global_=global_)
-            for name, text in (setup.maps or {}).items():       # beside the YAML that names them
+            if setup.auth_backend:
+                config["backends"]["auth"] = {"servers": [
+                    {"name": "auth1", "address": f"127.0.0.1:{self.backend.port}"}]}
+            for name, text in (setup.files or {}).items():      # beside the YAML that names them
                 (self.workdir / name).write_text(text(port))
             argv = lbproxy_argv(self.workdir, config)
             route = "–"
@@ -284,8 +313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "rules.md")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--only", default="", help="run only the setups whose name holds this text "
-                        "(e.g. use_backend)")
+    parser.add_argument("--only", default="", help="run only the setups whose name holds one of "
+                        "these comma-separated texts (e.g. use_backend or 'no rules,plugin')")
     args = parser.parse_args(argv)
     args.loadgen = resolve_loadgen(args.loadgen)
     return args
@@ -297,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         backend = start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
         bench = Bench(args, run.cpus, backend, run.workdir, [], [])
         for setup in SETUPS:
-            if args.only not in setup.name:
+            if not any(text in setup.name for text in args.only.split(",")):
                 continue
             run.step(setup.name)
             bench.run(setup)
