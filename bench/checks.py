@@ -67,6 +67,8 @@ class Run:
     probes: int           # counted during the window (see ProbeCounter)
     seconds: float
     time_wait: int
+    start_seconds: float  # from exec to its port accepting
+    rss_mb: float         # at the end of the window
 
     @property
     def probes_per_second(self) -> float:
@@ -161,6 +163,14 @@ def time_wait_towards(ports: set[int]) -> int:
     return count
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 # --- the proxies --------------------------------------------------------------------------------
 
 def server_ports(ports: list[int], count: int) -> list[int]:
@@ -197,10 +207,12 @@ def haproxy_checks_argv(workdir: Path, port: int, servers: list[int], check: str
 def measure(session: Session, args: argparse.Namespace, name: str, argv: list[str], port: int, servers: int,
             check: str, count: ProbeCounter) -> Run:
     """Start the proxy, warm up, read its CPU and the probes counted over the window, stop it."""
+    launched = time.monotonic()
     proc = session.stack.enter_context(Proc(f"{name}-{check}-{servers}", argv, session.workdir,
                                             session.cpus.proxy))
     try:
         proc.wait_for_port(port, timeout=60.0)
+        start_seconds = time.monotonic() - launched
         time.sleep(args.warmup)
         if proc.exit_code() is not None:
             raise StartError(f"{name} exited with status {proc.exit_code()}\n{proc.stderr_tail()}")
@@ -208,11 +220,12 @@ def measure(session: Session, args: argparse.Namespace, name: str, argv: list[st
         time.sleep(args.duration)
         after_cpu, ended, after_probes = tree_cpu_seconds(proc.pid), time.monotonic(), count.read()
         time_wait = time_wait_towards(set(args.listener_ports))
+        rss_mb = rss_kib(proc.pid) / 1024
     finally:
         proc.stop()
     seconds = ended - started
     return Run(name, servers, check, 100.0 * (after_cpu - before_cpu) / seconds,
-               after_probes - before_probes - count.own, seconds, time_wait)
+               after_probes - before_probes - count.own, seconds, time_wait, start_seconds, rss_mb)
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -223,14 +236,15 @@ def rows(runs: list[Run]) -> list[list[str]]:
     for run in runs:
         if run.check == "none":
             out.append([run.target, f"{run.servers:,}", "none", f"{run.cpu_percent:.2f}", "—", "—", "—",
-                        str(run.time_wait)])
+                        str(run.time_wait), f"{run.start_seconds:.2f}", f"{run.rss_mb:.0f}"])
             continue
         expected = run.servers / INTERVAL
         gross = 1e4 * run.cpu_percent / max(run.probes_per_second, 1e-9)    # % of a core → µs per second
         base = idle.get((run.target, run.servers))
         net = "—" if base is None else f"{1e4 * (run.cpu_percent - base) / max(run.probes_per_second, 1e-9):.0f}"
         out.append([run.target, f"{run.servers:,}", run.check, f"{run.cpu_percent:.2f}",
-                    f"{run.probes_per_second:,.0f} / {expected:,.0f}", f"{gross:.0f}", net, str(run.time_wait)])
+                    f"{run.probes_per_second:,.0f} / {expected:,.0f}", f"{gross:.0f}", net, str(run.time_wait),
+                    f"{run.start_seconds:.2f}", f"{run.rss_mb:.0f}"])
     return out
 
 
@@ -281,10 +295,11 @@ def run(args: argparse.Namespace) -> Report:
                f"answering 200. CPU: the proxy's utime+stime over {args.duration:g} s after {args.warmup:g} s of "
                f"warm-up, in % of one core. Probes: {count.label} in the window, against "
                f"N / interval. µs per probe: the CPU over the probes; net: after subtracting the same proxy's "
-               f"CPU with no checks. {session.cpus.describe()}")],
+               f"CPU with no checks. Start: from exec to the port accepting; RSS at the end of the window. "
+                f"{session.cpus.describe()}")],
         header=["proxy", "servers", "check", "CPU % of a core", "probes/s (seen / expected)", "µs per probe",
-                "net µs per probe", "TIME_WAIT"],
-        align="lrlrrrrr",
+                "net µs per probe", "TIME_WAIT", "start s", "RSS MB"],
+        align="lrlrrrrrrr",
         info=session.info,
     )
     report.rows = rows(runs)
