@@ -149,7 +149,6 @@ class Probe:
 
     def _connected(self) -> None:
         sock = self.sock
-        self.loop.remove_writer(self.fd)
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self._failed(code)
@@ -165,7 +164,9 @@ class Probe:
             if sent != len(self.request):   # a few hundred bytes into an empty buffer
                 self._finish(False, "Layer7 connection problem: short write")
                 return
+            # reader first: the loop then modifies the fd's registration, not drops and re-adds it
             self.loop.add_reader(self.fd, self._readable)
+            self.loop.remove_writer(self.fd)
 
     def _readable(self) -> None:
         try:
