@@ -55,7 +55,7 @@ class Health:
     passive checks needs `rise` fresh successes to come back.
     """
 
-    __slots__ = ("rise", "fall", "state", "successes", "failures")
+    __slots__ = ("failures", "fall", "rise", "state", "successes")
 
     def __init__(self, rise: int, fall: int) -> None:
         self.rise = rise
@@ -98,6 +98,16 @@ class _Target:
         self.late = False           # its next probe came due while this one ran
         self.removed = False
 
+    def remove(self) -> asyncio.Task | None:
+        """No more probes; the one in flight is stopped (a gRPC task is returned, cancelled)."""
+        self.removed = True
+        if isinstance(self.probe, asyncio.Task):
+            self.probe.cancel()
+            return self.probe
+        if self.probe is not None:
+            self.probe.abort()
+        return None
+
 
 class ActiveChecker:
     """Periodic probes of every server of one backend, per its `health_check`."""
@@ -129,14 +139,7 @@ class ActiveChecker:
             self.backend.listeners.remove(self._changed)
         if self._timer is not None:
             self._timer.cancel()
-        tasks = []
-        for target in self._targets.values():
-            target.removed = True
-            if isinstance(target.probe, asyncio.Task):
-                target.probe.cancel()
-                tasks.append(target.probe)
-            elif target.probe is not None:
-                target.probe.abort()
+        tasks = [task for target in self._targets.values() if (task := target.remove())]
         self._targets.clear()
         self._due.clear()
         self._flying.clear()
@@ -149,11 +152,7 @@ class ActiveChecker:
         elif what == "removed":
             target = self._targets.pop(server, None)
             if target is not None:
-                target.removed = True
-                if isinstance(target.probe, asyncio.Task):
-                    target.probe.cancel()
-                elif target.probe is not None:
-                    target.probe.abort()
+                target.remove()
 
     def _watch(self, server: Server, due: float) -> None:
         if server not in self._targets:
