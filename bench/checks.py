@@ -17,7 +17,7 @@ interval) its utime+stime is read from /proc/PID/stat over `--duration` seconds.
 Probes are counted by the kernel, not assumed: the benchmark re-runs itself in a network
 namespace of its own (as root, with `unshare`), where the TCP counters of /proc/net/snmp
 see only its processes, and a probe is a connection the proxy opened whose handshake was
-answered (ActiveOpens − AttemptFails, minus the benchmark's own two status requests). So
+answered (ActiveOpens − AttemptFails, with the listeners' EmbryonicRsts given back). So
 a proxy that probes less often than it should is not credited with a cheap probe, and a
 tcp check that closes at the SYN-ACK, before the listener could accept it (HAProxy's, and
 now lbproxy's), still counts. Without a namespace, nginx's stub_status `accepts` are
@@ -28,7 +28,7 @@ what checks cost on top. On loopback, part of the kernel's TCP work for both end
 the connecting process's context (softirq), so both proxies' figures include some of the
 listener's share of the handshake, equally. Also reported: sockets in TIME_WAIT towards
 the listener ports at the end of the window (a proxy that closes its checks with a FIN
-keeps one per probe for 60 s on its side; RST keeps none; earlier runs' may linger).
+keeps one per probe for 60 s on its side; RST keeps none; only those of the window count).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import (REPO, Proc, Session, StartError, add_common_options, choose, free_port,
+from bench.harness import (CLK_TCK, REPO, Proc, Session, StartError, add_common_options, choose, free_port,
                            noted, tree_cpu_seconds)
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv, lbproxy_config
@@ -55,6 +55,7 @@ TARGETS = ["lbproxy", "haproxy"]
 INTERVAL = 2.0          # seconds between two checks of a server, as in issue 22's table
 TIMEOUT = 1.0
 TIME_WAIT = "06"        # the state column of /proc/net/tcp
+TIME_WAIT_SECONDS = 60     # Linux's TCP_TIMEWAIT_LEN
 NETNS_ENV = "BENCH_CHECKS_NETNS"    # set in the re-run inside the benchmark's own namespace
 
 
@@ -108,12 +109,18 @@ def accepted(status_port: int) -> int:
     return int(text.splitlines()[2].split()[0])      # " accepts handled requests" then the numbers
 
 
+def kernel_counters(path: str, prefix: str) -> dict[str, int]:
+    """One table of /proc/net/snmp or /proc/net/netstat: its header line, then its values."""
+    lines = [line.split() for line in Path(path).read_text().splitlines() if line.startswith(prefix)]
+    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+
 def tcp_opened() -> int:
-    """Connections opened from this network namespace whose handshake was answered."""
-    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
-             if line.startswith("Tcp:")]
-    counters = dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
-    return counters["ActiveOpens"] - counters["AttemptFails"]
+    """Connections opened from this network namespace whose handshake was answered: the
+    connects, less those that failed. The listeners' side counts a failed attempt too when a
+    check resets a connection it has not accepted yet (EmbryonicRsts): that is no failure."""
+    tcp, ext = kernel_counters("/proc/net/snmp", "Tcp:"), kernel_counters("/proc/net/netstat", "TcpExt:")
+    return tcp["ActiveOpens"] - (tcp["AttemptFails"] - ext["EmbryonicRsts"])
 
 
 @dataclass(frozen=True)
@@ -147,8 +154,9 @@ def rerun_in_own_netns(argv: list[str] | None) -> None:
     os.execvp("unshare", ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec {command}"])
 
 
-def time_wait_towards(ports: set[int]) -> int:
-    """Sockets in TIME_WAIT whose remote or local port is one of `ports` (either side of a probe)."""
+def time_wait_towards(ports: set[int], within: float) -> int:
+    """Sockets in TIME_WAIT whose remote or local port is one of `ports` (either side of a
+    probe) and that entered it in the last `within` seconds (their 60 s timer tells)."""
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -159,7 +167,8 @@ def time_wait_towards(ports: set[int]) -> int:
             fields = line.split()
             if fields[3] == TIME_WAIT and (int(fields[1].rsplit(":", 1)[1], 16) in ports
                                            or int(fields[2].rsplit(":", 1)[1], 16) in ports):
-                count += 1
+                left = int(fields[5].split(":")[1], 16) / CLK_TCK      # "tr:tm->when", clock ticks
+                count += left > TIME_WAIT_SECONDS - within
     return count
 
 
@@ -195,7 +204,7 @@ def haproxy_checks_argv(workdir: Path, port: int, servers: list[int], check: str
             "    http-check expect status 200-399\n") if check == "http" else ""
     config = workdir / f"haproxy-{check}-{len(servers)}.cfg"
     config.write_text(
-        "global\n    nbthread 1\n    maxconn 9000\n"
+        "global\n    nbthread 1\n    maxconn 2000\n"   # 5,000 checked servers need fds too
         "defaults\n    mode http\n"
         f"    timeout connect {TIMEOUT:g}s\n    timeout check {TIMEOUT:g}s\n"
         "    timeout client 30s\n    timeout server 30s\n"
@@ -219,7 +228,7 @@ def measure(session: Session, args: argparse.Namespace, name: str, argv: list[st
         before_probes, before_cpu, started = count.read(), tree_cpu_seconds(proc.pid), time.monotonic()
         time.sleep(args.duration)
         after_cpu, ended, after_probes = tree_cpu_seconds(proc.pid), time.monotonic(), count.read()
-        time_wait = time_wait_towards(set(args.listener_ports))
+        time_wait = time_wait_towards(args.listener_ports, time.monotonic() - started)
         rss_mb = rss_kib(proc.pid) / 1024
     finally:
         proc.stop()
