@@ -30,6 +30,7 @@ MAX_HEAD = 65536                 # a status line longer than this is not HTTP
 RECV_SIZE = 4096                 # the status line and then some; the rest is never read
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, no TIME_WAIT
 PENDING = frozenset({errno.EINPROGRESS, errno.EAGAIN})
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)   # Linux only
 
 Done = Callable[[bool, str], None]
 Endpoint = tuple[int, "str | tuple"]     # (address family, sockaddr)
@@ -111,8 +112,8 @@ class Probe:
     def _connect(self, family: int, sockaddr: str | tuple) -> None:
         sock = self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.fd = sock.fileno()
-        if family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        if family != socket.AF_UNIX and QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 0)
         code = sock.connect_ex(sockaddr)
         if code == 0:
             self._connected()
