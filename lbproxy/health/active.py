@@ -1,30 +1,37 @@
 """Active health checks: probe every server of a backend on its own schedule.
 
-One task per server, so a slow or hanging server delays nobody else's checks and a
-server added at run time is picked up (through `Backend.listeners`) without a restart.
-A probe is one fresh connection, never a pooled one: check traffic is independent of
-client traffic. HTTP probes are written by hand on an asyncio stream (one request line,
-one status line read, then close) because that is all a check needs; the whole probe,
-connect included, is cut at `timeout`.
+One scheduler per backend, not a task per server: a heap of the servers' next probe
+times and a deque of the probes in flight (one timeout for all, so launch order is
+deadline order), served by a single loop timer. Each probe is a few socket callbacks
+(lbproxy/health/probe.py); gRPC checks, which speak HTTP/2, keep a task of their own.
+Servers get evenly spaced phases over the interval (from a random offset per backend),
+so 5,000 servers every 2 s are 2,500 probes a second, never 5,000 at once; probes due
+within a small slack of each other share one timer wake-up. A server's next probe is
+due one interval after the last was due, whatever the loop's delays, so phases do not
+drift together; a probe still running when its next is due delays that one until it
+ends. A probe is one fresh connection, never a pooled one: check traffic is independent
+of client traffic, and a fresh connect is what tells a listening server from a gone one.
 
 Rise/fall follow HAProxy: a server changes state only after `rise` consecutive successes
 or `fall` consecutive failures. Servers in the configuration start UP (a restart causes no
-outage); servers added at run time with `up=False` start CHECKING and get traffic only
-after `rise` successes. Servers in MAINT are not probed. `Backend.set_health` is called on
-transitions only, and logs them once.
+outage); servers added at run time with `up=False` start CHECKING, are probed at once and
+get traffic only after `rise` successes. Servers in MAINT are not probed. Servers removed
+are no longer probed. `Backend.set_health` is called on transitions only, and logs them once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
+from collections import deque
 from typing import TYPE_CHECKING
 
 from lbproxy.backends.server import MAINT
-from lbproxy.config.schema import Address, HealthCheckConfig
+from lbproxy.config.schema import HealthCheckConfig
 from lbproxy.health.grpc import grpc_probe
-from lbproxy.proxy.state import OUT_OF_FDS
+from lbproxy.health.probe import Endpoint, Probe, endpoint, http_request
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -32,7 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lbproxy.health")
 
-USER_AGENT = "lbproxy-check"
+# Probes due within this share of the interval (at most MAX_SLACK) start together:
+# one timer wake-up for many servers, none more than 0.5 % of an interval early.
+SLACK_SHARE = 0.005
+MAX_SLACK = 0.010
 
 
 class Health:
@@ -45,7 +55,7 @@ class Health:
     passive checks needs `rise` fresh successes to come back.
     """
 
-    __slots__ = ("rise", "fall", "state", "successes", "failures")
+    __slots__ = ("failures", "fall", "rise", "state", "successes")
 
     def __init__(self, rise: int, fall: int) -> None:
         self.rise = rise
@@ -73,66 +83,30 @@ class Health:
         return None
 
 
-def http_request(check: HealthCheckConfig, address: Address) -> bytes:
-    """The probe request for `address`: Host is the configured one or the probed address."""
-    if check.host is not None:
-        host = check.host
-    elif address.unix is not None:
-        host = "localhost"
-    else:
-        host = str(Address(address.host, check.port or address.port))
-    return (f"{check.method} {check.path} HTTP/1.1\r\nHost: {host}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n").encode("latin-1")
+class _Target:
+    """One checked server: what its probes need, worked out once, and its schedule."""
 
+    __slots__ = ("due", "health", "late", "probe", "removed", "request", "server", "where")
 
-def status_verdict(line: bytes, expect: tuple[int, int]) -> tuple[bool, str]:
-    """Judge an HTTP status line against the expected (inclusive) status range."""
-    if not line:
-        return False, "Layer7 invalid response: connection closed"
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return False, "Layer7 invalid response"
-    status = int(parts[1])
-    if expect[0] <= status <= expect[1]:
-        return True, f"Layer7 check passed ({status})"
-    return False, f"Layer7 wrong status {status}"
+    def __init__(self, server: Server, check: HealthCheckConfig, due: float) -> None:
+        self.server = server
+        self.health = Health(check.rise, check.fall)
+        self.request = http_request(check, server.address) if check.type == "http" else None
+        self.where: Endpoint | None = endpoint(server.address, check.port)
+        self.due = due
+        self.probe: Probe | asyncio.Task | None = None    # in flight
+        self.late = False           # its next probe came due while this one ran
+        self.removed = False
 
-
-async def probe(address: Address, timeout: float, request: bytes | None = None,
-                expect: tuple[int, int] = (200, 399),
-                port: int | None = None) -> tuple[bool, str]:
-    """One check: a TCP connect, plus an HTTP exchange when `request` is given.
-
-    Returns (passed, reason) with HAProxy's wording: "Layer4 connection refused",
-    "Layer4 timeout", "Layer7 timeout", "Layer7 wrong status 500"...
-    """
-    layer = 4
-    try:
-        async with asyncio.timeout(timeout):
-            if address.unix is not None:
-                reader, writer = await asyncio.open_unix_connection(address.unix)
-            else:
-                reader, writer = await asyncio.open_connection(address.host,
-                                                               port or address.port)
-            try:
-                if request is None:
-                    return True, "Layer4 check passed"
-                layer = 7
-                writer.write(request)
-                line = await reader.readline()
-            finally:
-                writer.close()
-    except TimeoutError:
-        return False, f"Layer{layer} timeout"
-    except ConnectionRefusedError:
-        return False, "Layer4 connection refused"
-    except OSError as exc:
-        if exc.errno in OUT_OF_FDS:
-            raise                   # the proxy's own trouble: no verdict on the server
-        return False, f"Layer{layer} connection problem: {exc.strerror or exc}"
-    except ValueError:              # a status line over the stream's 64 KiB limit
-        return False, "Layer7 invalid response"
-    return status_verdict(line, expect)
+    def remove(self) -> asyncio.Task | None:
+        """No more probes; the one in flight is stopped (a gRPC task is returned, cancelled)."""
+        self.removed = True
+        if isinstance(self.probe, asyncio.Task):
+            self.probe.cancel()
+            return self.probe
+        if self.probe is not None:
+            self.probe.abort()
+        return None
 
 
 class ActiveChecker:
@@ -141,57 +115,135 @@ class ActiveChecker:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.config: HealthCheckConfig = backend.config.health_check
-        self._tasks: dict[Server, asyncio.Task] = {}
+        self.loop = backend.state.loop
+        self.slack = min(MAX_SLACK, self.config.interval * SLACK_SHARE)
+        self._targets: dict[Server, _Target] = {}
+        self._due: list[tuple[float, int, _Target]] = []       # a heap
+        self._count = 0                                         # heap tie-breaker
+        self._flying: deque[tuple[float, Probe]] = deque()      # (deadline, probe)
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake = float("inf")                               # when _timer fires
 
     def start(self) -> None:
-        """Probe the servers present now (first probe after a random jitter, so that
-        many servers are not probed in the same millisecond) and watch for new ones."""
+        """Probe the servers present now, evenly spread over one interval, and watch
+        for new ones."""
         self.backend.listeners.append(self._changed)
-        for server in self.backend.servers:
-            self._watch(server, random.uniform(0.0, self.config.interval))
+        servers = list(self.backend.servers)
+        now, offset = self.loop.time(), random.random()
+        for i, server in enumerate(servers):
+            self._watch(server, now + self.config.interval * ((offset + i / len(servers)) % 1.0))
+        self._arm()
 
     async def stop(self) -> None:
         if self._changed in self.backend.listeners:
             self.backend.listeners.remove(self._changed)
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [task for target in self._targets.values() if (task := target.remove())]
+        self._targets.clear()
+        self._due.clear()
+        self._flying.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _changed(self, backend: Backend, server: Server | None, what: str) -> None:
         if what == "added":
-            self._watch(server, 0.0)        # checked at once: it waits for its first UP
+            self._watch(server, self.loop.time())    # checked at once: it waits for its first UP
+            self._arm()
         elif what == "removed":
-            task = self._tasks.pop(server, None)
-            if task is not None:
-                task.cancel()
+            target = self._targets.pop(server, None)
+            if target is not None:
+                target.remove()
 
-    def _watch(self, server: Server, delay: float) -> None:
-        if server not in self._tasks:
-            self._tasks[server] = self.backend.state.loop.create_task(self._run(server, delay))
+    def _watch(self, server: Server, due: float) -> None:
+        if server not in self._targets:
+            target = self._targets[server] = _Target(server, self.config, due)
+            self._push(target)
 
-    async def _run(self, server: Server, delay: float) -> None:
+    def _push(self, target: _Target) -> None:
+        self._count += 1
+        heapq.heappush(self._due, (target.due, self._count, target))
+
+    def _arm(self) -> None:
+        """Set the one timer to the next due probe or the next deadline, if sooner."""
+        flying = self._flying
+        while flying and flying[0][1].finished:     # most probes end long before their deadline
+            flying.popleft()
+        wake = self._due[0][0] if self._due else float("inf")
+        if flying and flying[0][0] < wake:
+            wake = flying[0][0]
+        if wake == self._wake:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake = wake
+        if wake != float("inf"):
+            self._timer = self.loop.call_at(wake, self._tick)
+
+    def _tick(self) -> None:
+        self._timer, self._wake = None, float("inf")
+        now = self.loop.time()
+        flying = self._flying
+        while flying and flying[0][0] <= now:
+            flying.popleft()[1].expire()
+        due, interval, soon = self._due, self.config.interval, now + self.slack
+        while due and due[0][0] <= soon:
+            target = heapq.heappop(due)[2]
+            if target.removed:
+                continue
+            if target.probe is not None:
+                target.late = True          # re-queued when the running probe ends
+            elif target.server.admin != MAINT:
+                self._launch(target, now)
+            target.due = max(target.due + interval, now)
+            if not target.late:
+                self._push(target)
+        self._arm()
+
+    def _launch(self, target: _Target, now: float) -> None:
         check = self.config
-        request = http_request(check, server.address) if check.type == "http" else None
-        health = Health(check.rise, check.fall)
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(delay)
-        while True:
-            started = loop.time()
-            if server.admin != MAINT:
-                try:
-                    if check.type == "grpc":
-                        ok, reason = await grpc_probe(server.address, check.timeout,
-                                                      check.service, check.port)
-                    else:
-                        ok, reason = await probe(server.address, check.timeout, request,
-                                                 check.expect_status, check.port)
-                except OSError as exc:          # out of descriptors: counted, not recorded
-                    self.backend.state.out_of_fds_in(exc, server)
-                else:
-                    self._record(server, health, ok, reason)
-            await asyncio.sleep(max(0.0, started + check.interval - loop.time()))
+        if check.type == "grpc":
+            target.probe = self.loop.create_task(self._grpc(target))
+            return
+        one = target.probe = Probe(self.loop, target.request, check.expect_status,
+                                   lambda ok, reason: self._done(target, ok, reason))
+        try:
+            one.start(target.where, target.server.address, check.port)
+        except OSError as exc:          # out of descriptors: counted, not recorded
+            one.abort()
+            target.probe = None
+            self.backend.state.out_of_fds_in(exc, target.server)
+            return
+        if not one.finished:
+            self._flying.append((now + check.timeout, one))
+        elif target.probe is one:
+            target.probe = None
+
+    async def _grpc(self, target: _Target) -> None:
+        check = self.config
+        try:
+            ok, reason = await grpc_probe(target.server.address, check.timeout, check.service,
+                                          check.port)
+        except OSError as exc:          # out of descriptors: counted, not recorded
+            target.probe = None
+            self.backend.state.out_of_fds_in(exc, target.server)
+            self._requeue(target)
+        else:
+            self._done(target, ok, reason)
+
+    def _done(self, target: _Target, ok: bool, reason: str) -> None:
+        target.probe = None
+        if not target.removed:
+            self._record(target.server, target.health, ok, reason)
+            self._requeue(target)
+
+    def _requeue(self, target: _Target) -> None:
+        """A probe ended after its next came due: that one starts now."""
+        if target.late and not target.removed:
+            target.late = False
+            target.due = self.loop.time()
+            self._push(target)
+            self._arm()
 
     def _record(self, server: Server, health: Health, ok: bool, reason: str) -> None:
         current = None if server.check == "checking" else server.up

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import FAILURES
 from lbproxy.backends.server import MAINT
-from lbproxy.health.active import probe
+from lbproxy.health.probe import probe
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -58,6 +59,7 @@ class HangingServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
+        self.times: list[float] = []        # of each accept
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -66,6 +68,7 @@ class HangingServer:
                 self.conns.append(self.sock.accept()[0])
             except OSError:
                 return
+            self.times.append(time.monotonic())
 
     def closed_by_peer(self) -> int:
         return sum(map(_closed, list(self.conns)))
@@ -221,3 +224,21 @@ def test_maint_stops_checks_and_removed_servers_are_no_longer_probed(backends, p
     assert state_of(p, "app1")[0] == "MAINT"
     p.call(lambda: backend.set_admin(backend.server("app1"), "ready"))
     wait_for(lambda: app1.stats.requests > frozen1)
+
+
+def test_probes_are_spread_over_the_interval(proxy, hanging):
+    stuck = hanging()
+    proxy(simple_config([stuck.port] * 40, backend={
+        "health_check": {**CHECK, "interval": "1s", "timeout": "300ms"}}))
+    wait_for(lambda: len(stuck.times) >= 40, timeout=10.0)
+    first = sorted(stuck.times[:40])
+    assert first[-1] - first[0] > 0.5                  # evenly spread: 0.975 s
+    assert max(sum(t <= s < t + 0.1 for s in first) for t in first) <= 12   # 4 per 100 ms
+
+
+def test_a_probe_longer_than_the_interval_delays_the_next(proxy, hanging):
+    stuck = hanging()
+    proxy(simple_config([stuck.port], backend={
+        "health_check": {**CHECK, "interval": "100ms", "timeout": "400ms"}}))
+    wait_for(lambda: len(stuck.times) >= 3)
+    assert stuck.times[2] - stuck.times[0] > 0.7       # one at a time, each cut at 400 ms

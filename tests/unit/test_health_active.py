@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lbproxy.config.schema import Address, HealthCheckConfig
-from lbproxy.health.active import Health, http_request, status_verdict
+from lbproxy.health.active import Health
+from lbproxy.health.probe import http_request, status_verdict
 
 
 def run(health: Health, state: bool | None, results: str) -> list[bool | None]:
