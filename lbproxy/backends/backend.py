@@ -36,7 +36,7 @@ log = logging.getLogger("lbproxy.backend")
 MakePool = Callable[[Server, ServerConfig, BackendConfig], object]
 
 DRAIN_POLL = 0.05      # seconds between checks that a draining server is idle
-RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each rebuilds the balancer)
+RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each moves the ramping servers)
 
 
 class Backend:
@@ -178,7 +178,8 @@ class Backend:
             self._ramp(now)
 
     def _ramp(self, now: float) -> None:
-        """Slowstart: a server that came up gets weight x elapsed/slowstart (at least 1)."""
+        """Slowstart: a server that came up gets weight x elapsed/slowstart (at least 1).
+        Only the ramping servers are moved in their balancer: O(k log n) for k of them."""
         for server, since in list(self._ramping.items()):
             elapsed = now - since
             if elapsed >= server.slowstart or server.config_weight == 0:
@@ -187,7 +188,8 @@ class Backend:
             else:
                 server.weight = max(1, math.ceil(server.config_weight * elapsed
                                                  / server.slowstart))
-        self.changed(None, "weight")
+            self.balancer_for(server).refresh(server)
+        self._notify(None, "weight")
 
     def _start_ramp(self, server: Server) -> None:
         if server.slowstart > 0 and server.config_weight > 0:
@@ -207,11 +209,19 @@ class Backend:
 
     def changed(self, server: Server | None, what: str) -> None:
         """`server` changed (added, removed, state, weight, health; None: several at once,
-        a reload or a slowstart step): rebuild the balancers, notify the listeners (health
-        checks, the dispatcher, whose queue may move now)."""
-        normal, backups = self._split()
-        self.balancer.update(normal)
-        self.backup_balancer.update(backups)
+        a reload): tell the balancers, then the listeners (health checks, the dispatcher,
+        whose queue may move now). A change of one server's state or weight is applied
+        to its balancer alone, O(log n) for roundrobin and leastconn; a change of
+        membership gives both balancers their new lists, which they diff."""
+        if server is not None and what in ("state", "health", "weight"):
+            self.balancer_for(server).refresh(server)
+        else:
+            normal, backups = self._split()
+            self.balancer.update(normal)
+            self.backup_balancer.update(backups)
+        self._notify(server, what)
+
+    def _notify(self, server: Server | None, what: str) -> None:
         if server is not None:
             server.last_change = time.time()
         for listener in self.listeners:

@@ -24,8 +24,12 @@ class Balancer:
     - `pick(request, avoid)` returns a server whose `available` is true and that is not
       `avoid` (the server a retry is moving away from), or None. When `avoid` is the
       only available server, it may be returned (a retry on the same server beats 503).
-    - `update(servers)` is called when membership, weights or states change; it must
-      keep as much rotation/ring state as it can (no reset of rotation on a weight change).
+    - `update(servers)` is called when membership changes, or several servers changed
+      at once (a reload); it must keep as much rotation/ring state as it can (no reset
+      of rotation on a weight change).
+    - `refresh(server)` is called when one server's weight or admin/health state
+      changed. Algorithms that keep an ordered structure (roundrobin, leastconn) move
+      that server alone; the default hands the whole list to `update`.
     - `on_start(server)` / `on_finish(server, latency, ok)` bracket every request sent.
     """
 
@@ -36,6 +40,9 @@ class Balancer:
 
     def update(self, servers: Sequence[Server]) -> None:
         self.servers = list(servers)
+
+    def refresh(self, server: Server) -> None:
+        self.update(self.servers)
 
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
         raise NotImplementedError

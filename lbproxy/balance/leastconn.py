@@ -1,52 +1,93 @@
 """Least connections (`balance: leastconn`).
 
-Algorithm: the available server with the fewest in-flight requests per unit of weight,
-compared as `a.in_flight * b.weight < b.in_flight * a.weight` (integers, no floats).
-Ties go to the first server at or after a rotating start, which then moves past the
-winner, so idle servers take turns instead of the first one getting every request
-(HAProxy's lb_fwlc.c gets the same effect by requeueing a server behind its equals).
-As in HAProxy, weights break no ties among idle servers: at very low concurrency
-leastconn behaves like plain round robin.
+Algorithm: the available server with the fewest in-flight requests per unit of weight.
+Among equals, the one that has waited longest goes first: a server that is picked or whose
+load changes (a request starts or ends) goes behind the servers of its new load, as in
+HAProxy's lb_fwlc.c, so idle servers take turns instead of the first one getting every
+request. As in HAProxy, weights break no ties among idle servers: at very low
+concurrency leastconn behaves like plain round robin.
 
-Pick cost: O(n), one pass, no allocation.
+Pick cost: O(log n). The available servers sit in one heap keyed by
+(in_flight / weight, arrival); a pick takes the top and puts it back behind its equals,
+`on_start`/`on_finish` move a server whose load changed, each a heap push (the old entry is left dead and dropped when it surfaces or the heap is
+compacted). The keys are floats: with in_flight < 2^20 and weights <= 256, two
+different ratios never round to the same float, and equal ratios always do.
+
+Changes of weight or state are told through `update`/`refresh` (lbproxy/balance/
+tracked.py); a load the hooks did not see is corrected when the server reaches the top.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import TYPE_CHECKING
 
-from lbproxy.balance.base import Balancer
-from lbproxy.balance.pool import fallback
-from lbproxy.http.request import RequestInfo
+from lbproxy.balance.tracked import SLACK, Slot, Tracked
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
 
 
-class LeastConn(Balancer):
-    """Fewest in-flight requests per weight; ties rotate."""
+class LeastConn(Tracked):
+    """Fewest in-flight requests per weight; equals in arrival order."""
 
     name = "leastconn"
 
     def __init__(self, servers: Sequence[Server]) -> None:
+        self._heap: list[list] = []     # [in_flight / weight, arrival, slot]
+        self._live = 0
+        self._arrivals = 0
         super().__init__(servers)
-        self._start = 0
 
-    def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
-        servers = self.servers
-        size = len(servers)
-        best: Server | None = None
-        best_index = 0
-        index = self._start if self._start < size else 0
-        for _ in range(size):
-            server = servers[index]
-            if server is not avoid and server.available and (
-                    best is None
-                    or server.in_flight * best.weight < best.in_flight * server.weight):
-                best, best_index = server, index
-            index = index + 1 if index + 1 < size else 0
-        if best is None:
-            return fallback(avoid)
-        self._start = best_index + 1
-        return best
+    def _place(self, slot: Slot) -> None:
+        server = slot.server
+        load = server.in_flight / server.weight
+        entry = slot.entry
+        if entry is None:
+            self._live += 1
+        elif entry[0] == load:
+            return
+        self._push(slot, load)
+
+    def _push(self, slot: Slot, load: float) -> None:
+        entry = [load, self._arrivals, slot]
+        self._arrivals += 1
+        heap = self._heap
+        heappush(heap, entry)
+        slot.weight, slot.entry = slot.server.weight, entry
+        if len(heap) > 2 * self._live + SLACK:
+            heap[:] = [entry for entry in heap if entry[2].entry is entry]
+            heapify(heap)
+
+    def _remove(self, slot: Slot) -> None:
+        slot.weight, slot.entry = 0, None
+        self._live -= 1
+
+    def _next(self) -> Server | None:
+        heap = self._heap
+        while self._live:
+            entry = heap[0]
+            slot = entry[2]
+            if slot.entry is not entry:             # dead: the server left or moved
+                heappop(heap)
+                continue
+            server = slot.server
+            if not server.available:                # changed without a refresh
+                self._park(slot)
+                continue
+            if server.in_flight / server.weight != entry[0]:
+                self._place(slot)
+                continue
+            entry = [entry[0], self._arrivals, slot]    # back behind its equals
+            self._arrivals += 1
+            heapreplace(heap, entry)
+            slot.entry = entry
+            return server
+        return None
+
+    def on_start(self, server: Server) -> None:
+        self.refresh(server)
+
+    def on_finish(self, server: Server, latency: float, ok: bool) -> None:
+        self.refresh(server)

@@ -45,12 +45,13 @@ def test_update_keeps_the_rotation_of_remaining_servers():
     assert Counter(names(balancer, 20)) == {"1": 10, "2": 10}
 
 
-def test_slowstart_ramp_without_update_is_read_live():
+def test_slowstart_ramp_steps_apply_at_once():
     pool = make_pool(10, 1)
     balancer = RoundRobin(pool)
     shares = []
     for weight in (1, 4, 10):
         pool[1].weight = weight
+        balancer.refresh(pool[1])
         shares.append(Counter(names(balancer, 10 + weight))["1"])
     assert shares == [1, 4, 10]
 
