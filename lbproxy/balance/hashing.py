@@ -24,16 +24,21 @@ rest of the mapping stays put; a server's keys come back when it does. Weight-0
 servers have no entries.
 
 `update()` cost: map-based rebuilds its table, O(T log T) for T = sum(weights)/gcd.
-The ring is changed in place by the points that come and go: a slowstart step on one
-server adds 100 points per weight unit and merges them in (0.2 ms for a 4,000-point
-ring, 1.5 ms for 50,000).
+The ring is an array of 8-byte entries (4 MB for 5,000 servers of weight 1, where a
+list of ints took 20 MB and the points kept per server as much again); a server's
+points are not stored but hashed again when their number changes. A change of a few servers
+(a slowstart step, an API weight, one server added or removed) splices their points in
+or out, copying the array's slices in C: O(P) bytes moved plus O(k log P) for k points,
+~1 ms at 500,000 points. Building from nothing sorts once: 0.3 s at 500,000 points.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
+from struct import unpack
 from typing import TYPE_CHECKING
 from zlib import crc32
 
@@ -51,43 +56,82 @@ HASH_TYPES = (CONSISTENT, MAP_BASED)
 
 # Each server's share of the ring is off by ~1/sqrt(points): 100 points per weight
 # unit keeps a weight-1 server within ~10% of its share (HAProxy's 16 gives ~25%),
-# while a pool of total weight 100 is still a 10,000-entry ring (< 1 MB).
+# while a pool of total weight 5,000 is still a 4 MB ring built in 0.3 s.
 RING_POINTS_PER_WEIGHT = 100
 # A ring entry is (position << SLOT_BITS) | the server's slot: one sortable int.
 SLOT_BITS = 16
 SLOT_MASK = (1 << SLOT_BITS) - 1
+# Splicing k changed points into a ring of P costs O(P) bytes + O(k log P) Python steps;
+# past P / SPLICE_RATIO points one sort of everything is quicker.
+SPLICE_RATIO = 8
 
 
-def point_hash(name: str, index: int) -> int:
-    """Ring position of a server's index-th point."""
-    return int.from_bytes(blake2b(f"{name}#{index}".encode(), digest_size=4).digest(), "big")
+def ring_points(name: str, count: int) -> list[int]:
+    """The first `count` distinct positions of blake2b("name#0"), ("name#1"), ...: the
+    server's points, in the order they are drawn (hashed in one pass, ~0.6 µs each)."""
+    points: list[int] = []
+    drawn = 0
+    while len(points) < count:
+        more = count - len(points)
+        digests = [blake2b(f"{name}#{index}".encode(), digest_size=4).digest()
+                   for index in range(drawn, drawn + more)]
+        points += unpack(f">{more}I", b"".join(digests))
+        drawn += more
+        if len(set(points)) < len(points):      # a position drawn twice (rare): once
+            points = list(dict.fromkeys(points))
+    return points
 
 
-class _Arcs:
-    """One server's points on the ring: the first `count` distinct positions of the
-    sequence point_hash(name, 0), point_hash(name, 1), ..."""
+class _Arc:
+    """One server's place on the ring: its slot (the low bits of its entries) and how
+    many of its points are on the ring."""
 
-    __slots__ = ("slot", "positions", "drawn", "count")
+    __slots__ = ("slot", "count")
 
     def __init__(self, slot: int) -> None:
-        self.slot = slot                # stable while the server stays in the pool
-        self.positions: list[int] = []  # distinct, in the order they were drawn
-        self.drawn = 0                  # indexes of point_hash used so far
-        self.count = 0                  # points on the ring now
+        self.slot = slot
+        self.count = 0
 
     def resize(self, name: str, count: int) -> tuple[list[int], list[int]]:
         """Move to `count` points; return the ring entries to add and to remove."""
-        if len(self.positions) < count:
-            known = set(self.positions)
-            while len(self.positions) < count:
-                position = point_hash(name, self.drawn)
-                self.drawn += 1
-                if position not in known:
-                    known.add(position)
-                    self.positions.append(position)
         old, self.count = self.count, count
-        return ([point << SLOT_BITS | self.slot for point in self.positions[old:count]],
-                [point << SLOT_BITS | self.slot for point in self.positions[count:old]])
+        if count == old:
+            return [], []
+        slot = self.slot
+        points = ring_points(name, max(old, count))
+        if count > old:
+            return [point << SLOT_BITS | slot for point in points[old:count]], []
+        return [], [point << SLOT_BITS | slot for point in points[count:old]]
+
+
+def _spliced(ring: array, added: list[int], removed: list[int]) -> array:
+    """`ring` without the entries `removed` and with `added`, still sorted."""
+    if len(added) + len(removed) > len(ring) // SPLICE_RATIO:
+        entries = ring.tolist()
+        if removed:
+            gone = set(removed)
+            entries = [entry for entry in entries if entry not in gone]
+        entries += added
+        entries.sort()
+        return array("Q", entries)
+    for changes, keep in ((sorted(removed), False), (sorted(added), True)):
+        if not changes:
+            continue
+        out = array("Q")
+        start = 0
+        for entry in changes:
+            index = bisect_left(ring, entry, start)
+            out += ring[start:index]
+            if keep:
+                out.append(entry)
+                start = index
+            elif index < len(ring) and ring[index] == entry:
+                start = index + 1
+            else:
+                start = index
+        out += ring[start:]
+        ring = out
+    return ring
 
 
 class HashBalancer(Balancer):
@@ -99,8 +143,9 @@ class HashBalancer(Balancer):
         super().__init__(servers)
         self.consistent = hash_type == CONSISTENT
         self._fallback = RoundRobin(self.servers)
-        self._arcs: dict[Server, _Arcs] = {}
-        self._ring: list[int] = []  # consistent: sorted entries
+        self._arcs: dict[Server, _Arc] = {}
+        self._owners: list[Server | None] = []      # consistent: slot -> server
+        self._ring = array("Q")                     # consistent: sorted entries
         self._size = self._members = 0
         self._server_at: Callable[[int], Server] = self.servers.__getitem__
         self._build()
@@ -113,6 +158,17 @@ class HashBalancer(Balancer):
         self._fallback.update(self.servers)
         self._build()
 
+    def refresh(self, server: Server) -> None:
+        """One server's weight or state changed: only a weight moves points."""
+        self._fallback.refresh(server)
+        arc = self._arcs.get(server)
+        if not self.consistent:
+            self._build()
+        elif arc is not None and arc.count != self._points(server):
+            added, removed = arc.resize(server.name, self._points(server))
+            self._ring = _spliced(self._ring, added, removed)
+            self._ringed()
+
     def _build(self) -> None:
         if self.consistent:
             self._build_ring()
@@ -121,31 +177,48 @@ class HashBalancer(Balancer):
         self._size, self._members = len(table), len(set(table))
         self._server_at = table.__getitem__
 
+    @staticmethod
+    def _points(server: Server) -> int:
+        return max(server.weight, 0) * RING_POINTS_PER_WEIGHT
+
     def _build_ring(self) -> None:
-        """Apply the change in points to the sorted ring: O(changed points × log) plus
-        a merge, so a slowstart ramp (points only added) stays cheap in a large ring."""
+        """Apply the change in points to the sorted ring: the points of the servers that
+        left, came or changed weight are spliced out and in; the others cost a lookup."""
         added: list[int] = []
-        removed: set[int] = set()
-        arcs = {}
+        removed: list[int] = []
         members = set(self.servers)
+        arcs: dict[Server, _Arc] = {}
+        owners = self._owners
         for server, arc in self._arcs.items():
             if server in members:
                 arcs[server] = arc
             else:
-                removed.update(arc.resize(server.name, 0)[1])
-        taken = {arc.slot for arc in arcs.values()}
-        free = (slot for slot in range(len(self.servers)) if slot not in taken)
-        for server in self.servers:
-            arc = arcs.get(server) or arcs.setdefault(server, _Arcs(next(free)))
-            grown, shrunk = arc.resize(server.name, max(server.weight, 0) * RING_POINTS_PER_WEIGHT)
-            added += grown
-            removed.update(shrunk)
-        ring = [entry for entry in self._ring if entry not in removed] if removed else self._ring
-        ring += sorted(added)
-        ring.sort()  # two sorted runs: one merge
-        owners = {arc.slot: server for server, arc in arcs.items()}
-        self._arcs, self._ring, self._size = arcs, ring, len(ring)
-        self._members = sum(1 for arc in arcs.values() if arc.count)
+                removed += arc.resize(server.name, 0)[1]
+                owners[arc.slot] = None
+        free = (slot for slot, owner in enumerate(owners) if owner is None)
+        for server in self.servers:     # first the objects that stay: the many points
+            if server not in arcs:      # hashed next are freed whole, and so is memory
+                arc = arcs[server] = _Arc(next(free, len(owners)))
+                if arc.slot == len(owners):
+                    owners.append(server)
+                else:
+                    owners[arc.slot] = server
+        for server, arc in arcs.items():
+            points = self._points(server)
+            if arc.count != points:
+                grown, shrunk = arc.resize(server.name, points)
+                added += grown
+                removed += shrunk
+        self._arcs = arcs
+        if added or removed:
+            self._ring = _spliced(self._ring, added, removed)
+        self._ringed()
+
+    def _ringed(self) -> None:
+        """The ring changed: the figures `pick` reads."""
+        ring, owners = self._ring, self._owners
+        self._size = len(ring)
+        self._members = sum(1 for arc in self._arcs.values() if arc.count)
         self._server_at = lambda index: owners[ring[index] & SLOT_MASK]
 
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:

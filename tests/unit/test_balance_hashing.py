@@ -123,4 +123,24 @@ def test_ring_after_any_history_is_the_ring_built_fresh():
     hashed.update([Server("s9", None)] + pool)
     fresh = SourceHash([Server(s.name, None, weight=s.weight) for s in hashed.servers])
     assert [s.name for s in mapping(hashed)] == [s.name for s in mapping(fresh)]
-    assert hashed._ring == sorted(hashed._ring)
+    assert list(hashed._ring) == sorted(hashed._ring)
+
+
+def test_small_changes_in_a_large_ring_are_spliced_into_the_ring_built_fresh():
+    pool = make_pool(*[1, 2] * 100)                     # 30,000 points
+    hashed = SourceHash(pool)
+    pool[7].weight = 5                                  # 2 -> 5, a slowstart step: +300
+    hashed.refresh(pool[7])
+    pool[11].weight = 1                                 # 2 -> 1: -100
+    hashed.refresh(pool[11])
+    pool[9].up = False                                  # health moves no point
+    hashed.refresh(pool[9])
+    assert pool[9] not in mapping(hashed)
+    pool[9].up = True
+    hashed.refresh(pool[9])
+    hashed.update(pool[:50] + pool[51:] + [Server("new", None)])     # -100, +100
+    fresh = SourceHash([Server(s.name, None, weight=s.weight) for s in hashed.servers])
+    assert len(hashed._ring) == len(fresh._ring) == 30_200
+    assert [hashed._server_at(i).name for i in range(30_200)] == [
+        fresh._server_at(i).name for i in range(30_200)]
+    assert [s.name for s in mapping(hashed)] == [s.name for s in mapping(fresh)]

@@ -120,3 +120,24 @@ def test_slowstart_ramps_a_server_that_comes_back():
         plane.advance(0.5)
         weights.append(app2.weight)
     assert weights == sorted(weights) and weights[0] < 10 and weights[-1] == 10
+
+
+def test_state_weight_and_slowstart_changes_move_one_server_not_the_pool():
+    """Health, admin state, API weights and slowstart steps reach the balancer as
+    `refresh(server)`; only membership changes hand it the whole list."""
+    plane = DataPlane(config(servers=3, backend={"balance": "leastconn"},
+                             server={"weight": 10, "slowstart": "2s"}))
+    backend = plane.engine.backends["app"]
+    app1, app2, app3 = (backend.server(f"app{i}") for i in (1, 2, 3))
+    refreshed, updates = [], []
+    backend.balancer.refresh = lambda server: refreshed.append(server.name)
+    backend.balancer.update = updates.append
+    backend.set_health(app2, False, "test")
+    backend.set_admin(app3, "drain")
+    backend.set_weight(app1, 5)
+    backend.set_health(app2, True, "test")
+    for _ in range(6):
+        plane.advance(0.5)
+    assert updates == []
+    assert refreshed[:4] == ["app2", "app3", "app1", "app2"]
+    assert set(refreshed[4:]) == {"app2"} and app2.weight == 10
