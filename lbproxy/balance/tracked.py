@@ -13,8 +13,10 @@ makes a server reach or leave its maxconn. The subclass owns the structure, thro
 
 Changes nobody announced (a test flipping `server.up`, a caller forgetting `refresh`)
 cost exactness, never correctness: `_next()` checks its winner live and parks it when
-unusable, and each pick looks again at one parked server, so such a server is back
-within as many picks as there are parked servers.
+unusable, and each pick looks again at one parked server (at all of them when nothing
+else is left), so such a server is back within as many picks as there are parked
+servers. The hashing algorithms' round-robin fallback relies on this for maxconn, as it
+gets no hooks.
 """
 
 from __future__ import annotations
@@ -138,13 +140,18 @@ class Tracked(Balancer):
 
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
         if self._parked:
-            self._look_again()
+            self._look_again(1)
         slot = self._slots.get(avoid) if avoid is not None else None
-        if slot is None or not slot.weight:
-            return self._next() or fallback(avoid)
-        self._remove(slot)              # out for this one pick: it neither wins nor gains
+        if slot is not None and slot.weight:
+            self._remove(slot)          # out for this one pick: it neither wins nor gains
+        else:
+            slot = None
         server = self._next()
-        self._sync(slot)
+        if server is None and self._parked:     # nothing else left: look at them all
+            self._look_again(len(self._parked))
+            server = self._next()
+        if slot is not None:
+            self._sync(slot)
         return server or fallback(avoid)
 
     def _park(self, slot: Slot) -> None:
@@ -152,11 +159,13 @@ class Tracked(Balancer):
         self._remove(slot)
         self._parked[slot.server] = slot
 
-    def _look_again(self) -> None:
-        """One parked server per pick, in turn."""
-        server, slot = next(iter(self._parked.items()))
-        del self._parked[server]
-        if server.available:
-            self._place(slot)
-        else:
-            self._parked[server] = slot
+    def _look_again(self, count: int) -> None:
+        """`count` parked servers, in turn: back in if usable, else to the end."""
+        parked = self._parked
+        for _ in range(count):
+            server, slot = next(iter(parked.items()))
+            del parked[server]
+            if server.available:
+                self._place(slot)
+            else:
+                parked[server] = slot

@@ -217,3 +217,14 @@ def test_a_change_nobody_announced_is_noticed():
         assert pool[1] not in [balancer.pick(REQUEST) for _ in range(10)]
         pool[1].up = True
         assert pool[1] in [balancer.pick(REQUEST) for _ in range(4)]
+
+
+def test_without_hooks_a_server_that_frees_is_found_when_nothing_else_is_left():
+    """The hashing algorithms' round-robin fallback sees maxconn only this way."""
+    pool = make_pool(1, 1, 1)
+    balancer = RoundRobin(pool)
+    for server in pool:
+        server.maxconn, server.in_flight = 1, 1         # all full, nobody told
+    assert balancer.pick(REQUEST) is None
+    pool[2].in_flight = 0
+    assert balancer.pick(REQUEST) is pool[2]
