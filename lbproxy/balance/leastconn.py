@@ -8,9 +8,10 @@ request. As in HAProxy, weights break no ties among idle servers: at very low
 concurrency leastconn behaves like plain round robin.
 
 Pick cost: O(log n). The available servers sit in one heap keyed by
-(in_flight / weight, arrival); a pick takes the top and puts it back behind its equals,
-`on_start`/`on_finish` move a server whose load changed, each a heap push (the old entry is left dead and dropped when it surfaces or the heap is
-compacted). The keys are floats: with in_flight < 2^20 and weights <= 256, two
+(in_flight / weight, arrival); a pick takes the top and puts it back behind its equals
+(with the load `on_start` gives it, in one sift); `on_finish` moves a server whose load
+changed with a heap push (the old entry is left dead and dropped when it surfaces or
+the heap is compacted). The keys are floats: with in_flight < 2^20 and weights <= 256, two
 different ratios never round to the same float, and equal ratios always do.
 
 Changes of weight or state are told through `update`/`refresh` (lbproxy/balance/
@@ -38,9 +39,25 @@ class LeastConn(Tracked):
         self._heap: list[list] = []     # [in_flight / weight, arrival, slot]
         self._live = 0
         self._arrivals = 0
+        self._picked: Slot | None = None    # the last winner, still on top (see _requeue)
         super().__init__(servers)
 
+    def _requeue(self) -> None:
+        """The last winner goes behind its equals, at its load now. Done at the next
+        change or pick rather than in the pick, so that the on_start which follows a
+        pick moves the top entry in one sift and leaves no dead entry behind."""
+        slot, self._picked = self._picked, None
+        entry = slot.entry
+        if entry is not None:           # every change requeues first: it is on top
+            server = slot.server
+            entry = [server.in_flight / server.weight, self._arrivals, slot]
+            self._arrivals += 1
+            heapreplace(self._heap, entry)
+            slot.entry = entry
+
     def _place(self, slot: Slot) -> None:
+        if self._picked is not None:
+            self._requeue()
         server = slot.server
         load = server.in_flight / server.weight
         entry = slot.entry
@@ -48,23 +65,24 @@ class LeastConn(Tracked):
             self._live += 1
         elif entry[0] == load:
             return
-        self._push(slot, load)
-
-    def _push(self, slot: Slot, load: float) -> None:
         entry = [load, self._arrivals, slot]
         self._arrivals += 1
         heap = self._heap
         heappush(heap, entry)
-        slot.weight, slot.entry = slot.server.weight, entry
+        slot.weight, slot.entry = server.weight, entry
         if len(heap) > 2 * self._live + SLACK:
             heap[:] = [entry for entry in heap if entry[2].entry is entry]
             heapify(heap)
 
     def _remove(self, slot: Slot) -> None:
+        if self._picked is not None:
+            self._requeue()
         slot.weight, slot.entry = 0, None
         self._live -= 1
 
     def _next(self) -> Server | None:
+        if self._picked is not None:
+            self._requeue()
         heap = self._heap
         while self._live:
             entry = heap[0]
@@ -79,10 +97,7 @@ class LeastConn(Tracked):
             if server.in_flight / server.weight != entry[0]:
                 self._place(slot)
                 continue
-            entry = [entry[0], self._arrivals, slot]    # back behind its equals
-            self._arrivals += 1
-            heapreplace(heap, entry)
-            slot.entry = entry
+            self._picked = slot
             return server
         return None
 
