@@ -18,6 +18,7 @@ from lbproxy.admin.app import AdminServer
 from lbproxy.config.schema import Config
 from lbproxy.runtime.control import WorkerRole, remove_pidfile, write_pidfile
 from lbproxy.runtime.engine import STOP_GRACE, Engine
+from lbproxy.runtime.heap import HeapFreezer
 
 log = logging.getLogger("lbproxy")
 
@@ -103,6 +104,9 @@ async def serve(config: Config, path: str | None = None,
         log.error("%s", exc)
         return 1
     engine = process.engine
+    heap = HeapFreezer(loop)              # (this process serves only this engine)
+    heap.started()
+    engine.on_reload.append(heap.reloaded)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -120,6 +124,7 @@ async def serve(config: Config, path: str | None = None,
         log.info("stopping: finishing in-flight requests")
         await process.stop()
     finally:
+        heap.close()
         remove_pidfile(pidfile)
     log.info("stopped")
     return 0
