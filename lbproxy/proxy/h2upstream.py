@@ -28,6 +28,7 @@ from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
 from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
+from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.exchange import BODY_BUFFER_LIMIT
 from lbproxy.proxy.flow import CLIENT_SLOW
 from lbproxy.proxy.request import forwarded_parts
@@ -79,17 +80,8 @@ class H2ServerPool:
     async def _open(self) -> None:
         """Open one connection; its first SETTINGS (the server's stream limit) lets the
         waiting exchanges on (`serve_waiting`), which opens another if some are left."""
-        loop = self.state.loop
-        address = self.server.address
-        factory = lambda: H2ServerConnection(self)  # noqa: E731
         try:
-            if address.unix:
-                coro = loop.create_unix_connection(factory, address.unix, ssl=self.ssl,
-                                                   server_hostname=self.server_hostname)
-            else:
-                coro = loop.create_connection(factory, address.host, address.port,
-                                              ssl=self.ssl, server_hostname=self.server_hostname)
-            _, connection = await asyncio.wait_for(coro, self.connect_timeout)
+            connection = await connect_to(self, lambda: H2ServerConnection(self))
             if connection.transport is None:         # no h2 by ALPN
                 raise OSError("the server does not speak HTTP/2")
         except (OSError, asyncio.TimeoutError, ValueError) as exc:

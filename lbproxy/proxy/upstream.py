@@ -23,6 +23,7 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL,
                                   RESPONSE_SPECIAL_AS_SENT, RESPONSE_SPECIAL_LENGTHS,
                                   TRANSFER_ENCODING, UPGRADE, connection_header, strip_named)
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
+from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.flow import FlowControl
 from lbproxy.proxy.h2upstream import H2ServerPool
 from lbproxy.proxy.request import forwarded_parts
@@ -75,18 +76,8 @@ class ServerPool:
         self.state.loop.create_task(self._connect(exchange))
 
     async def _connect(self, exchange: Exchange) -> None:
-        loop = self.state.loop
-        address = self.server.address
-        factory = lambda: UpstreamProtocol(self)  # noqa: E731
         try:
-            if address.unix:
-                coro = loop.create_unix_connection(factory, address.unix, ssl=self.ssl,
-                                                   server_hostname=self.server_hostname)
-            else:
-                coro = loop.create_connection(factory, address.host, address.port,
-                                              ssl=self.ssl,
-                                              server_hostname=self.server_hostname)
-            _, upstream = await asyncio.wait_for(coro, self.connect_timeout)
+            upstream = await connect_to(self, lambda: UpstreamProtocol(self))
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             no_fd = self.state.out_of_fds_in(exc, self.server)
             if exchange.connecting is self:
