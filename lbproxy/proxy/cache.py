@@ -27,9 +27,9 @@ from lbproxy.http.answers import error_answer
 from lbproxy.http.caching import (directives, freshness_lifetime, initial_age, not_modified,
                                   seconds, storable, value, values)
 from lbproxy.proxy.cache_store import ENTRY_OVERHEAD, Cache, Entry, Key
+from lbproxy.proxy.downstream import SinkFilter
 
 if TYPE_CHECKING:
-    from lbproxy.proxy.downstream import Downstream
     from lbproxy.proxy.exchange import Exchange
 
 UNSAFE = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
@@ -184,15 +184,15 @@ def serve(exchange: Exchange, entry: Entry, word: bytes, now: float,
     exchange.resp_bytes = sent
 
 
-class CacheSink:
+class CacheSink(SinkFilter):
     """An exchange's response sink when its backend has a cache (see the module's text)."""
 
-    __slots__ = ("downstream", "exchange", "cache", "key", "coding", "word", "stale",
-                 "locked", "client_conditionals", "entry", "body_size", "standing_in")
+    __slots__ = ("exchange", "cache", "key", "coding", "word", "stale", "locked",
+                 "client_conditionals", "entry", "body_size", "standing_in")
 
     def __init__(self, exchange: Exchange, cache: Cache, key: Key, coding: bytes | None,
                  word: bytes) -> None:
-        self.downstream: Downstream = exchange.downstream
+        SinkFilter.__init__(self, exchange.downstream)
         self.exchange = exchange
         self.cache = cache
         self.key = key
@@ -204,10 +204,6 @@ class CacheSink:
         self.entry: Entry | None = None    # the entry being filled
         self.body_size = 0
         self.standing_in = False           # a stored entry replaced the server's answer
-
-    @property
-    def write_paused(self) -> bool:
-        return self.downstream.write_paused
 
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
                       length: int, end_stream: bool) -> None:
@@ -336,14 +332,3 @@ class CacheSink:
             for waiter in self.cache.waiting.pop(self.key, []):
                 if not waiter.downstream.closed:
                     waiter.proceed(lock=False)     # a hit now, or all to the servers
-
-    # the rest of the sink is the downstream's
-
-    def informational(self, status: int) -> None:
-        self.downstream.informational(status)
-
-    def tunnel_data(self, data: bytes) -> None:
-        self.downstream.tunnel_data(data)
-
-    def close(self) -> None:
-        self.downstream.close()

@@ -36,8 +36,9 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQU
                                   upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
-from lbproxy.proxy.exchange import Exchange
 from lbproxy.http2.frames import PREFACE
+from lbproxy.proxy.downstream import hold, release
+from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
 from lbproxy.proxy.h2client import H2ClientProtocol
 from lbproxy.proxy.proxy_protocol import ProxyHeader, ProxyProtocolError, parse_proxy_header
@@ -165,10 +166,8 @@ class ClientProtocol(asyncio.Protocol):
         self.frontend.connection_closed()
         self._lost(self.current, self.parsing, self.refused)
         self.current = self.parsing = self.pipeline = self.refused = None
-        if self.entries is not None:
-            for entry in self.entries:
-                entry.on_disconnect()
-            self.entries = None
+        release(self.entries)
+        self.entries = None
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
@@ -492,13 +491,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def hold_entry(self, entry: object) -> None:
         """A rule tracked `entry`: count this connection in it until the connection closes."""
-        entries = self.entries
-        if entries is None:
-            entries = self.entries = []
-        elif entry in entries:
-            return
-        entry.on_connect()
-        entries.append(entry)
+        self.entries = hold(self.entries, entry)
 
     def exchange_done(self, exchange: Exchange) -> None:
         """`exchange` has its whole response: go on with the next request or close."""

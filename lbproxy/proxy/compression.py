@@ -21,6 +21,7 @@ import zstandard
 
 from lbproxy.config.schema import CompressionConfig
 from lbproxy.http.encoding import negotiate
+from lbproxy.proxy.downstream import SinkFilter
 
 if TYPE_CHECKING:
     from lbproxy.proxy.downstream import Downstream
@@ -124,20 +125,16 @@ class Compression:
         return media in self.types or media.startswith(self.type_prefixes)
 
 
-class CompressingSink:
+class CompressingSink(SinkFilter):
     """The response sink of an exchange that may be compressed (see the module's text)."""
 
-    __slots__ = ("downstream", "policy", "coding", "codec")
+    __slots__ = ("policy", "coding", "codec")
 
     def __init__(self, downstream: Downstream, policy: Compression, coding: str | None) -> None:
-        self.downstream = downstream
+        SinkFilter.__init__(self, downstream)
         self.policy = policy
         self.coding = coding              # what the client accepts; None: only the identity
         self.codec: Codec | None = None   # set when this response is compressed
-
-    @property
-    def write_paused(self) -> bool:
-        return self.downstream.write_paused
 
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
                       length: int, end_stream: bool) -> None:
@@ -191,17 +188,6 @@ class CompressingSink:
             if out:
                 self.downstream.response_body(out)
         self.downstream.flush(end)
-
-    # the rest of the sink is the downstream's
-
-    def informational(self, status: int) -> None:
-        self.downstream.informational(status)
-
-    def tunnel_data(self, data: bytes) -> None:
-        self.downstream.tunnel_data(data)
-
-    def close(self) -> None:
-        self.downstream.close()
 
 
 def _has_token(values: list[str], token: str) -> bool:

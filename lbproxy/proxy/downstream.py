@@ -1,7 +1,7 @@
 """What an exchange needs from the side that asked: the Downstream interface.
 
-An HTTP/1.1 client connection (lbproxy/proxy/client.py) implements it; an HTTP/2 stream
-will too. The exchange, the dispatcher and the upstream protocol use only this, so the
+An HTTP/1.1 client connection (lbproxy/proxy/client.py) implements it, and so does an
+HTTP/2 stream (lbproxy/proxy/h2client.py). The exchange, the dispatcher and the upstream protocol use only this, so the
 request path (rules, dispatch, retries, stick tables, stats, access log) is written once
 for every wire protocol. The response reaches the downstream as data (status, header
 list, body pieces); the downstream frames it for its protocol and writes what one parse
@@ -11,7 +11,7 @@ of the server's bytes produced in one call (`flush`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lbproxy.http.answers import Answer
@@ -81,3 +81,45 @@ class Downstream(Protocol):
         """Cut the client off (a response was partly sent and cannot be finished)."""
 
     def close(self) -> None: ...
+
+
+def hold(entries: list[Any] | None, entry: Any) -> list[Any]:
+    """A client connection's stick-table entries (None while it holds none) with `entry`
+    counted in (its connection counters), once, until the connection closes: `release`."""
+    if entries is None:
+        entries = []
+    elif entry in entries:
+        return entries
+    entry.on_connect()
+    entries.append(entry)
+    return entries
+
+
+def release(entries: list[Any] | None) -> None:
+    """The connection that held `entries` closed."""
+    if entries is not None:
+        for entry in entries:
+            entry.on_disconnect()
+
+
+class SinkFilter:
+    """A response sink in front of the downstream (compression, the cache), which an
+    exchange writes to as to the downstream itself: what it does not change goes on."""
+
+    __slots__ = ("downstream",)
+
+    def __init__(self, downstream: Downstream) -> None:
+        self.downstream = downstream
+
+    @property
+    def write_paused(self) -> bool:
+        return self.downstream.write_paused
+
+    def informational(self, status: int) -> None:
+        self.downstream.informational(status)
+
+    def tunnel_data(self, data: bytes) -> None:
+        self.downstream.tunnel_data(data)
+
+    def close(self) -> None:
+        self.downstream.close()

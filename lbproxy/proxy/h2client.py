@@ -25,6 +25,7 @@ from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Stream
 from lbproxy.http2.messages import Header, Malformed, read_request, response_headers
+from lbproxy.proxy.downstream import hold, release
 from lbproxy.proxy.exchange import Exchange
 
 LINGER = 1.0        # seconds of quiet after which a closing connection stops reading (and dropping) input
@@ -91,10 +92,8 @@ class H2ClientProtocol(asyncio.Protocol):
         for stream in list(self.streams):
             stream.gone()
         self.streams.clear()
-        if self.entries is not None:
-            for entry in self.entries:
-                entry.on_disconnect()
-            self.entries = None
+        release(self.entries)
+        self.entries = None
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
@@ -204,13 +203,7 @@ class H2ClientProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def hold_entry(self, entry: object) -> None:
-        entries = self.entries
-        if entries is None:
-            entries = self.entries = []
-        elif entry in entries:
-            return
-        entry.on_connect()
-        entries.append(entry)
+        self.entries = hold(self.entries, entry)
 
     # the HTTP/2 connection's callbacks
 
