@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -37,16 +38,21 @@ log = logging.getLogger("lbproxy.api")
 DEFAULT_DRAIN = 30.0     # seconds a DELETE without ?drain= lets in-flight requests finish
 NEW_SERVER_KEYS = ("name", "address", "weight", "cookie")
 PATCH_KEYS = ("state", "weight")
+T = TypeVar("T")
 
 routes = web.RouteTableDef()
 
 
+def _named(found: Mapping[str, T], name: str, what: str) -> T:
+    """The `what` (a backend, a stick table, a cache) called `name`; 404 when none is."""
+    item = found.get(name)
+    if item is None:
+        raise ApiError(404, f"no {what} {name!r}")
+    return item
+
+
 def _backend(request: web.Request) -> Backend:
-    name = request.match_info["backend"]
-    backend = request.app[ENGINE].backends.get(name)
-    if backend is None:
-        raise ApiError(404, f"no backend {name!r}")
-    return backend
+    return _named(request.app[ENGINE].backends, request.match_info["backend"], "backend")
 
 
 def _server(request: web.Request) -> tuple[Backend, Server]:
@@ -182,9 +188,7 @@ async def tables(request: web.Request) -> web.Response:
 async def table(request: web.Request) -> web.Response:
     """A stick table: its settings, how many entries it holds, and the top keys by an
     item (`?by=http_req_rate`, default the first item it stores), with every item."""
-    found = request.app[ENGINE].tables.get(request.match_info["name"])
-    if found is None:
-        raise ApiError(404, f"no stick table {request.match_info['name']!r}")
+    found = _named(request.app[ENGINE].tables, request.match_info["name"], "stick table")
     items = [item.name for item in found.config.store]
     by = request.query.get("by", items[0] if items else None)
     if by is not None and by not in items:
@@ -211,11 +215,7 @@ def _table_json(table: StickTable, by: str | None) -> dict[str, object]:
 
 
 def _cache(request: web.Request) -> Cache:
-    name = request.match_info["name"]
-    cache = request.app[ENGINE].caches.get(name)
-    if cache is None:
-        raise ApiError(404, f"no cache {name!r}")
-    return cache
+    return _named(request.app[ENGINE].caches, request.match_info["name"], "cache")
 
 
 @routes.get("/api/caches")
