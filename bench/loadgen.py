@@ -147,11 +147,13 @@ class Repeated:
 
 def run_repeated(url: str, connections: int, duration: float, cpus: str | None, tool: str,
                  watched: Sequence[Proc], repeat: int, variety: Variety = PLAIN) -> Repeated:
-    """`run_metered` `repeat` times (on a shared machine one run can be an outlier)."""
-    runs = sorted((run_metered(url, connections, duration, cpus, tool, watched, variety) for _ in range(repeat)),
-                  key=lambda run: run[1][0])
-    load, cpu = runs[len(runs) // 2]
-    return Repeated(load, cpu, [run_cpu[0] for _, run_cpu in runs], sum(run.requests for run, _ in runs))
+    """`run_metered` `repeat` times (on a shared machine one run can be an outlier), no
+    warm-up: `measure`'s runs, told by the run with the median CPU of the first tree."""
+    runs = measure(url, connections, Schedule(duration, repeat, 0.0, tool, cpus), watched, variety)
+    first = runs.cpu_us[0]
+    middle = sorted(range(len(first)), key=first.__getitem__)[len(first) // 2]
+    return Repeated(runs.runs[middle], [tree[middle] for tree in runs.cpu_us], first,
+                    sum(run.requests for run in runs.runs))
 
 
 @dataclass(frozen=True)
