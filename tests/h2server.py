@@ -5,13 +5,15 @@ the ways servers misbehave that a proxy must survive (refused streams, GOAWAY)."
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+
+from tests.loop_thread import LoopThread
 
 
 @dataclass
@@ -23,7 +25,7 @@ class Request:
     trailers: dict[str, str] = field(default_factory=dict)
 
 
-class H2Server:
+class H2Server(LoopThread):
     """`with H2Server(max_streams=2) as server:`; answers 200 echoing the request body
     with response trailers `x-trailer: done`, after `delay` seconds."""
 
@@ -37,29 +39,16 @@ class H2Server:
         self.pings = 0
         self.most_open = 0         # most streams open at once on one connection
         self.extra_headers: list[tuple[str, str]] = []   # added to every response head
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        LoopThread.__init__(self)
 
-    def __enter__(self) -> H2Server:
-        self._thread.start()
-        assert self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def listen(self) -> Callable[[], Awaitable[None]]:
         server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
+
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+        return close
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:

@@ -22,11 +22,12 @@ instead give its own `handler(request) -> web.Response` (an async aiohttp handle
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.loop_thread import LoopThread
 
 TEXT = b"lbproxy compresses and caches responses; " * 4
 
@@ -42,28 +43,15 @@ class Seen:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class Origin:
+class Origin(LoopThread):
     def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                  | None = None) -> None:
         self.handler = handler
         self.requests: list[Seen] = []
-        self.port = 0
         self.failing = False            # when set, every request gets 503
         self.headers: dict[str, str] = {}   # added to every response, over the query's
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._held: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    def __enter__(self) -> Origin:
-        self._thread.start()
-        assert self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
+        LoopThread.__init__(self)
 
     def release(self) -> None:
         """Let a `hold=1` response go on after its first piece."""
@@ -73,9 +61,7 @@ class Origin:
         """Requests received whose path (without query) is `path`."""
         return sum(1 for seen in self.requests if seen.path_qs.split("?")[0] == path)
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def listen(self) -> Callable[[], Awaitable[None]]:
         self._held = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -84,9 +70,7 @@ class Origin:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]       # noqa: SLF001
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return runner.cleanup
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(Seen(request.method, request.path_qs, dict(request.headers)))
