@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from lbproxy.backends.outcomes import REFUSED, UNPROCESSED
 from lbproxy.http.answers import error_answer
 from lbproxy.extensions import PluginFailed
-from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, PLUGIN_FAILED, QUEUE_TIMEOUT
+from lbproxy.http.termination import BACKEND_REMOVED, NO_SERVER, QUEUE_TIMEOUT
 from lbproxy.proxy.compression import Compression
+from lbproxy.proxy.plugin_call import answer_failed
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -55,7 +56,7 @@ class Dispatcher:
         try:
             server = backend.pick(exchange, avoid)
         except PluginFailed:
-            _plugin_failed(exchange)
+            answer_failed(exchange)
             return
         if server is not None:
             self._send(exchange, server)
@@ -141,7 +142,7 @@ class Dispatcher:
             except PluginFailed:
                 queue.popleft()
                 exchange.queued = False
-                _plugin_failed(exchange)
+                answer_failed(exchange)
                 continue
             if server is None:
                 break
@@ -186,9 +187,3 @@ def replayable(exchange: Exchange) -> bool:
     """May be sent again: idempotent, complete, and nothing of a body was consumed."""
     return (exchange.method_b in IDEMPOTENT and exchange.body_size == 0
             and exchange.request_complete)
-
-
-def _plugin_failed(exchange: Exchange) -> None:
-    """A plugin balancer raised (and was logged): the request gets 500."""
-    exchange.set_termination("P", PLUGIN_FAILED)
-    exchange.respond(error_answer(500))

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.extensions import PluginFailed
 from lbproxy.http.addresses import parse_ip
-from lbproxy.http.answers import error_answer
-from lbproxy.http.termination import PLUGIN_FAILED
 from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.proxy.compression import Compression
+from lbproxy.proxy.plugin_call import answer_failed
 from lbproxy.proxy.request_id import RequestIds
 from lbproxy.routing.actions import ANSWERED, SUSPENDED, FrontendRules, RequestRule
 
@@ -121,8 +120,7 @@ class Frontend:
                     if backend is not None:
                         return backend
         except PluginFailed:                        # (logged where it was raised)
-            exchange.set_termination("P", PLUGIN_FAILED)
-            exchange.respond(error_answer(500))
+            answer_failed(exchange)
             return None
         return self.default_backend
 

@@ -60,9 +60,14 @@ def _answer(response: Response) -> Answer:
 
 def _failed(exchange: Exchange, name: str, exc: BaseException) -> int:
     failed(name, exc)
+    answer_failed(exchange)
+    return ANSWERED
+
+
+def answer_failed(exchange: Exchange) -> None:
+    """A plugin failed for `exchange` (and was logged): it gets 500, `plugin-failed`."""
     exchange.set_termination("P", PLUGIN_FAILED)
     exchange.respond(error_answer(500))
-    return ANSWERED
 
 
 class PluginCall:
