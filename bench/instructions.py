@@ -1,0 +1,110 @@
+"""Instructions per request: what lbproxy's process executes for one proxied request.
+
+CPU time per request moves with whatever else the machine runs; the number of instructions
+does not. This runs lbproxy under valgrind's callgrind in front of the fast nginx backend,
+warms it up, zeroes the counters, sends a fixed number of keep-alive requests from
+`connections` concurrent clients, and divides the instructions counted (user space only:
+the interpreter, uvloop, httptools; not the kernel) by the requests. Use it to compare two
+versions of the hot path on a busy machine; use bench.throughput for what a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.harness import Proc, free_port, start_nginx_backend
+from bench.targets import lbproxy_argv, lbproxy_config
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+START_TIMEOUT = 180.0     # imports under valgrind take a while
+
+
+async def _client(port: int, count: int) -> None:
+    """`count` requests one after another on one keep-alive connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(count):
+            writer.write(REQUEST)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected answer: {head[:60]!r}")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def load(port: int, connections: int, requests: int) -> None:
+    per_client = max(1, requests // connections)
+    await asyncio.gather(*(_client(port, per_client) for _ in range(connections)))
+
+
+def _callgrind_control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def _total_instructions(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
+            keep: Path | None = None) -> float:
+    """Instructions per request for lbproxy with `config_changes` (keys of lbproxy_config);
+    `keep`: where to copy the counts, for callgrind_annotate."""
+    with ExitStack() as stack:
+        backend = start_nginx_backend(stack, workdir, None)
+        port = free_port()
+        config = lbproxy_config(port, [backend.port], **config_changes)
+        out = workdir / "callgrind.out"
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
+                *lbproxy_argv(workdir, config)]
+        proxy = stack.enter_context(Proc("lbproxy", argv, workdir))
+        proxy.wait_for_port(port, START_TIMEOUT)
+        asyncio.run(load(port, connections, warmup))
+        for old in workdir.glob("callgrind.out.*"):
+            old.unlink()
+        _callgrind_control("-z", str(proxy.pid))
+        asyncio.run(load(port, connections, requests))
+        _callgrind_control("-d", str(proxy.pid))
+        deadline = time.monotonic() + 30
+        while not (dumps := list(workdir.glob("callgrind.out.*"))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if keep is not None and dumps:
+            shutil.copy(dumps[0], keep)
+        sent = (requests // connections) * connections
+        return sum(_total_instructions(dump) for dump in dumps) / sent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=5000, help="measured requests (default 5000)")
+    parser.add_argument("--warmup", type=int, default=1000, help="requests before counting (default 1000)")
+    parser.add_argument("--log", choices=["off", "json", "clf"], default="off",
+                        help="access log format (to a file), default off")
+    parser.add_argument("--keep", type=Path, help="copy callgrind's counts here (for callgrind_annotate)")
+    args = parser.parse_args(argv)
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed (apt-get install -y valgrind)")
+    with tempfile.TemporaryDirectory(prefix="lbproxy-instr-") as tmp:
+        workdir = Path(tmp)
+        log = {"access": str(workdir / "access.log"), "format": args.log}
+        per_request = measure(workdir, {"global_": {"log": log}}, args.connections, args.requests, args.warmup,
+                              args.keep)
+    print(f"lbproxy, access log {args.log}, {args.connections} connections: "
+          f"{per_request:,.0f} instructions per request")
+
+
+if __name__ == "__main__":
+    main()
