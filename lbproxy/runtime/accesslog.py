@@ -29,6 +29,10 @@ log = logging.getLogger("lbproxy")
 FLUSH_INTERVAL = 0.2     # seconds a line may wait before it is handed to the writer
 FLUSH_LINES = 256        # or this many lines, whichever comes first
 WARN_EVERY = 10.0        # seconds between two warnings about dropped lines
+MAX_NAMES = 100_000      # frontend, backend and server names kept as JSON strings
+MILLIS = [f"{i:03d}" for i in range(1000)]   # the three digits after a decimal point
+METHODS = {method.encode(): quoted(method) for method in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -42,6 +46,7 @@ class AccessLog:
         self.reported = 0                  # dropped lines reported so far
         self.second = -1                   # the second the cached time stamp is for
         self.stamp = ""
+        self.names: dict[str, str] = {}   # name -> the name as a JSON string
         self.log = self.clf_line if config.format == "clf" else self.json_line
         if self.target in ("stdout", "stderr"):
             stream = sys.stdout if self.target == "stdout" else sys.stderr
@@ -78,8 +83,8 @@ class AccessLog:
     # one line per request (`log` is one of these two)
 
     def json_line(self, exchange: Exchange) -> None:
-        now = time.time()
-        second = int(now)
+        now = time.time_ns() // 1_000_000            # milliseconds
+        second = now // 1000
         if second != self.second:
             self.second = second
             self.stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
@@ -89,20 +94,32 @@ class AccessLog:
         started = exchange.started
         error = exchange.error
         unique_id = exchange.unique_id
+        names = self.names
+        # microseconds: whole numbers format faster than floats
+        duration = int((client.time() - started) * 1_000_000) if started else 0
         self._add(
-            f'{{"time":"{self.stamp}{int((now - second) * 1000):03d}Z",'
+            f'{{"time":"{self.stamp}{MILLIS[now % 1000]}Z",'
             f'"client":"{client.src}","client_port":{client.src_port},'
-            f'"frontend":{quoted(exchange.frontend.name)},'
-            f'"backend":{"null" if backend is None else quoted(backend.name)},'
-            f'"server":{"null" if server is None else quoted(server.name)},'
-            f'"method":{quoted(exchange.method_b.decode("latin-1"))},'
+            f'"frontend":{names.get(exchange.frontend.name) or self._name(exchange.frontend.name)},'
+            f'"backend":{"null" if backend is None else names.get(backend.name) or self._name(backend.name)},'
+            f'"server":{"null" if server is None else names.get(server.name) or self._name(server.name)},'
+            f'"method":{METHODS.get(exchange.method_b) or quoted(exchange.method_b.decode("latin-1"))},'
             f'"url":{quoted(exchange.url_b.decode("latin-1"))},'
             f'"proto":"{exchange.req_ver}","status":{exchange.status or -1},'
             f'"bytes":{exchange.resp_bytes},'
-            f'"duration_ms":{(client.time() - started) * 1000 if started else 0.0:.3f},'
+            f'"duration_ms":{duration // 1000}.{MILLIS[duration % 1000]},'
             f'"retries":{exchange.attempts},"termination":"{exchange.termination}",'
             f'"error":{"null" if error is None else quoted(error)},'
             f'"unique_id":{"null" if unique_id is None else quoted(unique_id)}}}\n')
+
+    def _name(self, name: str) -> str:
+        """`name` as a JSON string, remembered: frontends, backends and servers are few
+        (forgotten all at once when a reload's renames make too many)."""
+        names = self.names
+        if len(names) >= MAX_NAMES:
+            names.clear()
+        text = names[name] = quoted(name)
+        return text
 
     def clf_line(self, exchange: Exchange) -> None:
         now = time.time()
