@@ -23,11 +23,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from lbproxy.extensions import PluginFailed
 from lbproxy.http.answers import error_answer
 from lbproxy.http.caching import (directives, freshness_lifetime, initial_age, not_modified,
                                   seconds, storable, value, values)
 from lbproxy.proxy.cache_store import ENTRY_OVERHEAD, Cache, Entry, Key
 from lbproxy.proxy.downstream import SinkFilter
+from lbproxy.proxy.plugin_call import answer_failed
 
 if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
@@ -84,7 +86,11 @@ def use_cache(exchange: Exchange, cache: Cache, coding: bytes | None, lock: bool
         cache.touch(entry)
         if "no-cache" not in request_cc and _fresh_enough(entry, request_cc, now):
             cache.hits += 1
-            serve(exchange, entry, b"HIT", now, conditional=True)
+            try:
+                serve(exchange, entry, b"HIT", now, conditional=True)
+            except PluginFailed:                # in an http_response rule
+                answer_failed(exchange)
+                return True
             exchange.downstream.flush(True)
             exchange.finish()
             return True
@@ -161,7 +167,8 @@ def serve(exchange: Exchange, entry: Entry, word: bytes, now: float,
           conditional: bool, client_parts: list[bytes] | None = None) -> None:
     """Send `entry` to the client as the response (head and body, not flushed): 304 when
     the client's conditional request matches it (`client_parts`: the conditionals it
-    sent, when they were taken off the request)."""
+    sent, when they were taken off the request). PluginFailed, with nothing sent, when an
+    http_response rule's plugin fails."""
     exchange.cache_status = word.decode()
     asked = exchange.hparts if client_parts is None else client_parts
     status = entry.status
@@ -290,8 +297,11 @@ class CacheSink(SinkFilter):
         the stale entry instead when it may; True if it did (the exchange is finished)."""
         if status not in SERVER_ERRORS or not self._stale_usable():
             return False
+        try:
+            serve(exchange, self.stale, b"STALE", time.time(), False, self.client_conditionals)
+        except PluginFailed:        # in an http_response rule: the proxy's own answer goes
+            return False
         self.cache.stale += 1
-        serve(exchange, self.stale, b"STALE", time.time(), False, self.client_conditionals)
         self.downstream.flush(True)
         exchange.finish()
         return True

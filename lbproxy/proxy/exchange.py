@@ -21,7 +21,7 @@ from lbproxy.http.termination import CLIENT_CLOSED, NO_BACKEND, OUT_OF_FDS
 from lbproxy.proxy.auth import authorize
 from lbproxy.proxy.cache import use_cache
 from lbproxy.proxy.flow import BODY_BUFFERED, CLIENT_SLOW, SERVER_SLOW
-from lbproxy.proxy.plugin_call import run_action
+from lbproxy.proxy.plugin_call import answer_failed, run_action
 from lbproxy.proxy.request import Request
 from lbproxy.tables.stick_table import StickTable, is_http_error
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.plugin_call import PluginCall
     from lbproxy.proxy.downstream import Downstream
+    from lbproxy.proxy.h2upstream import H2UpstreamStream
     from lbproxy.proxy.upstream import ServerPool, UpstreamProtocol
 
 # Request body bytes held while no server connection is ready; past it the client waits.
@@ -216,11 +217,16 @@ class Exchange(Request):
                       end_stream: bool = False) -> None:
         """The server's response starts (`end_stream`: and has no body; only HTTP/2 says
         so in the head): sticky cookies and http_response rules edit its headers, then the
-        downstream frames it."""
+        downstream frames it. When a rule's plugin fails, PluginFailed goes to the upstream
+        protocol, which drops the server's answer (`response_refused`)."""
         self.status = status
-        if self.frontend.response_rules or self.backend.persistence is not None:
-            headers = self.response_headers(headers)
-        self.sink.response_head(self, status, headers, length, end_stream)
+        try:
+            if self.frontend.response_rules or self.backend.persistence is not None:
+                headers = self.response_headers(headers)
+            self.sink.response_head(self, status, headers, length, end_stream)
+        except PluginFailed:
+            self.status = 0                 # nothing went out: the proxy answers instead
+            raise
 
     def response_headers(self, parts: list[bytes]) -> list[bytes]:
         persistence = self.backend.persistence
@@ -229,15 +235,20 @@ class Exchange(Request):
         return self.edited_by_rules(parts)
 
     def edited_by_rules(self, parts: list[bytes]) -> list[bytes]:
-        """`parts` as the frontend's http_response rules leave them. A rule whose plugin
-        fetch fails is skipped (the failure is logged): the server's answer goes on."""
+        """`parts` as the frontend's http_response rules leave them (PluginFailed when a
+        rule's plugin fails: the response is then the proxy's 500)."""
         for test, edit in self.frontend.response_rules:
-            try:
-                if test is None or test(self):
-                    parts = edit(self, parts)
-            except PluginFailed:
-                continue
+            if test is None or test(self):
+                parts = edit(self, parts)
         return parts
+
+    def response_refused(self, upstream: UpstreamProtocol | H2UpstreamStream) -> None:
+        """A plugin failed in an http_response rule: the server's answer is dropped (its
+        connection or stream closed; not the server's failure) and the client gets 500."""
+        self.upstream = None
+        upstream.close()
+        self.dispatcher.release(self, True)
+        answer_failed(self)
 
     def response_done(self, upstream: UpstreamProtocol, reusable: bool) -> None:
         """The whole response was relayed: give the connection back (or close it) and

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.outcomes import (ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, REFUSED,
                                        RESPONSE_TIMEOUT)
+from lbproxy.extensions import PluginFailed
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
@@ -383,7 +384,11 @@ class H2UpstreamStream:
         self.responded = True
         self.replay = None
         exchange.resp_bytes += sum(len(n) + len(v) for n, v in headers)
-        exchange.response_head(status, hparts, length, end_stream)
+        try:
+            exchange.response_head(status, hparts, length, end_stream)
+        except PluginFailed:                    # in an http_response rule
+            exchange.response_refused(self)
+            return
         if end_stream:
             self._complete()
         else:

@@ -18,6 +18,7 @@ import httptools
 
 from lbproxy.backends.outcomes import ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, RESPONSE_TIMEOUT
 from lbproxy.config.schema import BackendConfig, ServerConfig
+from lbproxy.extensions import PluginFailed
 from lbproxy.http.answers import STATUS_LINES
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL,
                                   RESPONSE_SPECIAL_AS_SENT, RESPONSE_SPECIAL_LENGTHS,
@@ -241,8 +242,12 @@ class UpstreamProtocol(asyncio.Protocol):
                 return
             self._fail(exchange)
             return
-        except httptools.HttpParserError:
-            self._fail(exchange)
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, PluginFailed):   # in an http_response rule
+                self.exchange = None
+                exchange.response_refused(self)
+            else:
+                self._fail(exchange)
             return
         if self.head_seen > self.max_head:     # a head that goes on and on
             self._fail(exchange)

@@ -17,6 +17,8 @@ import pytest
 
 from lbproxy.extensions import FAILURES
 from tests.harness import connect, free_port, get, simple_config, wait_for, write_config
+from tests.h2server import H2Server
+from tests.origin import Origin
 from tests.process import LbproxyProcess
 
 pytestmark = pytest.mark.usefixtures("isolated_plugins")
@@ -164,6 +166,42 @@ def test_a_failing_plugin_answers_500_logs_once_and_the_proxy_goes_on(
         (0 if before.get("t_wait") else 1)
     assert sum("KeyError: 'no such thing'" in text for text in tracebacks) == \
         (0 if before.get("t_fail") else 1)
+
+
+def test_a_plugin_failing_in_a_response_rule_answers_500_instead_of_the_answer(proxy,
+                                                                            plugin_file):
+    """The server's answer, or the cached one, is dropped for the proxy's 500 (the server
+    connection closed, the server not blamed), and the next request is served."""
+    with Origin() as origin:
+        config = plugin_config(plugin_file, [origin.port], http_response=[
+            {"set_header": {"name": "X-Fail", "value": "%[t_fail]"},
+             "if": "{ hdr(x-refuse) -m found }"}])
+        config["backends"]["app"]["cache"] = "web"
+        config["caches"] = {"web": {}}
+        p = proxy(config)
+        refuse = {"X-Refuse": "1"}
+        cached = "/cached?h=Cache-Control:max-age=60"
+        assert get(p.port, cached).status == 200                   # stored
+        for path in ("/plain", cached):                              # from the server, a hit
+            response = get(p.port, path, refuse)
+            assert response.status == 500, path
+            assert b"500 Internal Server Error" in response.body
+        assert origin.count("/cached") == 1
+        assert get(p.port, "/fine").status == 200
+        assert p.call(lambda: p.engine.backends["app"].servers[0].failures) == 0
+
+
+def test_a_plugin_failing_in_a_response_rule_cancels_an_http2_server_stream(proxy,
+                                                                          plugin_file):
+    with H2Server() as server:
+        config = plugin_config(plugin_file, [server.port], http_response=[
+            {"set_header": {"name": "X-Fail", "value": "%[t_fail]"},
+             "if": "{ hdr(x-refuse) -m found }"}])
+        config["backends"]["app"]["proto"] = "h2"
+        p = proxy(config)
+        assert get(p.port, "/", {"X-Refuse": "1"}).status == 500
+        assert get(p.port, "/").status == 200                    # the connection goes on
+        assert p.call(lambda: p.engine.backends["app"].servers[0].failures) == 0
 
 
 def test_an_async_action_past_the_client_timeout_is_cancelled_with_500(
