@@ -122,18 +122,16 @@ class Request:
         lname = name.lower()
         if lname in PROTECTED:
             raise ValueError(f"'{name}' is managed by the proxy and cannot be changed")
-        request = self._request
         raw = None if value is None else value.replace("\r", "").replace("\n", "").encode(
             "latin-1", "replace")
-        if lname == "x-forwarded-for":       # kept apart: the client IP is appended to it
-            request.xff_b = raw
-            return
-        parts = without(request.hparts, lname.encode("latin-1"))
-        if raw is not None:
-            parts += (name.encode("latin-1"), b": ", raw, b"\r\n")
-        request.hparts = parts
-        if lname == "host":
-            request.host_b = raw
+        lname_b = lname.encode("latin-1")
+
+        def replace(_request: object, parts: list[bytes]) -> list[bytes]:
+            parts = without(parts, lname_b)
+            if raw is not None:
+                parts += (name.encode("latin-1"), b": ", raw, b"\r\n")
+            return parts
+        self._request.edit_headers(lname_b, replace)
 
 
 @lru_cache(maxsize=1024)

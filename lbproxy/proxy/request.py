@@ -10,10 +10,14 @@ the downstream that received the request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lbproxy.proxy.downstream import Downstream
+
+# A header edit: (request, quadruples of the headers concerned) -> the quadruples after it.
+HeaderEdit = Callable[["Request", list[bytes]], list[bytes]]
 
 
 def forwarded_parts(request: Request) -> list[bytes]:
@@ -70,6 +74,19 @@ class Request:
     def set_url(self, url: str) -> None:
         self.url_b = url.encode("latin-1", "replace")
         self.norm_path = None
+
+    def edit_headers(self, lname: bytes, edit: HeaderEdit) -> None:
+        """Apply `edit` to the headers the server gets, for one that edits `lname`: the
+        X-Forwarded-For the client sent is kept apart (the client address is appended to
+        it when sent) and edited there; a Host change is kept in step in `host_b`."""
+        if lname == b"x-forwarded-for":
+            xff = self.xff_b
+            parts = edit(self, [] if xff is None else [b"X-Forwarded-For", b": ", xff, b"\r\n"])
+            self.xff_b = b", ".join(parts[2::4]) or None
+            return
+        self.hparts = edit(self, self.hparts)
+        if lname == b"host":
+            self.host_b = self.raw_header(b"host")
 
     def raw_header(self, lname: bytes) -> bytes | None:
         parts = self.hparts

@@ -177,20 +177,10 @@ def _track(args: TrackArgs, table: Any, where: str, runtime: Any) -> Action:
 
 def _request_header(action: str, args: HeaderArgs, where: str, runtime: Any) -> Action:
     edit = header_edit(action, args, where, runtime, "request")
-    lname = args.name.lower()
-    if lname == "x-forwarded-for":
-        # Kept apart from the other headers (the client IP is appended to it when sent).
-        def apply_xff(exchange: Any) -> int:
-            xff = exchange.xff_b
-            parts = edit(exchange, [] if xff is None else [b"X-Forwarded-For", b": ", xff, b"\r\n"])
-            exchange.xff_b = b", ".join(parts[2::4]) or None
-            return CONTINUE
-        return apply_xff
+    lname = args.name.lower().encode("latin-1")
 
     def apply(exchange: Any) -> int:
-        exchange.hparts = edit(exchange, exchange.hparts)
-        if lname == "host":
-            exchange.host_b = exchange.raw_header(b"host")
+        exchange.edit_headers(lname, edit)
         return CONTINUE
     return apply
 
