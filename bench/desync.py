@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
 
 from bench.harness import REPO, Proc, Session, choose, free_port, noted
 from bench.report import RESULTS, Report, now_utc
-from bench.targets import lbproxy_argv, lbproxy_config
+from bench.targets import haproxy_argv, lbproxy_argv, lbproxy_config, nginx_argv
 
 sys.path.insert(0, str(REPO))
 from tests.desync import check, generate  # noqa: E402
@@ -44,27 +43,19 @@ def lbproxy(workdir: Path, port: int, server: int) -> list[str]:
 
 
 def haproxy(workdir: Path, port: int, server: int) -> list[str]:
-    path = workdir / "haproxy-desync.cfg"
-    path.write_text(
-        "global\n    nbthread 1\n"
-        "defaults\n    mode http\n    option http-keep-alive\n    http-reuse safe\n"
-        "    timeout connect 5s\n    timeout client 2s\n    timeout server 5s\n"
-        "    timeout http-request 1s\n    timeout tunnel 5s\n"
+    return haproxy_argv(
+        workdir, "haproxy-desync.cfg",
         f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend app\n"
-        f"backend app\n    server app1 127.0.0.1:{server}\n")
-    return ["haproxy", "-db", "-f", str(path)]
+        f"backend app\n    server app1 127.0.0.1:{server}\n",
+        defaults="    mode http\n    option http-keep-alive\n    http-reuse safe\n"
+                 "    timeout connect 5s\n    timeout client 2s\n    timeout server 5s\n"
+                 "    timeout http-request 1s\n    timeout tunnel 5s\n")
 
 
 def nginx(workdir: Path, port: int, server: int) -> list[str]:
     """nginx with the WebSocket settings its documentation gives, so Upgrade can pass."""
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "".join(f"  {kind}_temp_path {workdir}/{kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    path = workdir / "nginx-desync.conf"
-    path.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx-desync.pid;\n"
-        "error_log stderr crit;\nevents { worker_connections 4000; }\n"
-        "http {\n  access_log off;\n" + temp +
+    return nginx_argv(
+        workdir, "nginx-desync",
         "  client_header_timeout 1s;\n  client_body_timeout 2s;\n"
         "  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }\n"
         f"  upstream app {{\n    server 127.0.0.1:{server};\n    keepalive 16;\n  }}\n"
@@ -72,8 +63,7 @@ def nginx(workdir: Path, port: int, server: int) -> list[str]:
         "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         "      proxy_set_header Upgrade $http_upgrade;\n"
         "      proxy_set_header Connection $connection_upgrade;\n"
-        "      proxy_set_header Host $http_host;\n    }\n  }\n}\n")
-    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", str(path)]
+        "      proxy_set_header Host $http_host;\n    }\n  }\n", connections=4000, errors="crit")
 
 
 COMMANDS = {"lbproxy": lbproxy, "haproxy": haproxy, "nginx": nginx}

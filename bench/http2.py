@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from bench.harness import (Proc, Session, add_common_options, choose, free_port,
                            pinned, start_nginx_backend, tree_cpu_seconds)
 from bench.loadgen import run_metered
 from bench.report import RESULTS, Report, now_utc
-from bench.targets import Tls, caddy_argv, lbproxy_argv, lbproxy_config
+from bench.targets import Tls, caddy_argv, haproxy_argv, lbproxy_argv, lbproxy_config, nginx_argv
 from bench.tls import make_certificate
 
 TARGETS = ["lbproxy", "haproxy", "nginx", "caddy"]
@@ -62,28 +61,17 @@ def lbproxy(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> l
 
 
 def haproxy(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> list[str]:
-    path = workdir / "haproxy-h2.cfg"
-    path.write_text(
-        "global\n    nbthread 1\n    maxconn 9000\n"
-        "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n"
-        "    http-reuse always\n    timeout connect 5s\n    timeout client 30s\n"
-        "    timeout server 30s\n"
+    return haproxy_argv(
+        workdir, "haproxy-h2.cfg",
         f"frontend web\n    bind 127.0.0.1:{h2c} proto h2\n"
         f"    bind 127.0.0.1:{tls_port} ssl crt {tls.bundle} alpn h2,http/1.1\n"
         "    default_backend app\n"
         f"backend app\n    server app1 127.0.0.1:{backend}\n")
-    return ["haproxy", "-db", "-f", str(path)]
 
 
 def nginx(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> list[str]:
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "".join(f"  {kind}_temp_path {workdir}/{kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    path = workdir / "nginx-h2.conf"
-    path.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx-h2.pid;\n"
-        "error_log stderr warn;\nevents { worker_connections 12000; }\n"
-        "http {\n  access_log off;\n" + temp +
+    return nginx_argv(
+        workdir, "nginx-h2",
         f"  upstream app {{\n    server 127.0.0.1:{backend};\n    keepalive 64;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{h2c} http2;\n"
         f"    listen 127.0.0.1:{tls_port} ssl http2;\n"
@@ -91,8 +79,7 @@ def nginx(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> lis
         "    http2_max_concurrent_streams 128;\n    keepalive_requests 1000000000;\n"
         "    location / {\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n'
-        "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }\n  }\n}\n")
-    return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", str(path)]
+        "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }\n  }\n")
 
 
 def caddy(workdir: Path, h2c: int, tls_port: int, backend: int, tls: Tls) -> list[str]:

@@ -100,31 +100,39 @@ def lbproxy_default_command(workdir: Path, port: int, servers: list[int], tls: T
     return lbproxy_argv(workdir, config, "lbproxy-default.yaml")
 
 
+HAPROXY_DEFAULTS = ("    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse always\n"
+                    "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n")
+
+
+def haproxy_argv(workdir: Path, filename: str, sections: str, defaults: str = HAPROXY_DEFAULTS) -> list[str]:
+    """HAProxy in the foreground on `filename`: one thread, the `defaults` section's lines, then
+    `sections` (frontends, backends, caches)."""
+    config = _write(workdir, filename, "global\n    nbthread 1\n    maxconn 9000\n"
+                    f"defaults\n{defaults}{sections}")
+    return ["haproxy", "-db", "-f", config]
+
+
 def haproxy_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None, *,
                     sections: str = "", backend_extra: str = "") -> list[str]:
     """`sections`: more top-level sections (e.g. a `cache`); `backend_extra`: lines for the backend."""
     listed = _servers("    server app{i} 127.0.0.1:{port}\n", servers)
     ssl = f" ssl crt {tls.bundle} alpn http/1.1" if tls else ""
-    config = _write(
-        workdir, "haproxy.cfg",
-        "global\n    nbthread 1\n    maxconn 9000\n"
-        "defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse always\n"
-        "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n" + sections +
-        f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
-        f"backend app\n    balance roundrobin\n{backend_extra}{listed}")
-    return ["haproxy", "-db", "-f", config]
+    return haproxy_argv(workdir, "haproxy.cfg", sections +
+                        f"frontend web\n    bind 127.0.0.1:{port}{ssl}\n    default_backend app\n"
+                        f"backend app\n    balance roundrobin\n{backend_extra}{listed}")
 
 
-def _nginx_argv(workdir: Path, name: str, http: str, connections: int = 12000) -> list[str]:
-    """nginx in the foreground on `{name}.conf`: one worker, no access log, its pid and temp
-    files in `workdir` (prefixed `name`), and the `http` block's contents."""
+def nginx_argv(workdir: Path, name: str, http: str, connections: int = 12000, errors: str = "warn") -> list[str]:
+    """nginx in the foreground on `{name}.conf`: one worker, no access log, the error log at
+    level `errors` on stderr, its pid and temp files in `workdir` (prefixed `name`), and the
+    `http` block's contents."""
     temp_paths = "".join(f"  {kind}_temp_path {workdir}/{name}-{kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # as root nginx's worker would drop to `nobody` and lose access to the private work dir
     user = "user root;\n" if os.geteuid() == 0 else ""
     config = _write(
         workdir, f"{name}.conf",
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/{name}.pid;\nerror_log stderr warn;\n"
+        f"{user}daemon off;\nworker_processes 1;\npid {workdir}/{name}.pid;\nerror_log stderr {errors};\n"
         f"worker_rlimit_nofile {2 * connections};\nevents {{ worker_connections {connections}; }}\n"
         "http {\n  access_log off;\n  client_max_body_size 0;\n" + temp_paths + http + "}\n")
     return ["nginx", "-e", "stderr", "-p", str(workdir), "-c", config]
@@ -136,7 +144,7 @@ def nginx_command(workdir: Path, port: int, servers: list[int], tls: Tls | None 
     for the proxying location (e.g. `gzip on;`)."""
     listed = _servers("    server 127.0.0.1:{port};\n", servers)
     ssl = f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n" if tls else ""
-    return _nginx_argv(
+    return nginx_argv(
         workdir, "nginx",
         http_extra + f"  upstream app {{\n{listed}    keepalive {IDLE_UPSTREAM};\n"
         f"    keepalive_requests {NO_LIMIT};\n  }}\n"
@@ -191,7 +199,7 @@ def nginx_backend_argv(workdir: Path, port: int, sizes: Sequence[int] = ()) -> l
     files.mkdir(exist_ok=True)
     for size in sizes:
         (files / str(size)).write_bytes(b"x" * size)
-    return _nginx_argv(
+    return nginx_argv(
         workdir, "nginx-backend",
         f"  sendfile on;\n  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests {NO_LIMIT};\n"
         f"    location /bytes/ {{ alias {files}/; }}\n"
@@ -203,7 +211,7 @@ def nginx_origin_argv(workdir: Path, port: int, root: Path, max_age: int = 3600)
     """nginx as a fast origin of the files in `root` (.html, .json, .bin), each with
     `Cache-Control: max-age=MAX_AGE`, an ETag and Last-Modified, keep-alive without a request
     limit. `GET /_status` (stub_status) counts the requests it has served."""
-    return _nginx_argv(
+    return nginx_argv(
         workdir, "nginx-origin",
         "  types { text/html html; application/json json; application/octet-stream bin; }\n"
         f"  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000000;\n"
