@@ -94,7 +94,6 @@ class Backend:
             self.add_server(server_config, up=not checked, dynamic=False)
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
-            self.lb_hooks = False
             self._new_balancers()
         self.changed(None, "reload")
 
@@ -144,15 +143,16 @@ class Backend:
         normal, backups = self._split()
         self.balancer: Balancer = self._balancer(normal)
         self.backup_balancer: Balancer = self._balancer(backups)
+        self._hooks()
 
     def _balancer(self, servers: list[Server]) -> Balancer:
         config = self.config
-        balancer = make_balancer(config.balance, config.balance_arg, config.hash_type, servers)
-        # Most algorithms ignore on_start/on_finish: the data plane skips those calls.
-        cls = type(balancer)
-        self.lb_hooks = getattr(self, "lb_hooks", False) or (
-            cls.on_start is not Balancer.on_start or cls.on_finish is not Balancer.on_finish)
-        return balancer
+        return make_balancer(config.balance, config.balance_arg, config.hash_type, servers)
+
+    def _hooks(self) -> None:
+        """Most algorithms ignore on_start/on_finish: the data plane skips those calls."""
+        self.lb_hooks = (self.balancer.wants_hooks(self.servers)
+                         or self.backup_balancer.wants_hooks(self.servers))
 
     # the hot path
 
@@ -219,6 +219,7 @@ class Backend:
             normal, backups = self._split()
             self.balancer.update(normal)
             self.backup_balancer.update(backups)
+            self._hooks()                   # (a server's maxconn may have come or gone)
         self._notify(server, what)
 
     def _notify(self, server: Server | None, what: str) -> None:

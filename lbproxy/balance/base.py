@@ -47,6 +47,12 @@ class Balancer:
     def pick(self, request: RequestInfo, avoid: Server | None = None) -> Server | None:
         raise NotImplementedError
 
+    def wants_hooks(self, servers: Sequence[Server]) -> bool:
+        """Whether requests to `servers` must go through on_start/on_finish (the data
+        plane skips both calls otherwise): when the algorithm has its own."""
+        cls = type(self)
+        return cls.on_start is not Balancer.on_start or cls.on_finish is not Balancer.on_finish
+
     def on_start(self, server: Server) -> None:
         """A request was sent to `server` (in_flight already incremented)."""
 

@@ -128,6 +128,12 @@ class Tracked(Balancer):
         elif slot.weight:
             self._remove(slot)
 
+    def wants_hooks(self, servers: Sequence[Server]) -> bool:
+        """These hooks only follow servers in and out of `maxconn`: needed when one has it."""
+        cls = type(self)
+        return (cls.on_start is not Tracked.on_start or cls.on_finish is not Tracked.on_finish
+                or any(server.maxconn for server in servers))
+
     def on_start(self, server: Server) -> None:
         if server.maxconn and server.in_flight >= server.maxconn:   # it just became full
             self.refresh(server)

@@ -141,3 +141,14 @@ def test_state_weight_and_slowstart_changes_move_one_server_not_the_pool():
     assert updates == []
     assert refreshed[:4] == ["app2", "app3", "app1", "app2"]
     assert set(refreshed[4:]) == {"app2"} and app2.weight == 10
+
+
+def test_balancer_hooks_run_only_where_the_algorithm_needs_them():
+    """roundrobin's hooks only follow servers in and out of maxconn: without one, the data
+    plane skips them (two calls per request); leastconn always needs its own."""
+    def hooks(**kwargs) -> bool:
+        return DataPlane(config(2, **kwargs)).engine.backends["app"].lb_hooks
+    assert not hooks()
+    assert hooks(server={"maxconn": 3})
+    assert hooks(backend={"balance": "leastconn"})
+    assert not hooks(backend={"balance": "source"})
