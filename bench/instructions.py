@@ -24,15 +24,23 @@ from bench.harness import Proc, free_port, start_nginx_backend
 from bench.targets import lbproxy_argv, lbproxy_config
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+# What a browser sends for a page: 14 headers.
+BROWSER = (b"GET /index.html?lang=en HTTP/1.1\r\nHost: www.example.com\r\nConnection: keep-alive\r\n"
+           b"Cache-Control: max-age=0\r\nsec-ch-ua: \"Chromium\";v=\"131\"\r\nsec-ch-ua-mobile: ?0\r\n"
+           b"Upgrade-Insecure-Requests: 1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+           b"(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml,"
+           b"application/xml;q=0.9,*/*;q=0.8\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\n"
+           b"Sec-Fetch-Dest: document\r\nAccept-Encoding: gzip, deflate, br\r\n"
+           b"Accept-Language: en-US,en;q=0.9\r\nCookie: session=4f2a9c1e7b; theme=dark\r\n\r\n")
 START_TIMEOUT = 180.0     # imports under valgrind take a while
 
 
-async def _client(port: int, count: int) -> None:
+async def _client(port: int, count: int, request: bytes) -> None:
     """`count` requests one after another on one keep-alive connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(count):
-            writer.write(REQUEST)
+            writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"unexpected answer: {head[:60]!r}")
@@ -42,9 +50,9 @@ async def _client(port: int, count: int) -> None:
         writer.close()
 
 
-async def load(port: int, connections: int, requests: int) -> None:
+async def load(port: int, connections: int, requests: int, request: bytes = REQUEST) -> None:
     per_client = max(1, requests // connections)
-    await asyncio.gather(*(_client(port, per_client) for _ in range(connections)))
+    await asyncio.gather(*(_client(port, per_client, request) for _ in range(connections)))
 
 
 def _callgrind_control(*args: str) -> None:
@@ -59,7 +67,7 @@ def _total_instructions(path: Path) -> int:
 
 
 def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
-            keep: Path | None = None) -> float:
+            keep: Path | None = None, request: bytes = REQUEST) -> float:
     """Instructions per request for lbproxy with `config_changes` (keys of lbproxy_config);
     `keep`: where to copy the counts, for callgrind_annotate."""
     with ExitStack() as stack:
@@ -71,11 +79,11 @@ def measure(workdir: Path, config_changes: dict, connections: int, requests: int
                 *lbproxy_argv(workdir, config)]
         proxy = stack.enter_context(Proc("lbproxy", argv, workdir))
         proxy.wait_for_port(port, START_TIMEOUT)
-        asyncio.run(load(port, connections, warmup))
+        asyncio.run(load(port, connections, warmup, request))
         for old in workdir.glob("callgrind.out.*"):
             old.unlink()
         _callgrind_control("-z", str(proxy.pid))
-        asyncio.run(load(port, connections, requests))
+        asyncio.run(load(port, connections, requests, request))
         _callgrind_control("-d", str(proxy.pid))
         deadline = time.monotonic() + 30
         while not (dumps := list(workdir.glob("callgrind.out.*"))) and time.monotonic() < deadline:
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", choices=["off", "json", "clf"], default="off",
                         help="access log format (to a file), default off")
     parser.add_argument("--keep", type=Path, help="copy callgrind's counts here (for callgrind_annotate)")
+    parser.add_argument("--browser", action="store_true",
+                        help="send a browser's request (14 headers) instead of a 3-header one")
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
@@ -101,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         log = {"access": str(workdir / "access.log"), "format": args.log}
         per_request = measure(workdir, {"global_": {"log": log}}, args.connections, args.requests, args.warmup,
-                              args.keep)
-    print(f"lbproxy, access log {args.log}, {args.connections} connections: "
+                              args.keep, BROWSER if args.browser else REQUEST)
+    print(f"lbproxy, access log {args.log}, {'browser' if args.browser else '3-header'} requests, "
+          f"{args.connections} connections: "
           f"{per_request:,.0f} instructions per request")
 
 

@@ -25,7 +25,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from bench.harness import REPO, Proc, free_port, start_nginx_backend
-from bench.instructions import load
+from bench.instructions import BROWSER, REQUEST, load
 from bench.targets import lbproxy_argv, lbproxy_config
 
 START, STOP = signal.SIGUSR2, signal.SIGPWR     # lbproxy handles neither
@@ -64,7 +64,8 @@ def child(out: str, lbproxy_args: list[str]) -> None:
     runpy.run_module("lbproxy", run_name="__main__", alter_sys=True)
 
 
-def measure(workdir: Path, log: str, connections: int, requests: int) -> list[tuple[float, float, str]]:
+def measure(workdir: Path, log: str, connections: int, requests: int, request: bytes = REQUEST
+            ) -> list[tuple[float, float, str]]:
     """(opcodes, calls, function) per request, most opcodes first."""
     out = workdir / "opcodes.tsv"
     with ExitStack() as stack:
@@ -76,9 +77,9 @@ def measure(workdir: Path, log: str, connections: int, requests: int) -> list[tu
         proxy = stack.enter_context(Proc("lbproxy", [argv[0], "-m", "bench.opcodes", "--child", str(out),
                                                      "--", *argv[3:]], workdir))
         proxy.wait_for_port(port)
-        asyncio.run(load(port, connections, 1000))       # warm-up
+        asyncio.run(load(port, connections, 1000, request))       # warm-up
         os.kill(proxy.pid, START)
-        asyncio.run(load(port, connections, requests))
+        asyncio.run(load(port, connections, requests, request))
         os.kill(proxy.pid, STOP)
         deadline = time.monotonic() + 10
         while not out.exists() and time.monotonic() < deadline:
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests (default 2000)")
     parser.add_argument("--log", choices=["off", "json", "clf"], default="off",
                         help="access log format (to a file), default off")
+    parser.add_argument("--browser", action="store_true",
+                        help="send a browser's request (14 headers) instead of a 3-header one")
     parser.add_argument("--top", type=int, default=40, help="functions listed (default 40)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child, args.rest)
         return
     with tempfile.TemporaryDirectory(prefix="lbproxy-opcodes-") as tmp:
-        rows = measure(Path(tmp), args.log, args.connections, args.requests)
+        rows = measure(Path(tmp), args.log, args.connections, args.requests,
+                       BROWSER if args.browser else REQUEST)
     print(f"lbproxy, access log {args.log}: {sum(r[0] for r in rows):,.0f} opcodes and "
           f"{sum(r[1] for r in rows):,.1f} Python calls per request")
     print(f"{'opcodes':>8} {'calls':>6}  function")

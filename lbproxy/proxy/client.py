@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lbproxy.http.answers import STATUS_LINES, Answer, error_answer, status_line
-from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, REQUEST_SPECIAL,
-                                  TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST,
+from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST, PLAIN_REQUEST_HEADERS,
+                                  REQUEST_SPECIAL, TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST,
                                   X_FORWARDED_PROTO, connection_header, is_token_list_chunked,
                                   upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
@@ -107,8 +107,10 @@ class ClientProtocol(asyncio.Protocol):
         # bytes since the parser last showed progress: the head so far, or the chunk
         # framing and trailers since the last body bytes (the unfinished-line guard)
         self.unparsed = 0
-        self.head_size = 0       # bytes of the current head's target and headers (exact)
-        self.header_count = 0
+        # what the current head may still take (its target and headers, exactly; the
+        # frontend's max_header_size and max_headers): below 0 it is refused with 431
+        self.head_left = 0
+        self.headers_left = 0
         self.reject_status = 0   # the status of a refused request (a parser callback's)
         self.refused: Exchange | None = None    # it waits behind earlier ones to be answered
         self.parsing: Exchange | None = None    # request being received
@@ -286,8 +288,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.priming:
             return
         self.parsing = Exchange(self)
-        self.header_count = 0
-        self.head_size = 0
+        frontend = self.frontend
+        self.head_left = frontend.max_header_size
+        self.headers_left = frontend.max_headers
         if self.phase <= IDLE:
             self._enter(HEAD)
 
@@ -295,16 +298,24 @@ class ClientProtocol(asyncio.Protocol):
         if self.priming:
             return
         self.parsing.url_b += url
-        self.head_size += len(url)
+        self.head_left -= len(url)
+
+    def _fresh_budget(self) -> None:
+        """The limits again, for trailers (or a head after an upgrade was declined)."""
+        frontend = self.frontend
+        self.head_left = frontend.max_header_size
+        self.headers_left = frontend.max_headers
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self.parsing
-        self.header_count += 1
-        self.head_size += len(name) + len(value) + 4
-        frontend = self.frontend
-        if self.header_count > frontend.max_headers or self.head_size > frontend.max_header_size:
+        self.headers_left -= 1
+        self.head_left -= len(name) + len(value) + 4
+        if self.headers_left < 0 or self.head_left < 0:
             self._reject_in_parser(431)
+        exchange = self.parsing
         if exchange.method_b:               # a trailer after a chunked body: dropped
+            return
+        if name in PLAIN_REQUEST_HEADERS:   # the most common names, as clients send them
+            exchange.hparts += (name, b": ", value, b"\r\n")
             return
         code = REQUEST_SPECIAL.get(name.lower())
         if code is None:
@@ -335,6 +346,7 @@ class ClientProtocol(asyncio.Protocol):
             exchange.expect_continue = value.strip().lower() == b"100-continue"
             exchange.hparts += (name, b": ", value, b"\r\n")
         elif code == X_FORWARDED_PROTO or code == X_FORWARDED_HOST:
+            frontend = self.frontend
             if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
                     else frontend.x_forwarded_host):
                 exchange.hparts += (name, b": ", value, b"\r\n")
@@ -359,7 +371,7 @@ class ClientProtocol(asyncio.Protocol):
             exchange.http11 or (exchange.connection is not None
                                 and b"keep-alive" in exchange.connection))
         exchange.is_head = method == b"HEAD"
-        if self.head_size > frontend.max_header_size:     # a target longer than the limit
+        if self.head_left < 0:                          # a target longer than the limit
             self._reject_in_parser(431)
         if method == b"CONNECT":
             self._reject_in_parser(501)
@@ -376,7 +388,8 @@ class ClientProtocol(asyncio.Protocol):
         if self.peer_trusted and exchange.xff_b is not None:
             exchange.forwarded_src = frontend.forwarded_client(exchange.xff_b)
         self.unparsed = 0
-        self.header_count = self.head_size = 0      # trailers count afresh
+        if exchange.chunked:
+            self._fresh_budget()                    # trailers count afresh
         if exchange.chunked or exchange.length > 0:
             self._enter(BODY)                       # (else on_message_complete follows now)
         if self.current is None:
@@ -643,7 +656,7 @@ class ClientProtocol(asyncio.Protocol):
             finally:
                 self.priming = False
                 self.body_head = None
-                self.header_count = self.head_size = 0
+                self._fresh_budget()
         return rest
 
     def _hold(self, data: bytes) -> None:
