@@ -49,20 +49,30 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"http2-settings": HOP,    # belongs to an h2c upgrade, which is never passed on
 }
 
-# Request header names that are not special, as browsers, curl and HTTP libraries send
-# them: one set lookup relays them without lower-casing (every other name is lower-cased
-# and looked up in REQUEST_SPECIAL). Nothing special may ever be added here.
-PLAIN_REQUEST_HEADERS = frozenset(
-    spelling
-    for name in ("accept", "accept-encoding", "accept-language", "authorization",
-                 "cache-control", "content-type", "cookie", "dnt", "if-match",
-                 "if-modified-since", "if-none-match", "origin", "pragma", "priority", "range",
-                 "referer", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
-                 "sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-user",
-                 "traceparent", "upgrade-insecure-requests", "user-agent", "x-request-id",
-                 "x-requested-with")
-    for spelling in (name.encode(), "-".join(p.capitalize() for p in name.split("-")).encode()))
-assert not {name.lower() for name in PLAIN_REQUEST_HEADERS} & REQUEST_SPECIAL.keys()
+def _spellings(*names: str) -> frozenset[bytes]:
+    """Each name lower-case and Title-Case, as bytes."""
+    return frozenset(spelling for name in names for spelling in (
+        name.encode(), "-".join(part.capitalize() for part in name.split("-")).encode()))
+
+
+# Header names that are never special, as browsers, curl, HTTP libraries and servers send
+# them: one set lookup relays them, without lower-casing or a lookup among the special
+# names (every other name gets those). Nothing special may ever be added here.
+PLAIN_REQUEST_HEADERS = _spellings(
+    "accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+    "content-type", "cookie", "dnt", "if-match", "if-modified-since", "if-none-match",
+    "origin", "pragma", "priority", "range", "referer", "sec-ch-ua", "sec-ch-ua-mobile",
+    "sec-ch-ua-platform", "sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site",
+    "sec-fetch-user", "traceparent", "upgrade-insecure-requests", "user-agent",
+    "x-request-id", "x-requested-with")
+PLAIN_RESPONSE_HEADERS = _spellings(
+    "accept-ranges", "access-control-allow-origin", "age", "cache-control",
+    "content-encoding", "content-language", "content-security-policy", "content-type",
+    "date", "etag", "expires", "last-modified", "location", "referrer-policy", "server",
+    "set-cookie", "strict-transport-security", "vary", "x-content-type-options",
+    "x-frame-options")
+assert not {name.lower() for name in PLAIN_REQUEST_HEADERS | PLAIN_RESPONSE_HEADERS} \
+    & REQUEST_SPECIAL.keys()
 
 # Connection-header tokens that are not header names to strip: the connection options,
 # and the framing and routing headers that a message cannot be forwarded without (a

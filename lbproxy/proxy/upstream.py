@@ -20,8 +20,9 @@ from lbproxy.backends.outcomes import ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, RE
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.extensions import PluginFailed
 from lbproxy.http.answers import STATUS_LINES
-from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, RESPONSE_SPECIAL,
-                                  RESPONSE_SPECIAL_AS_SENT, RESPONSE_SPECIAL_LENGTHS,
+from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, PLAIN_RESPONSE_HEADERS,
+                                  RESPONSE_SPECIAL, RESPONSE_SPECIAL_AS_SENT,
+                                  RESPONSE_SPECIAL_LENGTHS,
                                   TRANSFER_ENCODING, UPGRADE, connection_header, strip_named)
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.proxy.connect import connect_to
@@ -332,6 +333,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.in_body:                # trailers: dropped, like HAProxy without h2
+            return
+        if name in PLAIN_RESPONSE_HEADERS:
+            self.hparts += (name, b": ", value, b"\r\n")
             return
         code = RESPONSE_SPECIAL_AS_SENT.get(name)
         if code is None and len(name) in RESPONSE_SPECIAL_LENGTHS:
