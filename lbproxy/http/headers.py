@@ -1,7 +1,8 @@
 """Header names the proxy treats specially, as small integer codes.
 
 The request and response parsers look each lower-cased name up once in these maps; every
-name not in them is passed through untouched, so the common header costs one dict miss.
+name not in them is passed through untouched. The most common names, as clients and
+servers write them, are known not to be special and are relayed after one set lookup.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"expect": EXPECT,
     b"http2-settings": HOP,    # belongs to an h2c upgrade, which is never passed on
 }
+
 
 def _spellings(*names: str) -> frozenset[bytes]:
     """Each name lower-case and Title-Case, as bytes."""
