@@ -22,11 +22,6 @@ import ipaddress
 import ssl
 from collections.abc import Callable
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
 
@@ -45,8 +40,11 @@ def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
     `where` is the "FILE:LINE: key.path" of the `tls` section; every problem with every
     certificate is reported at once in one ConfigError.
     """
+    # imported here: cryptography costs 8 MB, and only binds with certificates need it
+    from lbproxy.proxy.certificates import certificate_names
+
     problems: list[str] = []
-    names = [_certificate_names(pair, f"{where}.certificates[{i}]", problems)
+    names = [certificate_names(pair, f"{where}.certificates[{i}]", problems)
              for i, pair in enumerate(config.certificates)]
     if config.ciphers is not None and not _ciphers_valid(config.ciphers):
         problems.append(f"{where}.ciphers: no cipher matches '{config.ciphers}'")
@@ -127,7 +125,7 @@ def _termination_context(config: BindTLSConfig, pair: CertConfig, where: str) ->
     context.set_alpn_protocols(list(config.alpn))
     try:
         context.load_cert_chain(pair.cert, pair.key)
-    except OSError as exc:   # cryptography accepted the files but OpenSSL does not
+    except OSError as exc:   # certificate_names accepted the files but OpenSSL does not
         raise ConfigError([f"{where}: cannot load {pair.cert}: {exc}"]) from None
     return context
 
@@ -138,56 +136,6 @@ def _ciphers_valid(ciphers: str) -> bool:
     except ssl.SSLError:
         return False
     return True
-
-
-def _certificate_names(pair: CertConfig, where: str, problems: list[str]) -> tuple[str, ...]:
-    """Check that `pair` is a readable certificate with its key; return its DNS names.
-
-    Checked with `cryptography` rather than by OpenSSL's load_cert_chain, whose errors
-    ("[SSL] PEM lib") do not say which file is wrong.
-    """
-    cert_pem = _read(pair.cert, f"{where}.cert", problems)
-    key_pem = cert_pem if pair.key == pair.cert else _read(pair.key, f"{where}.key", problems)
-    if cert_pem is None or key_pem is None:
-        return ()
-    try:
-        certificate = x509.load_pem_x509_certificates(cert_pem)[0]   # the leaf comes first
-    except ValueError:
-        problems.append(f"{where}.cert: no PEM certificate in {pair.cert}")
-        return ()
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
-        problems.append(f"{where}.key: {pair.key} is encrypted; give an unencrypted key")
-    except (ValueError, UnsupportedAlgorithm):
-        problems.append(f"{where}.key: no usable PEM private key in {pair.key}")
-    else:
-        if key.public_key() != certificate.public_key():
-            problems.append(f"{where}: key {pair.key} does not match certificate {pair.cert}")
-    return _dns_names(certificate)
-
-
-def _read(path: str, where: str, problems: list[str]) -> bytes | None:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        problems.append(f"{where}: cannot read {path}: {exc.strerror}")
-        return None
-
-
-def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
-    """SAN dNSName entries, else the subject CN (RFC 6125: the CN only counts without SANs),
-    lower-cased for matching."""
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names: list[str] = san.value.get_values_for_type(x509.DNSName)
-    except x509.ExtensionNotFound:
-        names = []
-    if not names:
-        names = [str(attribute.value) for attribute
-                 in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return tuple(name.lower().rstrip(".") for name in names)
 
 
 def _sni_selector(exact: dict[str, ssl.SSLContext],
