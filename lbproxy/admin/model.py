@@ -1,18 +1,20 @@
 """What the stats page, the CSV, the metrics and the API all report, read off the live objects.
 
 The data plane only increments plain counters. Rates and "recent" response times need a
-time window, so a `Sampler` copies the counters once per TICK into a short ring per
-object (frontend, backend, server) and answers from the difference between now and the
-oldest sample: rps over the last WINDOW seconds, and avg/p95 response time from the
-histogram counts added in that window (so a server that got slow shows it at once, not
-diluted by hours of history). Rings are weakly keyed, so removed servers and objects
-replaced by a reload disappear on their own.
+time window, so a `Sampler` keeps two copies of every object's counters (frontend,
+backend, server), as HAProxy's two-period frequency counters do: `base`, taken PERIOD to
+WINDOW seconds ago, and `next`, which becomes the base one PERIOD later. rps is the
+difference from the base over its age, and avg/p95 response time come from the histogram
+counts added since it (so a server that got slow shows it within seconds, not diluted by
+hours of history). Two copies, not one per second: at 5,000 servers a ring of ten cost
+16 MB. A copy equal to the one before is that one, so idle servers share theirs. Every
+TICK the request counters are also read for the highest rate seen. Histories are weakly
+keyed, so removed servers and objects replaced by a reload disappear on their own.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,8 +28,9 @@ from lbproxy.proxy.frontend import Frontend
 if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
 
-TICK = 1.0        # seconds between samples: the resolution of rates
-WINDOW = 10.0     # seconds of history behind rps and recent response times: smooths 1 s bursts
+TICK = 1.0        # seconds between two reads of the counters: the resolution of the maximum rate
+WINDOW = 10.0     # at most this much history behind rps and recent response times
+PERIOD = WINDOW / 2   # and at least this much (once sampling has run that long): smooths bursts
 STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")   # index = status // 100
 
 
@@ -82,7 +85,7 @@ def ago(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """Activity over the last WINDOW seconds; times in seconds, None without responses."""
+    """Activity over the last PERIOD to WINDOW seconds; times in seconds, None without responses."""
 
     rps: float
     rps_max: float          # highest rate seen since sampling began, >= rps
@@ -96,17 +99,25 @@ class Recent:
 
 @dataclass(frozen=True, slots=True)
 class _Sample:
-    time: float
     requests: int
     latency_counts: tuple[int, ...]     # empty for frontends and backends
     latency_sum: float
 
 
-class _Ring:
-    __slots__ = ("samples", "rps_max")
+# What objects without traffic yet share.
+_UNUSED = _Sample(0, (), 0.0)
+_UNUSED_SERVER = _Sample(0, (0,) * (len(LATENCY_BUCKETS) + 1), 0.0)
 
-    def __init__(self) -> None:
-        self.samples: deque[_Sample] = deque()
+
+class _History:
+    """The base and next copies of one object's counters, and its highest rate."""
+
+    __slots__ = ("base", "base_time", "next", "next_time", "requests", "rps_max")
+
+    def __init__(self, sample: _Sample, now: float, requests: int) -> None:
+        self.base = self.next = sample
+        self.base_time = self.next_time = now
+        self.requests = requests        # at the last tick
         self.rps_max = 0.0
 
 
@@ -116,7 +127,10 @@ class Sampler:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.clock = time.monotonic
-        self._rings: WeakKeyDictionary[Frontend | Backend | Server, _Ring] = WeakKeyDictionary()
+        self._histories: WeakKeyDictionary[Frontend | Backend | Server, _History] = \
+            WeakKeyDictionary()
+        self._ticked = 0.0                  # when the last tick ran
+        self._turned = float("-inf")        # when the last `next` copies were taken
 
     def objects(self) -> Iterator[Frontend | Backend | Server]:
         yield from self.engine.frontends.values()
@@ -125,33 +139,40 @@ class Sampler:
             yield from backend.servers
 
     def tick(self) -> None:
-        """Take one sample of everything and forget samples older than WINDOW."""
+        """Read every request counter for the maximum rate; every PERIOD, the next copies
+        become the bases and new ones are taken."""
         now = self.clock()
+        since, self._ticked = now - self._ticked, now
+        turn = now - self._turned >= PERIOD
+        if turn:
+            self._turned = now
+        histories = self._histories
         for obj in self.objects():
-            ring = self._rings.get(obj)
-            if ring is None:
-                ring = self._rings[obj] = _Ring()
-            sample = _measure(obj, now)
-            if ring.samples:
-                last = ring.samples[-1]
-                if now > last.time:
-                    rate = (sample.requests - last.requests) / (now - last.time)
-                    ring.rps_max = max(ring.rps_max, rate)
-            ring.samples.append(sample)
-            while now - ring.samples[0].time > WINDOW:
-                ring.samples.popleft()
+            history = histories.get(obj)
+            if history is None:
+                histories[obj] = _History(_measure(obj, None), now, obj.requests)
+                continue
+            if since > 0:
+                history.rps_max = max(history.rps_max, (obj.requests - history.requests) / since)
+            history.requests = obj.requests
+            if turn:
+                sample = _measure(obj, history.next)
+                if now - history.next_time <= WINDOW:
+                    history.base, history.base_time = history.next, history.next_time
+                else:                       # no tick for a window (a stalled loop): start again
+                    history.base, history.base_time = sample, now
+                history.next, history.next_time = sample, now
 
     def recent(self, obj: Frontend | Backend | Server) -> Recent:
         now = self.clock()
-        ring = self._rings.get(obj)
-        if ring is None or not ring.samples:     # not sampled yet: no rate, all-time latency
+        history = self._histories.get(obj)
+        if history is None:             # not sampled yet: no rate, all-time latency
             rps, rps_max = 0.0, 0.0
         else:
-            base = ring.samples[0]
-            rps = (obj.requests - base.requests) / max(now - base.time, TICK)
-            # The rate now counts requests since the last sample too: it is a rate seen,
+            rps = (obj.requests - history.base.requests) / max(now - history.base_time, TICK)
+            # The rate now counts requests since the last tick too: it is a rate seen,
             # so the maximum includes it (req_rate never shows above req_rate_max).
-            rps_max = ring.rps_max = max(ring.rps_max, rps)
+            rps_max = history.rps_max = max(history.rps_max, rps)
         if isinstance(obj, Frontend):
             return Recent(rps, rps_max, None, None)
         servers = obj.servers if isinstance(obj, Backend) else [obj]
@@ -165,19 +186,24 @@ class Sampler:
         return Recent(rps, rps_max, total / n if n else None, quantile(counts, 0.95))
 
     def _latency_delta(self, server: Server) -> tuple[list[int], float]:
-        """Histogram counts and sum added since the oldest sample of `server`."""
-        ring = self._rings.get(server)
-        if ring is None or not ring.samples:
+        """Histogram counts and sum added since the base copy of `server`."""
+        history = self._histories.get(server)
+        if history is None:
             return list(server.latency_counts), server.latency_sum
-        base = ring.samples[0]
+        base = history.base
         return ([now - then for now, then in zip(server.latency_counts, base.latency_counts)],
                 server.latency_sum - base.latency_sum)
 
 
-def _measure(obj: Frontend | Backend | Server, now: float) -> _Sample:
+def _measure(obj: Frontend | Backend | Server, last: _Sample | None) -> _Sample:
+    """A copy of the counters of `obj`: `last` (or the shared unused one) when equal."""
     if isinstance(obj, Server):
-        return _Sample(now, obj.requests, tuple(obj.latency_counts), obj.latency_sum)
-    return _Sample(now, obj.requests, (), 0.0)
+        sample = _Sample(obj.requests, tuple(obj.latency_counts), obj.latency_sum)
+        last = last or _UNUSED_SERVER
+    else:
+        sample = _Sample(obj.requests, (), 0.0)
+        last = last or _UNUSED
+    return last if sample == last else sample
 
 
 def _round(seconds: float | None) -> float | None:

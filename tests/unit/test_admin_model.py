@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Iterator
 from functools import partial
 from types import SimpleNamespace
@@ -106,6 +107,33 @@ def test_the_rate_never_exceeds_the_maximum_rate(backend):
         sampler.tick()
     recent = sampler.recent(server)
     assert recent.rps == 0 and recent.rps_max == pytest.approx(30)
+
+
+def test_the_history_of_a_server_costs_no_more_with_time():
+    """Two copies of the counters per object, shared while they do not change: a ring of a
+    copy per second cost 3 KB per server at steady state (16 MB at 5,000 servers)."""
+    loop = asyncio.new_event_loop()
+    servers = tuple(ServerConfig(f"s{i}", Address("127.0.0.1", 1 + i)) for i in range(500))
+    state = ProxyState(loop, 100)
+    backend = Backend(BackendConfig(name="app", servers=servers), state, partial(make_pool, state))
+    now = [100.0]
+    sampler = Sampler(SimpleNamespace(frontends={}, backends={"app": backend}))
+    sampler.clock = lambda: now[0]
+    busy = backend.servers[0]
+    tracemalloc.start()
+    try:
+        for _ in range(3 * int(WINDOW)):
+            now[0] += TICK
+            busy.requests += 1
+            busy.observe_latency(0.008)
+            sampler.tick()
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        loop.close()
+    assert used / len(servers) < 400
+    assert sampler.recent(busy).rps == pytest.approx(1)
+    assert sampler.recent(backend.servers[1]).rps == 0
 
 
 def test_csv_layout_matches_haproxy():
