@@ -24,12 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from lbproxy.admin import api
 from lbproxy.admin.base import (ENGINE, SAMPLER, STATS, ApiError, authenticated_user,
                                 error_response, json_response, large_json_response, viewer)
-from lbproxy.admin.metrics import Scrapes
+from lbproxy.admin.metrics import METRICS_TYPE, Scrapes
 from lbproxy.admin.model import TICK, Sampler
 from lbproxy.admin.slicing import sliced
 from lbproxy.admin.stats_csv import csv_text, stat_rows
@@ -193,7 +192,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=await request.app[SCRAPES].get(),
-                        headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+                        headers={hdrs.CONTENT_TYPE: METRICS_TYPE})
 
 
 async def stats_page(request: web.Request) -> web.Response:

@@ -20,11 +20,11 @@ import json
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from lbproxy.admin.aggregate import merge_json, merge_metrics, merge_rows, render_rows_page
 from lbproxy.admin.app import INTERNAL, SHUTDOWN_TIMEOUT, guard
 from lbproxy.admin.base import STATS, json_response
+from lbproxy.admin.metrics import METRICS_TYPE
 from lbproxy.admin.stats_csv import to_csv
 from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Address, StatsConfig
@@ -82,7 +82,7 @@ class FanoutServer:
     async def metrics(self, request: web.Request) -> web.Response:
         answers = await self.workers.ask_all("GET", "/metrics")
         text = merge_metrics([body.decode() for status, body, _ in answers if status == 200])
-        return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+        return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_TYPE})
 
     async def _rows(self) -> list[dict] | web.Response:
         rows = await self._json_all(self.stats.uri, "format=json")

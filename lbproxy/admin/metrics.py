@@ -12,11 +12,10 @@ and status classes, so cardinality is bounded by what the operator declared.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client.utils import floatToGoString
 
 from lbproxy.admin.model import STATUS_CLASSES, queue_length
 from lbproxy.backends.server import LATENCY_BUCKETS
@@ -24,7 +23,24 @@ from lbproxy.backends.server import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
 
-_BOUNDS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+
+def _go_float(value: float) -> str:
+    """prometheus_client's floatToGoString, not imported: the package costs 2 MB of memory
+    for these lines. `+Inf`, `NaN`, and exponents from 1e+07 up as Go writes them."""
+    value = float(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:           # Go switches to exponents sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+_BOUNDS = [_go_float(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
 Rows = list[tuple[str, Any]]       # ("{labels}" as written, live object) per series
 
 
@@ -117,13 +133,15 @@ CACHE = (
 # --- writing the exposition ------------------------------------------------------------------
 
 BATCH = 250          # series written between two yields to the event loop
+# The exposition's media type, as prometheus_client 0.26 names it (CONTENT_TYPE_LATEST)
+METRICS_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 
 
 def _number(value: float) -> str:
     """As prometheus_client writes a sample: `12.0`, `1.5`, `1.234567e+06`."""
     if type(value) is int and -1_000_000 < value < 1_000_000:
         return f"{value}.0"
-    return floatToGoString(value)
+    return _go_float(value)
 
 
 def _label(name: str, value: str) -> str:
