@@ -32,7 +32,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lbproxy.runtime.control import WorkerRole
     from lbproxy.runtime.serve import run_loop, serve
-    from lbproxy.runtime.workers import Supervisor
 
     config = _load(args.config)
     if config is None:
@@ -41,6 +40,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         role = WorkerRole(args.worker_index, config.global_.workers, args.control_dir)
         return run_loop(serve(config, args.config, worker=role))
     if config.global_.workers > 1:
+        # only a supervisor needs its fan-out admin server and prometheus_client's parser
+        from lbproxy.runtime.workers import Supervisor
+
         return run_loop(Supervisor(config, args.config).run())
     return run_loop(serve(config, args.config))
 

@@ -1,9 +1,15 @@
-"""One tcp or http health probe on a raw non-blocking socket, driven by loop callbacks.
+"""One tcp or http health probe on a raw non-blocking socket, driven by one epoll set.
 
 A check needs a connect, at most one small write and the first line of the answer, so
-it gets no transport, stream, task or timeout context: a socket, `add_writer` until the
-connect completes, `add_reader` until the status line is in, and a callback with the
-verdict. That is most of what made a probe cost three times HAProxy's CPU.
+it gets no transport, stream, task or timeout context: a socket, watched for writing
+until the connect completes and for reading until the status line is in, and a callback
+with the verdict. That is most of what made a probe cost three times HAProxy's CPU.
+
+The sockets are not handed to the event loop one by one: uvloop's add_writer makes a
+libuv poll handle per socket (allocated, two epoll_ctl calls, a deferred close). A
+`Poller` keeps them in an epoll set of its own that the loop watches as one reader: a
+socket joins with one epoll_ctl, leaves it when closed, and all the sockets ready in one
+loop iteration are served by one callback (Linux: epoll).
 
 As HAProxy does, the connect is made with delayed ACKs (TCP_QUICKACK off): a tcp check
 then closes before its handshake's last ACK is sent, so the server's kernel never queues
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -30,6 +37,9 @@ MAX_HEAD = 65536                 # a status line longer than this is not HTTP
 RECV_SIZE = 4096                 # the status line and then some; the rest is never read
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, no TIME_WAIT
 PENDING = frozenset({errno.EINPROGRESS, errno.EAGAIN})
+WRITABLE = select.EPOLLOUT
+READABLE = select.EPOLLIN
+FAILED = select.EPOLLERR
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)   # Linux only
 
 Done = Callable[[bool, str], None]
@@ -74,6 +84,42 @@ def endpoint(address: Address, port: int | None = None) -> Endpoint | None:
     return family, sockaddr
 
 
+class Poller:
+    """The sockets of many probes in one epoll set, watched by the loop as one reader."""
+
+    __slots__ = ("epoll", "loop", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.waiting: dict[int, Probe] = {}      # by descriptor
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def watch(self, probe: Probe, events: int) -> None:
+        """Call `probe.ready(events)` when its socket is ready (until it is closed)."""
+        if probe.fd in self.waiting:
+            self.epoll.modify(probe.fd, events)
+        else:
+            self.epoll.register(probe.fd, events)
+            self.waiting[probe.fd] = probe
+
+    def forget(self, fd: int) -> None:
+        """The socket is being closed: closing it takes it out of the set."""
+        self.waiting.pop(fd, None)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+        self.waiting.clear()
+
+    def _ready(self) -> None:
+        waiting = self.waiting
+        for fd, events in self.epoll.poll(0):
+            probe = waiting.get(fd)
+            if probe is not None:           # not closed by a callback before it in this batch
+                probe.ready(events)
+
+
 class Probe:
     """One check in flight: connect, maybe write `request` and read a status line, verdict.
 
@@ -83,11 +129,11 @@ class Probe:
     verdict on the server.
     """
 
-    __slots__ = ("done", "expect", "fd", "head", "layer", "loop", "request", "resolving", "sock")
+    __slots__ = ("done", "expect", "fd", "head", "layer", "poller", "request", "resolving", "sock")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes | None,
-                 expect: tuple[int, int], done: Done) -> None:
-        self.loop = loop
+    def __init__(self, poller: Poller, request: bytes | None, expect: tuple[int, int],
+                 done: Done) -> None:
+        self.poller = poller
         self.request = request
         self.expect = expect
         self.done: Done | None = done
@@ -103,8 +149,9 @@ class Probe:
 
     def start(self, where: Endpoint | None, address: Address, port: int | None = None) -> None:
         if where is None:           # a host name: resolved now, as a fresh connection would
-            self.resolving = asyncio.ensure_future(self.loop.getaddrinfo(
-                address.host, port or address.port, type=socket.SOCK_STREAM), loop=self.loop)
+            loop = self.poller.loop
+            self.resolving = asyncio.ensure_future(loop.getaddrinfo(
+                address.host, port or address.port, type=socket.SOCK_STREAM), loop=loop)
             self.resolving.add_done_callback(self._resolved)
         else:
             self._connect(*where)
@@ -116,11 +163,18 @@ class Probe:
             sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 0)
         code = sock.connect_ex(sockaddr)
         if code == 0:
-            self._connected()
+            self._connected(WRITABLE)
         elif code in PENDING:
-            self.loop.add_writer(self.fd, self._connected)
+            self.poller.watch(self, WRITABLE)
         else:
             self._failed(code)
+
+    def ready(self, events: int) -> None:
+        """The poller's call: the connect completed (or failed), or the answer arrived."""
+        if self.layer == 4:
+            self._connected(events)
+        else:
+            self._readable()
 
     def expire(self) -> None:
         """The caller's timeout has come."""
@@ -148,11 +202,10 @@ class Probe:
             if exc.errno not in OUT_OF_FDS:
                 raise
 
-    def _connected(self) -> None:
+    def _connected(self, events: int) -> None:
         sock = self.sock
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._failed(code)
+        if events & FAILED:
+            self._failed(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
         elif self.request is None:
             self._finish(True, "Layer4 check passed")
         else:
@@ -165,9 +218,7 @@ class Probe:
             if sent != len(self.request):   # a few hundred bytes into an empty buffer
                 self._finish(False, "Layer7 connection problem: short write")
                 return
-            # reader first: the loop then modifies the fd's registration, not drops and re-adds it
-            self.loop.add_reader(self.fd, self._readable)
-            self.loop.remove_writer(self.fd)
+            self.poller.watch(self, READABLE)
 
     def _readable(self) -> None:
         try:
@@ -206,8 +257,7 @@ class Probe:
         sock, self.sock = self.sock, None
         if sock is None:
             return
-        self.loop.remove_writer(self.fd)
-        self.loop.remove_reader(self.fd)
+        self.poller.forget(self.fd)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
         except OSError:
@@ -224,11 +274,15 @@ async def probe(address: Address, timeout: float, request: bytes | None = None,
     """
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[tuple[bool, str]] = loop.create_future()
-    one = Probe(loop, request, expect, lambda ok, reason: answer.set_result((ok, reason)))
-    one.start(endpoint(address, port), address, port)
-    timer = loop.call_later(timeout, one.expire)
+    poller = Poller(loop)
+    one = Probe(poller, request, expect, lambda ok, reason: answer.set_result((ok, reason)))
     try:
-        return await answer
+        one.start(endpoint(address, port), address, port)
+        timer = loop.call_later(timeout, one.expire)
+        try:
+            return await answer
+        finally:
+            timer.cancel()
     finally:
-        timer.cancel()
         one.abort()
+        poller.close()
