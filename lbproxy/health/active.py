@@ -5,7 +5,8 @@ times and a deque of the probes in flight (one timeout for all, so launch order 
 deadline order), served by a single loop timer. Each probe is a few socket callbacks
 (lbproxy/health/probe.py), its socket in one epoll set with those of all the backend's
 probes in flight; gRPC checks, which speak HTTP/2, keep a task of their own. Servers
-get evenly spaced phases over the interval (from a random offset per backend), so 5,000 servers every 2 s are 2,500 probes a second, never 5,000 at once; probes due
+get evenly spaced phases over the interval (from a random offset per backend), so
+5,000 servers every 2 s are 2,500 probes a second, never 5,000 at once; probes due
 within a small slack of each other share one timer wake-up. A server's next probe is
 due one interval after the last was due, whatever the loop's delays, so phases do not
 drift together; a probe still running when its next is due delays that one until it
