@@ -310,3 +310,28 @@ def test_open_files_limit_is_raised(backends, tmp_path):
         with open(f"/proc/{lb.pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max open files"))
         assert int(line.split()[3]) == hard      # soft limit of the proxy = hard limit
+
+
+# Imported only by configurations that use them (each costs memory and start time): TLS
+# certificates, the worker supervisor and its aggregation, autoscaling.
+LAZY_MODULES = ("cryptography", "prometheus_client", "lbproxy.proxy.certificates",
+                "lbproxy.runtime.workers", "lbproxy.admin.aggregate", "lbproxy.autoscale")
+
+
+def test_a_plain_http_proxy_imports_no_module_it_does_not_use(backends, tmp_path, monkeypatch):
+    (app,) = backends(1)
+    stats = free_port()
+    config = simple_config([app.port], backend={"health_check": {"type": "tcp"}})
+    config["stats"] = {"bind": f"127.0.0.1:{stats}"}
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")     # every import, on stderr
+    with LbproxyProcess("run", "-c", write_config(config, str(tmp_path)), wait_port=port) as lb:
+        assert get(port).status == 200
+        wait_for(lambda: port_open(stats))
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+        imported = {line.rsplit("|", 1)[1].strip()
+                    for line in lb.proc.stderr.read().decode().splitlines()
+                    if line.startswith("import time:") and "|" in line}
+    assert {"aiohttp.web", "lbproxy.health.probe", "lbproxy.admin.metrics"} <= imported
+    assert not [name for name in imported if name.startswith(LAZY_MODULES)]
