@@ -113,6 +113,7 @@ class Started:
     proc: Proc
     seconds: float
     rss_mb: float
+    loaded_rss_mb: float = float("nan")     # after its roundrobin load: counters, samples, pools
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Bench:
                 if balance == "roundrobin":
                     self.starts[(count, "lbproxy")] = started
                 self.cpu[(count, "lbproxy", balance)] = self.metered(f"http://127.0.0.1:{port}/", started.proc)
+                started.loaded_rss_mb = rss_mb(started.proc.pid)
                 if balance == "roundrobin" and count in self.args.stall_servers:
                     self.stall_runs(count, started.proc, port, stats, servers)
             if balance in HAPROXY_HAS:
@@ -163,6 +165,7 @@ class Bench:
                         self.starts[(count, "haproxy")] = started
                     self.cpu[(count, "haproxy", balance)] = self.metered(
                         f"http://127.0.0.1:{port}/", started.proc)
+                    started.loaded_rss_mb = rss_mb(started.proc.pid)
 
     def stall_runs(self, count: int, proc: Proc, port: int, stats: int, servers: list[str]) -> None:
         """The undisturbed p99, then one run per disturbance, each repeated once a second."""
@@ -235,9 +238,12 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> list[Report]:
         cpu.rows.append([f"{count:,}", proxy, balance, f"{load.rps:,.0f}", f"{us:.1f}",
                          _ms(load.p99_ms), str(load.errors)])
     pages.append(cpu)
-    start = Report("Scale: start time and memory", [], ["servers", "proxy", "start s", "RSS MB"], "rlrr")
+    start = Report("Scale: start time and memory",
+                   ["RSS when the port first accepts, and again after the roundrobin load run."],
+                   ["servers", "proxy", "start s", "RSS MB", "RSS MB after load"], "rlrrr")
     for (count, proxy), started in bench.starts.items():
-        start.rows.append([f"{count:,}", proxy, f"{started.seconds:.2f}", f"{started.rss_mb:.0f}"])
+        start.rows.append([f"{count:,}", proxy, f"{started.seconds:.2f}", f"{started.rss_mb:.0f}",
+                           f"{started.loaded_rss_mb:.0f}"])
     pages.append(start)
     stall = Report("Scale: p99 while the event loop has heavy work, once a second",
                    ["lbproxy roundrobin; each row is one run with that disturbance repeated every "
