@@ -27,11 +27,11 @@ import heapq
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lbproxy.backends.server import MAINT
 from lbproxy.config.schema import HealthCheckConfig
-from lbproxy.health.grpc import grpc_probe
 from lbproxy.health.probe import Endpoint, Poller, Probe, endpoint, http_request
 
 if TYPE_CHECKING:
@@ -125,6 +125,10 @@ class ActiveChecker:
         self._timer: asyncio.TimerHandle | None = None
         self._wake = float("inf")                               # when _timer fires
         self._poller: Poller | None = None                      # while started
+        self._grpc_probe: Callable[..., Awaitable[tuple[bool, str]]] | None = None
+        if self.config.type == "grpc":      # imported only then: gRPC checks speak HTTP/2
+            from lbproxy.health.grpc import grpc_probe
+            self._grpc_probe = grpc_probe
 
     def start(self) -> None:
         """Probe the servers present now, evenly spread over one interval, and watch
@@ -228,8 +232,8 @@ class ActiveChecker:
     async def _grpc(self, target: _Target) -> None:
         check = self.config
         try:
-            ok, reason = await grpc_probe(target.server.address, check.timeout, check.service,
-                                          check.port)
+            ok, reason = await self._grpc_probe(target.server.address, check.timeout,
+                                                check.service, check.port)
         except OSError as exc:          # out of descriptors: counted, not recorded
             target.probe = None
             self.backend.state.out_of_fds_in(exc, target.server)

@@ -40,7 +40,6 @@ from lbproxy.http2.frames import PREFACE
 from lbproxy.proxy.downstream import hold, release
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
-from lbproxy.proxy.h2client import H2ClientProtocol
 from lbproxy.proxy.proxy_protocol import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
 
@@ -156,7 +155,7 @@ class ClientProtocol(asyncio.Protocol):
             self.ssl_fc = True
             self.ssl_fc_sni = sni_of(ssl_object)
             if ssl_object.selected_alpn_protocol() == "h2":
-                H2ClientProtocol(self.frontend).adopt(self, b"")
+                self.frontend.h2_protocol(self.frontend).adopt(self, b"")
                 return
         self._enter(NEW)
 
@@ -188,7 +187,7 @@ class ClientProtocol(asyncio.Protocol):
         if phase == BODY:
             self.deadline = self.time() + self.timeouts[BODY]     # each read restarts it
         elif phase == NEW and self.h2c and data[:4] == PREFACE[:4]:
-            H2ClientProtocol(self.frontend).adopt(self, data)
+            self.frontend.h2_protocol(self.frontend).adopt(self, data)
             return
         if phase != WAITING:
             self.unparsed += len(data)

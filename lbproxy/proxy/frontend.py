@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.extensions import PluginFailed
 from lbproxy.http.addresses import parse_ip
-from lbproxy.http2.connection import Settings
 from lbproxy.proxy.client import ClientProtocol, phase_timeouts
 from lbproxy.proxy.compression import Compression
 from lbproxy.proxy.plugin_call import answer_failed
@@ -26,8 +25,10 @@ from lbproxy.routing.actions import ANSWERED, SUSPENDED, FrontendRules, RequestR
 HEAD_SLACK = 8192
 
 if TYPE_CHECKING:
+    from lbproxy.http2.connection import Settings
     from lbproxy.proxy.dispatch import Dispatcher
     from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.h2client import H2ClientProtocol
     from lbproxy.proxy.listener import Listener
     from lbproxy.proxy.state import ProxyState
     from lbproxy.runtime.accesslog import AccessLog
@@ -90,9 +91,18 @@ class Frontend:
         self.unique_id = (RequestIds(config.unique_id, rules.unique_id)
                           if config.unique_id is not None and rules.unique_id is not None
                           else None)
-        http2 = config.http2
-        self.h2_settings = Settings(http2.max_concurrent_streams, http2.initial_window_size,
-                                    http2.max_header_list_size)
+        # HTTP/2 to clients, imported only when a bind speaks it (2 MB of modules otherwise)
+        self.h2_protocol: type[H2ClientProtocol] | None = None
+        self.h2_settings: Settings | None = None
+        if any(bind.h2c or (bind.tls is not None and "h2" in bind.tls.alpn)
+               for bind in config.bind):
+            from lbproxy.http2.connection import Settings
+            from lbproxy.proxy.h2client import H2ClientProtocol
+
+            http2 = config.http2
+            self.h2_protocol = H2ClientProtocol
+            self.h2_settings = Settings(http2.max_concurrent_streams, http2.initial_window_size,
+                                        http2.max_header_list_size)
 
     def route(self, exchange: Exchange, rules: Iterator[RequestRule] | None = None
               ) -> Dispatcher | None:

@@ -27,7 +27,6 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, PLAIN_RESPONSE_HEA
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.flow import FlowControl
-from lbproxy.proxy.h2upstream import H2ServerPool
 from lbproxy.proxy.request import forwarded_parts
 from lbproxy.proxy.tls import client_context, server_hostname
 
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from lbproxy.backends.server import Server
     from lbproxy.proxy.downstream import Downstream
     from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.h2upstream import H2ServerPool
     from lbproxy.proxy.state import ProxyState
 
 # An idle pooled connection is closed after this long: below the 5 s keep-alive timeout
@@ -130,6 +130,9 @@ def make_pool(state: ProxyState, server: Server, config: ServerConfig,
         context = client_context(config.tls, f"{config.where}.tls", ["h2"] if h2 else None)
         hostname = server_hostname(config.tls, config.address.host)
     if h2:
+        # imported here, at configuration time: only `proto: h2` backends need HTTP/2
+        from lbproxy.proxy.h2upstream import H2ServerPool
+
         return H2ServerPool(server, state, connect_timeout=backend.timeouts.connect,
                             max_head=backend.max_response_header_size, ssl=context,
                             server_hostname=hostname)

@@ -313,9 +313,11 @@ def test_open_files_limit_is_raised(backends, tmp_path):
 
 
 # Imported only by configurations that use them (each costs memory and start time): TLS
-# certificates, the worker supervisor and its aggregation, autoscaling.
-LAZY_MODULES = ("cryptography", "prometheus_client", "lbproxy.proxy.certificates",
-                "lbproxy.runtime.workers", "lbproxy.admin.aggregate", "lbproxy.autoscale")
+# certificates, the worker supervisor and its aggregation, autoscaling, HTTP/2.
+LAZY_MODULES = ("cryptography", "prometheus_client", "hpack", "lbproxy.proxy.certificates",
+                "lbproxy.runtime.workers", "lbproxy.admin.aggregate", "lbproxy.autoscale",
+                "lbproxy.http2.connection", "lbproxy.proxy.h2client", "lbproxy.proxy.h2upstream",
+                "lbproxy.health.grpc")
 
 
 def test_a_plain_http_proxy_imports_no_module_it_does_not_use(backends, tmp_path, monkeypatch):
