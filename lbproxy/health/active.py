@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 from lbproxy.backends.server import MAINT
 from lbproxy.config.schema import HealthCheckConfig
-from lbproxy.health.probe import Endpoint, Poller, Probe, endpoint, http_request
+from lbproxy.health.probe import (Endpoint, LoopPoller, Poller, Probe, endpoint, http_request,
+                                  make_poller)
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -124,7 +125,7 @@ class ActiveChecker:
         self._flying: deque[tuple[float, Probe]] = deque()      # (deadline, probe)
         self._timer: asyncio.TimerHandle | None = None
         self._wake = float("inf")                               # when _timer fires
-        self._poller: Poller | None = None                      # while started
+        self._poller: Poller | LoopPoller | None = None         # while started
         self._grpc_probe: Callable[..., Awaitable[tuple[bool, str]]] | None = None
         if self.config.type == "grpc":      # imported only then: gRPC checks speak HTTP/2
             from lbproxy.health.grpc import grpc_probe
@@ -134,7 +135,7 @@ class ActiveChecker:
         """Probe the servers present now, evenly spread over one interval, and watch
         for new ones."""
         self.backend.listeners.append(self._changed)
-        self._poller = Poller(self.loop)
+        self._poller = make_poller(self.loop)
         servers = list(self.backend.servers)
         now, offset = self.loop.time(), random.random()
         for i, server in enumerate(servers):

@@ -9,7 +9,8 @@ The sockets are not handed to the event loop one by one: uvloop's add_writer mak
 libuv poll handle per socket (allocated, two epoll_ctl calls, a deferred close). A
 `Poller` keeps them in an epoll set of its own that the loop watches as one reader: a
 socket joins with one epoll_ctl, leaves it when closed, and all the sockets ready in one
-loop iteration are served by one callback (Linux: epoll).
+loop iteration are served by one callback. Where there is no epoll (other Unix systems),
+a `LoopPoller` hands each socket to the loop as before.
 
 As HAProxy does, the connect is made with delayed ACKs (TCP_QUICKACK off): a tcp check
 then closes before its handshake's last ACK is sent, so the server's kernel never queues
@@ -37,9 +38,10 @@ MAX_HEAD = 65536                 # a status line longer than this is not HTTP
 RECV_SIZE = 4096                 # the status line and then some; the rest is never read
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, no TIME_WAIT
 PENDING = frozenset({errno.EINPROGRESS, errno.EAGAIN})
-WRITABLE = select.EPOLLOUT
-READABLE = select.EPOLLIN
-FAILED = select.EPOLLERR
+EPOLL = hasattr(select, "epoll")                   # Linux
+WRITABLE = getattr(select, "EPOLLOUT", 4)           # the events a poller reports
+READABLE = getattr(select, "EPOLLIN", 1)
+FAILED = getattr(select, "EPOLLERR", 8)
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)   # Linux only
 
 Done = Callable[[bool, str], None]
@@ -120,6 +122,38 @@ class Poller:
                 probe.ready(events)
 
 
+class LoopPoller:
+    """Poller's stand-in without epoll: each socket is the loop's reader or writer."""
+
+    __slots__ = ("loop", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: set[int] = set()
+
+    def watch(self, probe: Probe, events: int) -> None:
+        self.forget(probe.fd)
+        self.waiting.add(probe.fd)
+        if events == WRITABLE:      # the connect's outcome: FAILED makes it read SO_ERROR
+            self.loop.add_writer(probe.fd, probe.ready, WRITABLE | FAILED)
+        else:
+            self.loop.add_reader(probe.fd, probe.ready, events)
+
+    def forget(self, fd: int) -> None:
+        if fd in self.waiting:
+            self.waiting.discard(fd)
+            self.loop.remove_writer(fd)
+            self.loop.remove_reader(fd)
+
+    def close(self) -> None:
+        for fd in list(self.waiting):
+            self.forget(fd)
+
+
+def make_poller(loop: asyncio.AbstractEventLoop) -> Poller | LoopPoller:
+    return Poller(loop) if EPOLL else LoopPoller(loop)
+
+
 class Probe:
     """One check in flight: connect, maybe write `request` and read a status line, verdict.
 
@@ -131,8 +165,8 @@ class Probe:
 
     __slots__ = ("done", "expect", "fd", "head", "layer", "poller", "request", "resolving", "sock")
 
-    def __init__(self, poller: Poller, request: bytes | None, expect: tuple[int, int],
-                 done: Done) -> None:
+    def __init__(self, poller: Poller | LoopPoller, request: bytes | None,
+                 expect: tuple[int, int], done: Done) -> None:
         self.poller = poller
         self.request = request
         self.expect = expect
@@ -204,8 +238,9 @@ class Probe:
 
     def _connected(self, events: int) -> None:
         sock = self.sock
-        if events & FAILED:
-            self._failed(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if events & FAILED else 0
+        if code:
+            self._failed(code)
         elif self.request is None:
             self._finish(True, "Layer4 check passed")
         else:
@@ -274,7 +309,7 @@ async def probe(address: Address, timeout: float, request: bytes | None = None,
     """
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[tuple[bool, str]] = loop.create_future()
-    poller = Poller(loop)
+    poller = make_poller(loop)
     one = Probe(poller, request, expect, lambda ok, reason: answer.set_result((ok, reason)))
     try:
         one.start(endpoint(address, port), address, port)

@@ -13,6 +13,7 @@ import pytest
 import uvloop
 
 from lbproxy.config.schema import Address
+from lbproxy.health import probe as probe_module
 from lbproxy.health.probe import probe
 from tests.harness import free_port
 
@@ -97,6 +98,16 @@ def test_refused_tcp_and_http() -> None:
 
 def test_tcp_check_passes_on_a_listening_port(serve) -> None:
     assert check(Address("127.0.0.1", serve(None).port), None) == (True, "Layer4 check passed")
+
+
+def test_without_epoll_each_socket_is_the_loops(serve, monkeypatch) -> None:
+    """Other Unix systems: the same verdicts with the loop's own add_writer/add_reader."""
+    monkeypatch.setattr(probe_module, "EPOLL", False)
+    answering = serve([b"HTTP/1.1 200 OK\r\n\r\n"])
+    assert check(Address("127.0.0.1", answering.port)) == (True, "Layer7 check passed (200)")
+    assert check(Address("127.0.0.1", serve(None).port), None) == (True, "Layer4 check passed")
+    closed = Address("127.0.0.1", free_port())
+    assert check(closed, None) == (False, "Layer4 connection refused")
 
 
 def test_host_names_are_resolved(serve) -> None:

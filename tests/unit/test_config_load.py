@@ -174,7 +174,8 @@ def test_anchors_and_aliases_load_as_written_out(write: Write) -> None:
               - {name: a1, address: &local "127.0.0.1:9001", weight: &three 3}
               - {name: a2, address: "127.0.0.1:9002", weight: *three}
         """), env={})
-    assert "loop.yaml:1: x[1]: recursive YAML alias" in errors(write("x: &a [1, *a]\n", "loop.yaml"))
+    looped = write("x: &a [1, *a]\n", "loop.yaml")
+    assert "loop.yaml:1: x[1]: recursive YAML alias" in errors(looped)
     assert aliased.backends["app"].servers == plain.backends["app"].servers
 
 
