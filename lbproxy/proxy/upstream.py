@@ -98,7 +98,8 @@ class ServerPool:
     def release(self, upstream: UpstreamProtocol) -> None:
         """Return a connection after a complete exchange; close it if we keep no more."""
         upstream.exchange = upstream.downstream = None
-        upstream.hparts.clear()     # the last response's headers: 0.5 KB per idle connection
+        # a new list, not cleared: an auth_request call reads its answer's headers after this
+        upstream.hparts = []        # the last response's headers: 0.5 KB per idle connection
         if (self.reuse and upstream.transport is not None and not self.state.stopping
                 and len(self.idle) < MAX_IDLE_PER_SERVER):
             if upstream.flow.paused:
