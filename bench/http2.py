@@ -11,6 +11,7 @@ lbproxy with `proto: h2` and direct); and the memory of 1,000 idle HTTP/2 connec
 holding 10 open streams each.
 
     python -m bench.http2 [--quick] [--duration 10] [--targets lbproxy,haproxy,nginx,caddy]
+                          [--no-extras]
 
 Writes bench/results/http2.md.
 """
@@ -212,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.http2", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=10.0, quick=3.0, output=RESULTS / "http2.md", loadgen=False)
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--no-extras", dest="extras", action="store_false",
+                        help="only the h2load table: no HTTP/1.1, gRPC or idle-memory runs")
     args = parser.parse_args(argv)
     targets = choose(parser, args.targets, TARGETS, "target")
     rows: list[Row] = []
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows += measure(proxy, name, ports, args, run.cpus.loadgen)
         run.step("lbproxy: HTTP/1.1, gRPC, idle connections")
         lines, extra = lbproxy_extras(run, args, nginx_port, notes) if "lbproxy" in targets \
-            else ([], [])
+            and args.extras else ([], [])
         page = Report(
             "HTTP/2: lbproxy, HAProxy, nginx, Caddy",
             [f"`{run.command}` on {now_utc()}: {args.duration:g} s per load with h2load, "

@@ -165,9 +165,9 @@ class Connection:
         if self.closed:
             return
         buffer = self.buffer
-        buffer += data
         try:
             if self.preface_pending:
+                buffer += data
                 if len(buffer) < len(f.PREFACE):
                     if not f.PREFACE.startswith(bytes(buffer)):
                         raise ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 preface")
@@ -176,25 +176,38 @@ class Connection:
                     raise ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 preface")
                 del buffer[:len(f.PREFACE)]
                 self.preface_pending = False
-            self._frames()
+                data = b""
+            if buffer:
+                # A frame still incomplete waits in the buffer, copied out only once it
+                # (or the header saying it is too large) is whole: a frame trickling in
+                # byte by byte costs no more than one arriving at once.
+                buffer += data
+                if len(buffer) < 9 or len(buffer) < 9 + ((buffer[0] << 16) | (buffer[1] << 8)
+                                                          | buffer[2]) <= 9 + f.DEFAULT_FRAME_SIZE:
+                    return
+                data = bytes(buffer)
+                buffer.clear()
+            used = self._frames(data)
+            if used < len(data) and not self.closed:
+                buffer += data[used:] if used else data
         except ConnectionError_ as exc:
             self._fail(exc.code, str(exc))
 
-    def _frames(self) -> None:
-        buffer = self.buffer
+    def _frames(self, data: bytes) -> int:
+        """Handle the complete frames at the start of `data`; returns the bytes used."""
         pos = 0
-        available = len(buffer)
+        available = len(data)
         unpack = f.HEADER.unpack_from
         dispatch = self._dispatch
         while available - pos >= 9:
-            high, low, kind, flags, stream_id = unpack(buffer, pos)
+            high, low, kind, flags, stream_id = unpack(data, pos)
             length = (high << 8) | low
             if length > f.DEFAULT_FRAME_SIZE:   # we never advertise a larger frame size
                 raise ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {length} bytes")
             end = pos + 9 + length
             if end > available:
                 break
-            payload = bytes(buffer[pos + 9:end])
+            payload = data[pos + 9:end]
             pos = end
             stream_id &= 0x7FFFFFFF
             if self.assembling is not None and kind != f.CONTINUATION:
@@ -205,8 +218,8 @@ class Connection:
             if handler is not None:             # unknown frame types are ignored
                 handler(self, flags, stream_id, payload)
             if self.closed:
-                return
-        del buffer[:pos]
+                break
+        return pos
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
@@ -477,6 +490,21 @@ class Connection:
     def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
         """Send `data` as the windows allow; the rest waits in the stream (its
         `pending_size` tells the caller when to stop reading the source)."""
+        size = len(data)
+        if (not stream.pending_size and not stream.end_pending
+                and size <= stream.send_window and size <= self.send_window
+                and size <= self.remote_max_frame):        # the common case: one frame now
+            if size or end_stream:
+                stream.send_window -= size
+                self.send_window -= size
+                self.data_frames_sent += 1
+                out = self.out
+                out += f.HEADER.pack(size >> 8, size & 0xFF, f.DATA,
+                                     f.END_STREAM if end_stream else 0, stream.id)
+                out += data
+                if end_stream:
+                    self._close_send(stream)
+            return
         if data:
             stream.pending.append(data)
             stream.pending_size += len(data)

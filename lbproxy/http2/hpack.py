@@ -79,9 +79,18 @@ class Decoder:
     def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE) -> None:
         self.table = DynamicTable(max_table_size)
         self.max_allowed = max_table_size       # our SETTINGS_HEADER_TABLE_SIZE
+        # The last block that left the table as it was, and what it decoded to: a client
+        # repeats the same block (all fields indexed) for requests that look alike.
+        self.last_block: bytes | None = None
+        self.last: tuple[list[Header], int] = ([], 0)
 
     def decode(self, block: bytes, hard_limit: int) -> tuple[list[Header], int]:
-        """The header list of `block` and its size (RFC 9113 §6.5.2 counting)."""
+        """The header list of `block` and its size (RFC 9113 §6.5.2 counting). The list
+        may be the one an identical earlier block gave: callers do not change it."""
+        if block == self.last_block:
+            return self.last
+        self.last_block = None
+        changed = False
         headers: list[Header] = []
         size = 0
         table = self.table
@@ -106,6 +115,7 @@ class Decoder:
             elif byte & 0x40:                       # literal, incremental indexing
                 header, i = self._literal(block, i, 6, entries)
                 table.add(*header)
+                changed = True
             elif byte & 0x20:                       # dynamic table size update
                 if headers:
                     raise HPACKError("table size update after a field")
@@ -113,6 +123,7 @@ class Decoder:
                 if new_size > self.max_allowed:
                     raise HPACKError("table size update above the allowed size")
                 table.resize(new_size)
+                changed = True
                 continue
             else:                                   # literal without / never indexed
                 header, i = self._literal(block, i, 4, entries)
@@ -120,6 +131,9 @@ class Decoder:
             size += len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
             if size > hard_limit:
                 raise HeaderListTooLarge(f"header list over {hard_limit} bytes")
+        if not changed:
+            self.last_block = block
+            self.last = (headers, size)
         return headers, size
 
     @staticmethod
@@ -188,6 +202,7 @@ for _index, (_name, _value) in enumerate(STATIC, 1):
 # Never indexed (RFC 7541 §7.1.3): secrets a compression oracle could guess at.
 SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 MAX_INDEXED_VALUE = 256            # longer values are sent as literals without indexing
+MAX_INDEXED_CACHE = 256            # encoded indexed fields remembered per connection
 
 
 def _encode_integer(value: int, prefix: int, first: int) -> bytes:
@@ -222,6 +237,9 @@ class Encoder:
         self.fields: dict[Header, int] = {}     # field -> its insertion number
         self.names: dict[bytes, int] = {}
         self.pending_resize: int | None = None
+        # field -> its indexed representation, valid until the table changes: responses
+        # repeat their fields, and most then cost one lookup
+        self.indexed: dict[Header, bytes] = {}
 
     def resize(self, max_size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE changed; we use at most 4096."""
@@ -229,37 +247,47 @@ class Encoder:
         if size != self.table.max_size:
             self.table.resize(size)
             self.pending_resize = size
+            self.indexed.clear()
 
     def encode(self, headers: list[Header]) -> bytes:
-        out = bytearray()
+        out = []
         if self.pending_resize is not None:
-            out += _encode_integer(self.pending_resize, 5, 0x20)
+            out.append(_encode_integer(self.pending_resize, 5, 0x20))
             self.pending_resize = None
-        fields = self.fields
+        indexed = self.indexed
         for header in headers:
-            index = STATIC_FIELDS.get(header)
-            if index is None and header in fields:
-                index = self._dynamic(fields, header)
-            if index:
-                out += INDEXED[index] if index < 0x7F else _encode_integer(index, 7, 0x80)
-                continue
-            name, value = header
-            name_index = STATIC_NAMES.get(name) or self._dynamic(self.names, name)
-            if name in SENSITIVE:
-                first, prefix = 0x10, 4
-            elif len(value) > MAX_INDEXED_VALUE:
-                first, prefix = 0x00, 4
-            else:
-                first, prefix = 0x40, 6
-            if name_index:
-                out += _encode_integer(name_index, prefix, first)
-            else:
-                out += _encode_integer(0, prefix, first)
-                out += _encode_string(name)
-            out += _encode_string(value)
-            if first == 0x40:
-                self._insert(name, value)
-        return bytes(out)
+            piece = indexed.get(header)
+            out.append(self._field(header) if piece is None else piece)
+        return b"".join(out)
+
+    def _field(self, header: Header) -> bytes:
+        """One field as an index when the tables have it, else as a literal (added to
+        the dynamic table unless sensitive or long)."""
+        index = STATIC_FIELDS.get(header)
+        if index is None and header in self.fields:
+            index = self._dynamic(self.fields, header)
+        if index:
+            piece = INDEXED[index] if index < 0x7F else _encode_integer(index, 7, 0x80)
+            if len(self.indexed) >= MAX_INDEXED_CACHE:
+                self.indexed.clear()
+            self.indexed[header] = piece
+            return piece
+        name, value = header
+        name_index = STATIC_NAMES.get(name) or self._dynamic(self.names, name)
+        if name in SENSITIVE:
+            first, prefix = 0x10, 4
+        elif len(value) > MAX_INDEXED_VALUE:
+            first, prefix = 0x00, 4
+        else:
+            first, prefix = 0x40, 6
+        if name_index:
+            piece = _encode_integer(name_index, prefix, first) + _encode_string(value)
+        else:
+            piece = _encode_integer(0, prefix, first) + _encode_string(name) + \
+                _encode_string(value)
+        if first == 0x40:
+            self._insert(name, value)
+        return piece
 
     def _dynamic(self, mirror: dict, key: object) -> int:
         """The dynamic index of `key` in `mirror`, or 0 when it is not in the table."""
@@ -272,6 +300,7 @@ class Encoder:
         return STATIC_LEN + self.inserted - number + 1
 
     def _insert(self, name: bytes, value: bytes) -> None:
+        self.indexed.clear()                    # every dynamic index moves by one
         self.table.add(name, value)
         self.inserted += 1
         self.fields[(name, value)] = self.inserted

@@ -28,6 +28,10 @@ BAD_VALUE = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")
 # are checked once. Bounded, so that varied input cannot make it grow without end.
 VALID_FIELDS: set[Header] = set()
 VALID_FIELDS_MAX = 8192
+# Response field names as sent by servers -> as HTTP/2 sends them (b"": dropped); bounded.
+RESPONSE_NAMES: dict[bytes, bytes] = {}
+RESPONSE_NAMES_MAX = 4096
+STATUS_FIELDS = {status: (b":status", b"%d" % status) for status in range(100, 600)}
 
 
 class Malformed(ValueError):
@@ -121,9 +125,22 @@ def check_field(name: bytes, value: bytes) -> None:
 def response_headers(status: int, hparts: list[bytes]) -> list[Header]:
     """An HTTP/2 response head from the proxy's header quadruples: lower-case names,
     without the fields HTTP/2 does not carry."""
-    headers = [(b":status", b"%d" % status)]
+    headers = [STATUS_FIELDS.get(status) or (b":status", b"%d" % status)]
+    names = RESPONSE_NAMES
     for i in range(0, len(hparts), 4):
-        name = hparts[i].lower()
-        if name not in RESPONSE_DROPPED:
+        name = names.get(hparts[i])
+        if name is None:
+            name = _response_name(hparts[i])
+        if name:
             headers.append((name, hparts[i + 2]))
     return headers
+
+
+def _response_name(name: bytes) -> bytes:
+    """`name` as HTTP/2 sends it: lower case, or b"" when HTTP/2 does not carry it."""
+    lowered = name.lower()
+    if lowered in RESPONSE_DROPPED:
+        lowered = b""
+    if len(RESPONSE_NAMES) < RESPONSE_NAMES_MAX:
+        RESPONSE_NAMES[name] = lowered
+    return lowered
