@@ -112,6 +112,24 @@ def read_request(request: Any, headers: list[Header], frontend: Any) -> None:
     request.is_head = method == b"HEAD"
 
 
+# What read_request sets on a fresh request, in this order (see `head_of`).
+HEAD_FIELDS = ("method_b", "url_b", "is_head", "host_b", "xff_b", "length", "expect_continue",
+               "te_trailers")
+
+
+def head_of(request: Any) -> tuple:
+    """What read_request found, to give the next request of the same header list (an
+    HPACK block repeated as is decodes to the same list) without reading it again."""
+    return (*[getattr(request, name) for name in HEAD_FIELDS], tuple(request.hparts))
+
+
+def read_again(request: Any, head: tuple) -> None:
+    """Fill a fresh `request` as read_request did the one `head` was taken from."""
+    (request.method_b, request.url_b, request.is_head, request.host_b, request.xff_b,
+     request.length, request.expect_continue, request.te_trailers, hparts) = head
+    request.hparts = list(hparts)
+
+
 def check_field(name: bytes, value: bytes) -> None:
     """Raise Malformed for a field a request may not carry in HTTP/2."""
     if name != name.lower():

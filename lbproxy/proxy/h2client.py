@@ -24,7 +24,8 @@ from lbproxy.http.answers import Answer, error_answer
 from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
 from lbproxy.http2 import frames as f
 from lbproxy.http2.connection import HIGH_WATER, Connection, Stream
-from lbproxy.http2.messages import Header, Malformed, read_request, response_headers
+from lbproxy.http2.messages import (Header, Malformed, head_of, read_again, read_request,
+                                    response_headers)
 from lbproxy.proxy.downstream import hold, release
 from lbproxy.proxy.exchange import Exchange
 
@@ -60,6 +61,9 @@ class H2ClientProtocol(asyncio.Protocol):
         self.entries: list | None = None         # stick-table entries this connection holds
         self.draining = False                    # GOAWAY sent: close when streams are done
         self.linger_end = 0.0                    # closing: input is dropped until then at the latest
+        # the last request's header list (as the HPACK decoder gave it) and what it said
+        self.last_headers: list[Header] | None = None
+        self.last_head: tuple = ()
 
     def adopt(self, client: ClientProtocol, data: bytes) -> None:
         """Take over a connection the HTTP/1.1 protocol accepted (ALPN h2, or the h2c
@@ -302,7 +306,11 @@ class H2Stream:
         protocol = self.owner
         frontend = self.frontend
         try:
-            read_request(exchange, headers, frontend)
+            if headers is protocol.last_headers:
+                read_again(exchange, protocol.last_head)
+            else:
+                read_request(exchange, headers, frontend)
+                protocol.last_headers, protocol.last_head = headers, head_of(exchange)
         except Malformed:
             frontend.rejected += 1
             frontend.h2_protocol_errors += 1
