@@ -493,8 +493,15 @@ class H2Stream:
             if not self.stream.recv_closed and not self._body_all_received(exchange):
                 conn.reset(self.stream, f.NO_ERROR)    # answered: the rest is not needed
             conn.finished()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The stream is done with its exchange. Dropping it (and the Stream's handle)
+        breaks the cycles between them: all are freed at once by reference counting,
+        none is left to the cycle collector, whose passes cost every request."""
         self.closed = True
         self.stream.handle = None
+        self.exchange = None          # type: ignore[assignment]
         self.owner.stream_done(self)
 
     def _body_all_received(self, exchange: Exchange) -> bool:
@@ -517,7 +524,6 @@ class H2Stream:
         lost): the exchange lets go of its server."""
         if self.closed:
             return
-        self.closed = True
-        self.stream.handle = None
+        self.closed = True            # (before lost(): nothing more is sent on it)
         self.exchange.lost()
-        self.owner.stream_done(self)
+        self._let_go()
