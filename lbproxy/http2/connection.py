@@ -76,7 +76,7 @@ class Stream:
         self.pending: deque[bytes] = deque()   # output waiting for a window
         self.pending_size = 0
         self.end_pending = False            # END_STREAM to send once `pending` is out
-        self.trailers_pending: bytes | None = None   # or trailers to send then
+        self.trailers_pending: list[Header] | None = None   # or trailers to send then
         self.recv_closed = False            # END_STREAM received
         self.send_closed = False            # END_STREAM sent
         self.paused = False                 # the protocol paused the source of its output
@@ -480,11 +480,22 @@ class Connection:
         return stream
 
     def send_headers(self, stream: Stream, headers: list[Header], end_stream: bool) -> None:
+        self.send_block(stream, self.encoder.encode(headers), end_stream)
+
+    def send_block(self, stream: Stream, block: bytes, end_stream: bool) -> None:
+        """A header list this connection's `encoder` encoded (the caller may reuse a block
+        while `encoder.generation` stays the same)."""
+        size = len(block)
+        if size <= self.remote_max_frame:
+            out = self.out
+            out += f.HEADER.pack(size >> 8, size & 0xFF, f.HEADERS,
+                                 (f.END_STREAM | f.END_HEADERS) if end_stream else f.END_HEADERS,
+                                 stream.id)
+            out += block
+        else:
+            self.out += f.header_block(stream.id, block, end_stream, self.remote_max_frame)
         if end_stream:
             stream.send_closed = True
-        self.out += f.header_block(stream.id, self.encoder.encode(headers), end_stream,
-                                   self.remote_max_frame)
-        if end_stream:
             self._maybe_close(stream)
 
     def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
@@ -513,14 +524,16 @@ class Connection:
         self._flush_stream(stream)
 
     def send_trailers(self, stream: Stream, headers: list[Header]) -> None:
-        """Trailers end the stream, after the data still waiting for a window."""
-        block = self.encoder.encode(headers)
+        """Trailers end the stream, after the data still waiting for a window. They are
+        encoded when they go out: HPACK blocks must reach the peer in the order they were
+        encoded, and other streams' heads may go out before them."""
         if stream.pending_size:
-            stream.trailers_pending = block
+            stream.trailers_pending = headers
             stream.end_pending = True
             return
         stream.send_closed = True
-        self.out += f.header_block(stream.id, block, True, self.remote_max_frame)
+        self.out += f.header_block(stream.id, self.encoder.encode(headers), True,
+                                   self.remote_max_frame)
         self._maybe_close(stream)
 
     def reset(self, stream: Stream, code: int) -> None:
@@ -588,7 +601,8 @@ class Connection:
         if stream.end_pending and not stream.send_closed:
             trailers = stream.trailers_pending
             if trailers is not None:
-                out += f.header_block(stream.id, trailers, True, self.remote_max_frame)
+                out += f.header_block(stream.id, self.encoder.encode(trailers), True,
+                                      self.remote_max_frame)
             else:
                 out += f.frame(f.DATA, f.END_STREAM, stream.id)
             self._close_send(stream)

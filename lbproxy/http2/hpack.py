@@ -240,6 +240,8 @@ class Encoder:
         # field -> its indexed representation, valid until the table changes: responses
         # repeat their fields, and most then cost one lookup
         self.indexed: dict[Header, bytes] = {}
+        self.generation = 0                     # changes of the table: a block encoded
+        # with it unchanged encodes the same again
 
     def resize(self, max_size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE changed; we use at most 4096."""
@@ -248,6 +250,7 @@ class Encoder:
             self.table.resize(size)
             self.pending_resize = size
             self.indexed.clear()
+            self.generation += 1
 
     def encode(self, headers: list[Header]) -> bytes:
         out = []
@@ -301,6 +304,7 @@ class Encoder:
 
     def _insert(self, name: bytes, value: bytes) -> None:
         self.indexed.clear()                    # every dynamic index moves by one
+        self.generation += 1
         self.table.add(name, value)
         self.inserted += 1
         self.fields[(name, value)] = self.inserted

@@ -64,6 +64,11 @@ class H2ClientProtocol(asyncio.Protocol):
         # the last request's header list (as the HPACK decoder gave it) and what it said
         self.last_headers: list[Header] | None = None
         self.last_head: tuple = ()
+        # the last response head (status, header quadruples), its HPACK block, and the
+        # encoder's generation it is valid in (see response_block)
+        self.last_response: tuple[int, list[bytes]] = (0, [])
+        self.last_block = b""
+        self.last_generation = -1
 
     def adopt(self, client: ClientProtocol, data: bytes) -> None:
         """Take over a connection the HTTP/1.1 protocol accepted (ALPN h2, or the h2c
@@ -208,6 +213,24 @@ class H2ClientProtocol(asyncio.Protocol):
 
     def hold_entry(self, entry: object) -> None:
         self.entries = hold(self.entries, entry)
+
+    def response_block(self, status: int, hparts: list[bytes]) -> bytes:
+        """The HPACK block of a response head. A head like the one before (same status,
+        same fields: a server answering alike, gRPC) costs one comparison, as long as the
+        encoder's table did not change meanwhile and that block only referred to it; a
+        different head, a failed one."""
+        encoder = self.h2.encoder
+        last_status, last_parts = self.last_response
+        if (status == last_status and encoder.generation == self.last_generation
+                and hparts == last_parts):
+            return self.last_block
+        generation = encoder.generation
+        block = encoder.encode(response_headers(status, hparts))
+        if encoder.generation == generation:   # (a block that adds to the table is
+            self.last_response = (status, hparts[:])     # never sent twice)
+            self.last_block = block
+            self.last_generation = generation
+        return block
 
     # the HTTP/2 connection's callbacks
 
@@ -426,7 +449,8 @@ class H2Stream:
     def response_head(self, exchange: Exchange, status: int, headers: list[bytes],
                       length: int, end_stream: bool) -> None:
         no_body = end_stream or exchange.is_head or status == 204 or status == 304
-        self.owner.h2.send_headers(self.stream, response_headers(status, headers), no_body)
+        owner = self.owner
+        owner.h2.send_block(self.stream, owner.response_block(status, headers), no_body)
         if no_body:
             self.ended = True
 

@@ -164,3 +164,42 @@ def test_data_past_the_stream_window_resets_the_stream():
     assert client_events.of("reset") == [("reset", 1, f.FLOW_CONTROL_ERROR)]
     assert not server_events.of("error")
     assert HIGH_WATER > 0
+
+
+def test_frames_arriving_byte_by_byte_are_read_once_whole():
+    client, server, client_events, server_events = pair()
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, False)
+    client.send_data(stream, b"y" * 20_000, True)         # two DATA frames
+    wire, client.out[:] = bytes(client.out), b""
+    for i in range(len(wire)):
+        server.receive(wire[i:i + 1])
+        if i < len(wire) - 1:
+            assert not server_events.of("data") or len(server_events.of("data")) == 1
+    assert server_events.of("headers") == [("headers", 1, REQUEST, False)]
+    assert [(e[2], e[3]) for e in server_events.of("data")] == [(b"y" * 16384, False),
+                                                               (b"y" * 3616, True)]
+    assert not server.buffer
+
+
+def test_trailers_waiting_for_the_window_are_encoded_when_they_go_out():
+    """HPACK blocks must reach the peer in the order they were encoded: trailers held
+    behind flow control must not be encoded before a head that goes out first."""
+    client, server, client_events, server_events = pair(
+        client_settings=Settings(initial_window_size=65535))
+    first, second = client.open_stream(), client.open_stream()
+    client.send_headers(first, REQUEST, True)
+    client.send_headers(second, REQUEST, True)
+    exchange(client, server)
+    one, two = server.streams[1], server.streams[3]
+    server.send_headers(one, [(b":status", b"200")], False)
+    server.send_data(one, b"x" * 70_000)                    # more than the window
+    server.send_trailers(one, [(b"grpc-status", b"0"), (b"x-trailer", b"t")])
+    server.send_headers(two, [(b":status", b"200"), (b"x-trailer", b"t")], True)
+    exchange(client, server)
+    client.ack(client.streams[1], 65535)
+    exchange(client, server)
+    assert client_events.of("error") == []
+    heads = {(e[1], e[3]): e[2] for e in client_events.of("headers")}
+    assert heads[(3, True)] == [(b":status", b"200"), (b"x-trailer", b"t")]
+    assert heads[(1, True)] == [(b"grpc-status", b"0"), (b"x-trailer", b"t")]

@@ -74,3 +74,33 @@ def test_a_header_list_past_the_hard_bound_stops_decoding():
     block = encoder.encode([(b"x-bomb", b"b" * 4000)]) + b"\xbe" * 1000
     with pytest.raises(HeaderListTooLarge):
         Decoder().decode(block, 64 * 1024)
+
+
+def test_a_repeated_block_is_decoded_once_while_the_table_stays_the_same():
+    reference, ours = hpack.Encoder(), Decoder()
+    headers = [(b":method", b"GET"), (b":path", b"/a"), (b"user-agent", b"x")]
+    first = reference.encode(headers, huffman=False)       # literals: the table grows
+    indexed = reference.encode(headers, huffman=False)     # all indexed now
+    assert ours.decode(first, 1 << 20)[0] == headers
+    once = ours.decode(indexed, 1 << 20)[0]
+    assert ours.decode(indexed, 1 << 20)[0] is once             # the same list again
+    other = reference.encode([(b"x-new", b"1")], huffman=False)  # adds to both tables
+    assert ours.decode(other, 1 << 20)[0] == [(b"x-new", b"1")]
+    again = reference.encode(headers, huffman=False)   # indexes moved by one entry
+    assert again != indexed
+    assert ours.decode(again, 1 << 20)[0] == headers
+    assert ours.decode(indexed, 1 << 20)[0] == [(b":method", b"GET"), (b"user-agent", b"x"),
+                                                (b"x-new", b"1")]      # read anew
+
+
+def test_indexed_fields_are_encoded_anew_once_the_table_changes():
+    ours, reference = Encoder(), hpack.Decoder()
+    head = [(b":status", b"200"), (b"server", b"s"), (b"content-length", b"5")]
+    blocks = [ours.encode(head), ours.encode(head)]
+    generation = ours.generation
+    blocks.append(ours.encode([(b":status", b"200"), (b"content-length", b"6")]))
+    assert ours.generation == generation + 1                     # one field added
+    blocks.append(ours.encode(head))
+    assert blocks[3] != blocks[1]                                # indexes moved
+    decoded = [[tuple(h) for h in reference.decode(block, raw=True)] for block in blocks]
+    assert decoded == [head, head, [(b":status", b"200"), (b"content-length", b"6")], head]
