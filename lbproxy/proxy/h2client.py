@@ -178,7 +178,8 @@ class H2ClientProtocol(asyncio.Protocol):
 
     def stream_done(self, stream: H2Stream) -> None:
         self.streams.discard(stream)
-        self.write_soon()
+        if self.h2.out:
+            self.write_soon()
         if not self.streams:
             if self.draining:
                 self.linger()
@@ -474,7 +475,11 @@ class H2Stream:
         if stream.pending_size > HIGH_WATER and not stream.paused:
             stream.paused = True          # the core calls on_drained when it went out
             self.exchange.pause_response()
-        self.owner.write_soon()
+        owner = self.owner
+        if end and len(owner.streams) == 1:
+            owner.write()                 # nothing of another stream to wait for
+        else:
+            owner.write_soon()
 
     def _send_body(self, end: bool) -> None:
         body = self.body
