@@ -66,7 +66,7 @@ class ConnectionError_(Exception):
 class Stream:
     __slots__ = ("id", "send_window", "recv_window", "consumed", "pending", "pending_size",
                  "end_pending", "trailers_pending", "recv_closed", "send_closed", "paused",
-                 "handle")
+                 "held", "unacked", "handle")
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
@@ -80,6 +80,8 @@ class Stream:
         self.recv_closed = False            # END_STREAM received
         self.send_closed = False            # END_STREAM sent
         self.paused = False                 # the protocol paused the source of its output
+        self.held = 0                       # reasons (bits) to hold the receive window back
+        self.unacked = 0                    # bytes consumed while held, not yet given back
         self.handle: Any = None             # what the protocol layer attaches
 
 
@@ -551,6 +553,39 @@ class Connection:
         """`size` bytes of received DATA were consumed: give the windows back, in halves
         (one WINDOW_UPDATE per half window, not per frame)."""
         self._consume(stream, size)
+
+    # Pacing, for a proxy: what a stream receives is given back only as fast as the other
+    # side takes it, and what it sends stops its source past HIGH_WATER. Both sides of
+    # the proxy (lbproxy/proxy/h2client.py, h2upstream.py) pace their streams with these.
+
+    def delivered(self, stream: Stream, size: int) -> None:
+        """`size` bytes of DATA were passed on: ack them, or keep them while held."""
+        if stream.held:
+            stream.unacked += size
+        else:
+            self._consume(stream, size)
+
+    def hold(self, stream: Stream, reason: int) -> None:
+        """Give nothing back to the peer for `reason` (a bit, lbproxy/proxy/flow.py)."""
+        stream.held |= reason
+
+    def release(self, stream: Stream, reason: int) -> bool:
+        """`reason` no longer holds: once none does, what was kept is acked. True when
+        that wrote a frame (the caller writes)."""
+        stream.held &= ~reason
+        if stream.held or not stream.unacked:
+            return False
+        self._consume(stream, stream.unacked)
+        stream.unacked = 0
+        return True
+
+    def source_too_fast(self, stream: Stream) -> bool:
+        """True once the stream's waiting output passed HIGH_WATER: the caller pauses
+        the source of its data, and `on_drained` tells it when to resume."""
+        if stream.pending_size > HIGH_WATER and not stream.paused:
+            stream.paused = True
+            return True
+        return False
 
     def finished(self) -> None:
         """A stream completed normally (for the rapid-reset count)."""

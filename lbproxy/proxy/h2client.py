@@ -302,7 +302,7 @@ class H2Stream:
 
     __slots__ = ("owner", "stream", "exchange", "frontend", "state", "time", "src", "src_b",
                  "src_port", "dst_port", "ssl_fc", "ssl_fc_sni", "peer_trusted", "closed",
-                 "paused", "unacked", "ended", "body", "received")
+                 "ended", "body", "received")
 
     def __init__(self, protocol: H2ClientProtocol, stream: Stream) -> None:
         self.owner = protocol
@@ -315,8 +315,6 @@ class H2Stream:
         self.ssl_fc, self.ssl_fc_sni = protocol.ssl_fc, protocol.ssl_fc_sni
         self.peer_trusted = protocol.peer_trusted
         self.closed = False
-        self.paused = 0                  # reasons to keep the request body's window closed
-        self.unacked = 0                 # request body bytes received while paused
         self.ended = False               # END_STREAM sent
         self.body: list[bytes] = []      # response body pieces until the next flush
         self.received = 0                # request body bytes, against Content-Length
@@ -387,10 +385,7 @@ class H2Stream:
             return
         if size:
             exchange.request_body(data)
-            if self.paused:
-                self.unacked += size
-            else:
-                self.owner.h2.ack(self.stream, size)
+            self.owner.h2.delivered(self.stream, size)
         if end_stream:
             exchange.request_done()
         elif exchange.upstream is not None and exchange.body:
@@ -435,13 +430,10 @@ class H2Stream:
         return self.owner.write_paused or self.stream.pending_size > HIGH_WATER
 
     def pause_reading(self, reason: int) -> None:
-        self.paused |= reason
+        self.owner.h2.hold(self.stream, reason)
 
     def resume_reading(self, reason: int) -> None:
-        self.paused &= ~reason
-        if not self.paused and self.unacked:
-            self.owner.h2.ack(self.stream, self.unacked)
-            self.unacked = 0
+        if self.owner.h2.release(self.stream, reason):
             self.owner.write_soon()
 
     def informational(self, status: int) -> None:
@@ -471,11 +463,9 @@ class H2Stream:
             self._send_body(end and not self.ended)
             if end:
                 self.ended = True
-        stream = self.stream
-        if stream.pending_size > HIGH_WATER and not stream.paused:
-            stream.paused = True          # the core calls on_drained when it went out
-            self.exchange.pause_response()
         owner = self.owner
+        if owner.h2.source_too_fast(self.stream):
+            self.exchange.pause_response()
         if end and len(owner.streams) == 1:
             owner.write()                 # nothing of another stream to wait for
         else:

@@ -27,7 +27,7 @@ from lbproxy.backends.outcomes import (ABORTED, EMPTY_RESPONSE, JUNK_RESPONSE, R
 from lbproxy.extensions import PluginFailed
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.http2 import frames as f
-from lbproxy.http2.connection import HIGH_WATER, Connection, Settings, Stream
+from lbproxy.http2.connection import Connection, Settings, Stream
 from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
 from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.exchange import BODY_BUFFER_LIMIT
@@ -289,7 +289,7 @@ class H2UpstreamStream:
     """One exchange's stream to the server: the exchange's upstream."""
 
     __slots__ = ("connection", "stream", "exchange", "downstream", "deadline",
-                 "server_timeout", "paused", "unacked", "responded", "done", "pool",
+                 "server_timeout", "responded", "done", "pool",
                  "replay", "replay_size")
 
     def __init__(self, connection: H2ServerConnection, stream: Stream) -> None:
@@ -301,8 +301,6 @@ class H2UpstreamStream:
         self.downstream: Downstream | None = None
         self.deadline = 0.0
         self.server_timeout = 0.0
-        self.paused = 0                  # reasons to hold the response's window back
-        self.unacked = 0
         self.responded = False           # the final response head arrived
         self.done = False
         self.replay: list[bytes] | None = []     # body sent, kept until the server answers
@@ -322,7 +320,7 @@ class H2UpstreamStream:
         self.server_timeout = exchange.backend.server_timeout
         self.deadline = connection.time() + self.server_timeout
         if exchange.sink.write_paused:
-            self.paused |= CLIENT_SLOW
+            connection.h2.hold(self.stream, CLIENT_SLOW)
         end = complete and not body and exchange.trailers is None
         connection.h2.send_headers(self.stream, request_headers(exchange, self.pool), end)
         if not end:
@@ -345,19 +343,15 @@ class H2UpstreamStream:
         if trailers is not None:
             h2.send_trailers(stream, trailers)
         self.deadline = self.connection.time() + self.server_timeout
-        if stream.pending_size > HIGH_WATER and not stream.paused:
-            stream.paused = True             # on_drained resumes the client's reading
+        if h2.source_too_fast(stream):       # on_drained resumes the client's reading
             self.exchange.pause_request()
         self.connection.write()
 
     def pause_reading(self, reason: int) -> None:
-        self.paused |= reason
+        self.connection.h2.hold(self.stream, reason)
 
     def resume_reading(self, reason: int) -> None:
-        self.paused &= ~reason
-        if not self.paused and self.unacked:
-            self.connection.h2.ack(self.stream, self.unacked)
-            self.unacked = 0
+        if self.connection.h2.release(self.stream, reason):
             self.connection.write()
 
     def tunnel_data(self, data: bytes) -> None:
@@ -405,10 +399,7 @@ class H2UpstreamStream:
         exchange.resp_bytes += size
         if size:
             self.downstream.response_body(data)
-            if self.paused:
-                self.unacked += size
-            else:
-                self.connection.h2.ack(self.stream, size)
+            self.connection.h2.delivered(self.stream, size)
         if end_stream:
             self._complete()
         else:

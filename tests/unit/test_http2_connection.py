@@ -203,3 +203,49 @@ def test_trailers_waiting_for_the_window_are_encoded_when_they_go_out():
     heads = {(e[1], e[3]): e[2] for e in client_events.of("headers")}
     assert heads[(3, True)] == [(b":status", b"200"), (b"x-trailer", b"t")]
     assert heads[(1, True)] == [(b"grpc-status", b"0"), (b"x-trailer", b"t")]
+
+
+def window_updates(data: bytes) -> list[tuple[int, int]]:
+    """(stream id, increment) of the WINDOW_UPDATE frames in `data`."""
+    found, pos = [], 0
+    while pos + 9 <= len(data):
+        high, low, kind, _, stream_id = struct.unpack_from("!HBBBI", data, pos)
+        length = (high << 8) | low
+        if kind == f.WINDOW_UPDATE:
+            found.append((stream_id, struct.unpack_from("!I", data, pos + 9)[0]))
+        pos += 9 + length
+    return found
+
+
+def test_a_held_stream_gives_its_window_back_only_once_released():
+    client, server, client_events, server_events = pair(Settings(initial_window_size=65535))
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, False)
+    exchange(client, server)
+    served = server.streams[1]
+    server.hold(served, 2)
+    server.hold(served, 4)
+    client.send_data(stream, b"z" * 40_000)
+    exchange(client, server)
+    server.delivered(served, 40_000)                 # passed on, but held
+    assert window_updates(bytes(server.out)) == [] and served.unacked == 40_000
+    assert server.release(served, 2) is False         # another reason still holds
+    assert server.release(served, 4) is True          # the last one: acked now
+    assert (1, 40_000) in window_updates(bytes(server.out)) and served.unacked == 0
+
+
+def test_a_source_too_fast_is_paused_once_and_told_when_drained():
+    client, server, client_events, server_events = pair(
+        client_settings=Settings(initial_window_size=65535))
+    stream = client.open_stream()
+    client.send_headers(stream, REQUEST, True)
+    exchange(client, server)
+    served = server.streams[1]
+    server.send_headers(served, [(b":status", b"200")], False)
+    server.send_data(served, b"x" * (65535 + HIGH_WATER + 1))
+    assert server.source_too_fast(served) is True
+    assert server.source_too_fast(served) is False    # paused already
+    exchange(client, server)
+    client.ack(client.streams[1], 65535 + HIGH_WATER)
+    exchange(client, server)
+    assert ("drained", 1) in server_events.events and not served.paused
