@@ -459,12 +459,16 @@ class H2Stream:
     def flush(self, end: bool) -> None:
         if self.closed:
             return
-        if self.body or (end and not self.ended):
-            self._send_body(end and not self.ended)
+        owner = self.owner
+        stream = self.stream
+        body = self.body
+        if body or (end and not self.ended):
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            owner.h2.send_data(stream, data, end and not self.ended)
             if end:
                 self.ended = True
-        owner = self.owner
-        if owner.h2.source_too_fast(self.stream):
+        if stream.pending_size and owner.h2.source_too_fast(stream):
             self.exchange.pause_response()
         if end and len(owner.streams) == 1:
             owner.write()                 # nothing of another stream to wait for
