@@ -516,7 +516,9 @@ class Connection:
                                      f.END_STREAM if end_stream else 0, stream.id)
                 out += data
                 if end_stream:
-                    self._close_send(stream)
+                    stream.send_closed = True           # (nothing was pending)
+                    if stream.recv_closed:
+                        self.streams.pop(stream.id, None)
             return
         if data:
             stream.pending.append(data)
