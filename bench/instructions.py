@@ -66,31 +66,49 @@ def _total_instructions(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
+def h2load(port: int, connections: int, streams: int, requests: int) -> None:
+    """`requests` over HTTP/2 (h2c) from `connections` connections of `streams` streams."""
+    done = subprocess.run(["h2load", "-n", str(requests), "-c", str(connections), "-m",
+                           str(streams), f"http://127.0.0.1:{port}/"],
+                          check=True, capture_output=True, text=True, timeout=600)
+    if f"{requests} succeeded" not in done.stdout:
+        raise RuntimeError(f"h2load did not get every answer:\n{done.stdout}")
+
+
 def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
-            keep: Path | None = None, request: bytes = REQUEST) -> float:
+            keep: Path | None = None, request: bytes = REQUEST, h2_streams: int = 0) -> float:
     """Instructions per request for lbproxy with `config_changes` (keys of lbproxy_config);
-    `keep`: where to copy the counts, for callgrind_annotate."""
+    `keep`: where to copy the counts, for callgrind_annotate; `h2_streams`: HTTP/2 (h2c,
+    with h2load's requests) with this many streams per connection instead of HTTP/1.1."""
     with ExitStack() as stack:
         backend = start_nginx_backend(stack, workdir, None)
         port = free_port()
         config = lbproxy_config(port, [backend.port], **config_changes)
+        if h2_streams:
+            config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
+
+            def run(count: int) -> None:
+                h2load(port, connections, h2_streams, count)
+        else:
+            def run(count: int) -> None:
+                asyncio.run(load(port, connections, count, request))
         out = workdir / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
                 *lbproxy_argv(workdir, config)]
         proxy = stack.enter_context(Proc("lbproxy", argv, workdir))
         proxy.wait_for_port(port, START_TIMEOUT)
-        asyncio.run(load(port, connections, warmup, request))
+        run(warmup)
         for old in workdir.glob("callgrind.out.*"):
             old.unlink()
         _callgrind_control("-z", str(proxy.pid))
-        asyncio.run(load(port, connections, requests, request))
+        run(requests)
         _callgrind_control("-d", str(proxy.pid))
         deadline = time.monotonic() + 30
         while not (dumps := list(workdir.glob("callgrind.out.*"))) and time.monotonic() < deadline:
             time.sleep(0.2)
         if keep is not None and dumps:
             shutil.copy(dumps[0], keep)
-        sent = (requests // connections) * connections
+        sent = requests if h2_streams else (requests // connections) * connections
         return sum(_total_instructions(dump) for dump in dumps) / sent
 
 
@@ -104,16 +122,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="copy callgrind's counts here (for callgrind_annotate)")
     parser.add_argument("--browser", action="store_true",
                         help="send a browser's request (14 headers) instead of a 3-header one")
+    parser.add_argument("--h2", type=int, default=0, metavar="STREAMS",
+                        help="HTTP/2 (h2c, h2load's request) with STREAMS streams per connection")
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
+    if args.h2 and not shutil.which("h2load"):
+        sys.exit("h2load is not installed (apt-get install -y nghttp2-client)")
     with tempfile.TemporaryDirectory(prefix="lbproxy-instr-") as tmp:
         workdir = Path(tmp)
         log = {"access": str(workdir / "access.log"), "format": args.log}
         per_request = measure(workdir, {"global_": {"log": log}}, args.connections, args.requests, args.warmup,
-                              args.keep, BROWSER if args.browser else REQUEST)
-    print(f"lbproxy, access log {args.log}, {'browser' if args.browser else '3-header'} requests, "
-          f"{args.connections} connections: "
+                              args.keep, BROWSER if args.browser else REQUEST, args.h2)
+    sent = (f"HTTP/2 x {args.h2} streams (h2load's request)" if args.h2 else
+            f"{'browser' if args.browser else '3-header'} requests")
+    print(f"lbproxy, access log {args.log}, {sent}, {args.connections} connections: "
           f"{per_request:,.0f} instructions per request")
 
 
