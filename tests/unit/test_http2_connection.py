@@ -81,14 +81,20 @@ def test_a_request_and_a_response_with_trailers():
     assert not client.streams and not server.streams          # closed both ways
 
 
-def test_output_waits_for_the_window_and_the_drain_is_told():
+def answering():
+    """A client with 65,535 bytes of window per stream has sent a request; the server's
+    stream for it has sent its head. Returns the pair, their recorders, that stream."""
     client, server, client_events, server_events = pair(
         client_settings=Settings(initial_window_size=65535))
-    stream = client.open_stream()
-    client.send_headers(stream, REQUEST, True)
+    client.send_headers(client.open_stream(), REQUEST, True)
     exchange(client, server)
     served = server.streams[1]
     server.send_headers(served, [(b":status", b"200")], False)
+    return client, server, client_events, server_events, served
+
+
+def test_output_waits_for_the_window_and_the_drain_is_told():
+    client, server, client_events, server_events, served = answering()
     server.send_data(served, b"x" * 200_000, True)
     served.paused = True                      # the protocol paused its source
     exchange(client, server)
@@ -235,13 +241,7 @@ def test_a_held_stream_gives_its_window_back_only_once_released():
 
 
 def test_a_source_too_fast_is_paused_once_and_told_when_drained():
-    client, server, _, server_events = pair(
-        client_settings=Settings(initial_window_size=65535))
-    stream = client.open_stream()
-    client.send_headers(stream, REQUEST, True)
-    exchange(client, server)
-    served = server.streams[1]
-    server.send_headers(served, [(b":status", b"200")], False)
+    client, server, _, server_events, served = answering()
     server.send_data(served, b"x" * (65535 + HIGH_WATER + 1))
     assert server.source_too_fast(served) is True
     assert server.source_too_fast(served) is False    # paused already
