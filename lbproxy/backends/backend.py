@@ -94,6 +94,7 @@ class Backend:
             self.add_server(server_config, up=not checked, dynamic=False)
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
+            self._retire_balancers()
             self._new_balancers()
         self.changed(None, "reload")
 
@@ -144,6 +145,13 @@ class Backend:
         self.balancer: Balancer = self._balancer(normal)
         self.backup_balancer: Balancer = self._balancer(backups)
         self._hooks()
+
+    def _retire_balancers(self) -> None:
+        """Balancers no longer used get no members: their structures (a heap entry and
+        its slot point at each other) hold no reference cycles then, so they are freed by
+        reference counting (lbproxy/runtime/heap.py)."""
+        self.balancer.update(())
+        self.backup_balancer.update(())
 
     def _balancer(self, servers: list[Server]) -> Balancer:
         config = self.config
@@ -302,8 +310,10 @@ class Backend:
     # life cycle
 
     def stop(self) -> None:
-        """Cancel pending removals and close idle connections (the engine stops watchers)."""
+        """Cancel pending removals and close idle connections (the engine stops watchers);
+        the balancers are retired: a retry of a request still in flight finds no server."""
         for task in self._removals.values():
             task.cancel()
         for server in self.servers:
             server.pool.close_idle()
+        self._retire_balancers()

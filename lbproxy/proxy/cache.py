@@ -194,13 +194,14 @@ def serve(exchange: Exchange, entry: Entry, word: bytes, now: float,
 class CacheSink(SinkFilter):
     """An exchange's response sink when its backend has a cache (see the module's text)."""
 
-    __slots__ = ("exchange", "cache", "key", "coding", "word", "stale", "locked",
+    __slots__ = ("cache", "key", "coding", "word", "stale", "locked",
                  "client_conditionals", "entry", "body_size", "standing_in")
 
     def __init__(self, exchange: Exchange, cache: Cache, key: Key, coding: bytes | None,
                  word: bytes) -> None:
+        # no reference back to `exchange`, which holds this sink: no cycle
+        # (lbproxy/runtime/heap.py); the calls that need it are handed it
         SinkFilter.__init__(self, exchange.downstream)
-        self.exchange = exchange
         self.cache = cache
         self.key = key
         self.coding = coding
@@ -221,21 +222,21 @@ class CacheSink(SinkFilter):
                 self.cache.purge(self.key)
         elif stale is not None and status == 304:
             self._refresh(stale, headers)
-            self._stand_in(stale, b"REVALIDATED", conditional=True)
+            self._stand_in(exchange, stale, b"REVALIDATED", conditional=True)
             return
         elif stale is not None and status in SERVER_ERRORS and self._stale_usable():
-            self._stand_in(stale, b"STALE", conditional=False)
+            self._stand_in(exchange, stale, b"STALE", conditional=False)
             return
         elif method == b"GET":
-            self.entry = self._new_entry(status, headers, length)
+            self.entry = self._new_entry(exchange, status, headers, length)
         headers = headers + [b"x-cache", b": ", self.word, b"\r\n"]
         self.downstream.response_head(exchange, status, headers, length, end_stream)
 
-    def _new_entry(self, status: int, headers: list[bytes], length: int) -> Entry | None:
+    def _new_entry(self, exchange: Exchange, status: int, headers: list[bytes],
+                   length: int) -> Entry | None:
         """An entry to fill with this response, if the cache may keep it."""
         cache = self.cache
         response_cc = directives(headers)
-        exchange = self.exchange
         if length > cache.max_object_size or not storable(
                 b"GET", exchange.hparts, status, headers, response_cc):
             return None
@@ -284,12 +285,13 @@ class CacheSink(SinkFilter):
         return (stale is not None and not stale.must_revalidate
                 and stale.age(time.time()) < stale.lifetime + self.cache.stale_if_error)
 
-    def _stand_in(self, entry: Entry, word: bytes, conditional: bool) -> None:
+    def _stand_in(self, exchange: Exchange, entry: Entry, word: bytes,
+                  conditional: bool) -> None:
         """Send `entry` instead of the server's answer, whose body is then dropped."""
         if word == b"STALE":
             self.cache.stale += 1
         self.standing_in = True
-        serve(self.exchange, entry, word, time.time(), conditional, self.client_conditionals)
+        serve(exchange, entry, word, time.time(), conditional, self.client_conditionals)
         self.downstream.flush(False)
 
     def answer_stale(self, exchange: Exchange, status: int) -> bool:

@@ -169,6 +169,7 @@ class ClientProtocol(asyncio.Protocol):
         self.current = self.parsing = self.pipeline = self.refused = None
         release(self.entries)
         self.entries = None
+        self.parser = None       # it holds our callbacks: no cycle (lbproxy/runtime/heap.py)
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)

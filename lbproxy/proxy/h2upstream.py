@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ class H2ServerPool:
     def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
                  max_head: int = 64 * 1024, ssl: object = None,
                  server_hostname: str | None = None) -> None:
-        self.server = server
+        self.server = weakref.proxy(server)   # its owner: no cycle (lbproxy/runtime/heap.py)
         self.state = state
         self.connect_timeout = connect_timeout
         # what its connections advertise: a response head list up to `max_head`

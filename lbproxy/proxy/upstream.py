@@ -12,6 +12,7 @@ call. Between exchanges the connection waits in its ServerPool.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING
 
 import httptools
@@ -57,7 +58,7 @@ class ServerPool:
     def __init__(self, server: Server, state: ProxyState, *, connect_timeout: float,
                  reuse: bool, max_head: int = 65536, ssl: object = None,
                  server_hostname: str | None = None) -> None:
-        self.server = server
+        self.server = weakref.proxy(server)   # its owner: no cycle (lbproxy/runtime/heap.py)
         self.state = state
         self.connect_timeout = connect_timeout
         self.reuse = reuse
@@ -212,6 +213,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.pool.state.upstreams.discard(self)
         self.pool.discard(self)
+        self.parser = None       # it holds our callbacks: no cycle (lbproxy/runtime/heap.py)
         exchange = self.exchange
         if exchange is None:
             return

@@ -295,7 +295,9 @@ class Engine:
                 frontend.configure(frontend_config, self.dispatchers, self.access_log,
                                    rules[name])
         for name in [name for name in self.frontends if name not in config.frontends]:
-            del self.frontends[name]                 # its open connections finish as they are
+            # its open connections finish as they are; its listeners close or move to
+            # another frontend (_serve), and hold no cycle back to it
+            self.frontends.pop(name).listeners.clear()
         self.state.frontends = list(self.frontends.values())
         self.state.dispatchers = list(self.dispatchers.values())
         self.state.max_connections = self.state.connections_allowed(

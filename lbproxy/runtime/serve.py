@@ -18,7 +18,7 @@ from lbproxy.admin.app import AdminServer
 from lbproxy.config.schema import Config
 from lbproxy.runtime.control import WorkerRole, remove_pidfile, write_pidfile
 from lbproxy.runtime.engine import STOP_GRACE, Engine
-from lbproxy.runtime.heap import HeapFreezer
+from lbproxy.runtime.heap import freeze_reloaded, freeze_started
 
 log = logging.getLogger("lbproxy")
 
@@ -104,9 +104,8 @@ async def serve(config: Config, path: str | None = None,
         log.error("%s", exc)
         return 1
     engine = process.engine
-    heap = HeapFreezer(loop)              # (this process serves only this engine)
-    heap.started()
-    engine.on_reload.append(heap.reloaded)
+    freeze_started()
+    engine.on_reload.append(freeze_reloaded)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -124,7 +123,6 @@ async def serve(config: Config, path: str | None = None,
         log.info("stopping: finishing in-flight requests")
         await process.stop()
     finally:
-        heap.close()
         remove_pidfile(pidfile)
     log.info("stopped")
     return 0
