@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (CLK_TCK, REPO, Proc, Session, StartError, add_common_options, choose, free_port,
-                           noted, tree_cpu_seconds)
+                           free_ports, noted, tree_cpu_seconds)
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv, lbproxy_config
 
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> Report:
     if args.compare_src:
         targets.insert(0, (f"lbproxy {args.compare_label}", args.compare_src))
     with Session.open("bench.checks", args.argv) as session:
-        listeners = Listeners([free_port() for _ in range(args.ports)], free_port())
+        listeners = Listeners(free_ports(args.ports), free_port())
         nginx = session.stack.enter_context(Proc("listeners", listeners_argv(session.workdir, listeners),
                                                  session.workdir, session.cpus.backend))
         nginx.wait_for_port(listeners.status_port)

@@ -53,6 +53,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: the sockets stay bound until all are chosen, so the
+    kernel cannot hand out one port twice."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def raise_fd_limit() -> None:
     """500 client plus 500 server connections per proxy outgrow the usual soft limit of 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Proc, Session, add_common_options, free_port, noted, resolve_loadgen
+from bench.harness import (Proc, Session, add_common_options, free_port, free_ports, noted,
+                           resolve_loadgen)
 from bench.loadgen import LoadResult, run_load, run_metered
 from bench.report import RESULTS, Report, now_utc
 from bench.targets import lbproxy_argv
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     notes: list[str] = []
     with Session.open("bench.scale", argv) as run:
-        ports = [free_port() for _ in range(BACKEND_PORTS)]
+        ports = free_ports(BACKEND_PORTS)
         nginx = run.stack.enter_context(Proc("nginx", nginx_ports_argv(run.workdir, ports), run.workdir,
                                              run.cpus.backend))
         nginx.wait_for_port(ports[-1])
