@@ -163,27 +163,32 @@ class Sampler:
                     history.base, history.base_time = sample, now
                 history.next, history.next_time = sample, now
 
-    def recent(self, obj: Frontend | Backend | Server) -> Recent:
-        now = self.clock()
-        history = self._histories.get(obj)
-        if history is None:             # not sampled yet: no rate, all-time latency
-            rps, rps_max = 0.0, 0.0
-        else:
-            rps = (obj.requests - history.base.requests) / max(now - history.base_time, TICK)
-            # The rate now counts requests since the last tick too: it is a rate seen,
-            # so the maximum includes it (req_rate never shows above req_rate_max).
-            rps_max = history.rps_max = max(history.rps_max, rps)
+    def recent(self, obj: Frontend | Server) -> Recent:
+        """Activity of a frontend or a server (a backend's: backend_recent)."""
+        rps, rps_max = self._rates(obj)
         if isinstance(obj, Frontend):
             return Recent(rps, rps_max, None, None)
-        servers = obj.servers if isinstance(obj, Backend) else [obj]
-        counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        total = 0.0
-        for server in servers:
-            server_counts, server_sum = self._latency_delta(server)
-            counts = [a + b for a, b in zip(counts, server_counts)]
-            total += server_sum
-        n = sum(counts)
-        return Recent(rps, rps_max, total / n if n else None, quantile(counts, 0.95))
+        counts, total = self._latency_delta(obj)
+        return _recent(rps, rps_max, counts, total)
+
+    def backend_recent(self, backend: Backend) -> Sliced[Recent]:
+        """Activity of a backend: its servers' response times added up (a sliced renderer:
+        lbproxy/admin/slicing.py, as thousands of servers take milliseconds)."""
+        rps, rps_max = self._rates(backend)
+        deltas = yield from mapped(list(backend.servers), self._latency_delta)
+        counts = [sum(column) for column in zip(*(counts for counts, _ in deltas))]
+        return _recent(rps, rps_max, counts, sum(total for _, total in deltas))
+
+    def _rates(self, obj: Frontend | Backend | Server) -> tuple[float, float]:
+        """Requests per second since the base copy, and the highest rate seen."""
+        history = self._histories.get(obj)
+        if history is None:             # not sampled yet: no rate
+            return 0.0, 0.0
+        rps = (obj.requests - history.base.requests) / max(self.clock() - history.base_time, TICK)
+        # The rate now counts requests since the last tick too: it is a rate seen,
+        # so the maximum includes it (req_rate never shows above req_rate_max).
+        history.rps_max = max(history.rps_max, rps)
+        return rps, history.rps_max
 
     def _latency_delta(self, server: Server) -> tuple[list[int], float]:
         """Histogram counts and sum added since the base copy of `server`."""
@@ -193,6 +198,12 @@ class Sampler:
         base = history.base
         return ([now - then for now, then in zip(server.latency_counts, base.latency_counts)],
                 server.latency_sum - base.latency_sum)
+
+
+def _recent(rps: float, rps_max: float, counts: Sequence[int], total: float) -> Recent:
+    """Rates, and the mean and p95 response time of histogram `counts`."""
+    n = sum(counts)
+    return Recent(rps, rps_max, total / n if n else None, quantile(counts, 0.95))
 
 
 def _measure(obj: Frontend | Backend | Server, last: _Sample | None) -> _Sample:
@@ -243,6 +254,7 @@ def backend_json(backend: Backend, sampler: Sampler) -> Sliced[dict[str, object]
     """A backend and its servers (a sliced renderer: lbproxy/admin/slicing.py)."""
     servers = list(backend.servers)
     server_list = yield from mapped(servers, lambda s: server_json(s, sampler.recent(s)))
+    recent = yield from sampler.backend_recent(backend)
     return {
         "name": backend.name,
         "balance": backend.config.balance,
@@ -256,6 +268,6 @@ def backend_json(backend: Backend, sampler: Sampler) -> Sliced[dict[str, object]
         "responses": by_class(backend.responses),
         "retries": backend.retried,
         "redispatches": backend.redispatched,
-        **sampler.recent(backend).as_json(),
+        **recent.as_json(),
         "servers": server_list,
     }

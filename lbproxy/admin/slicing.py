@@ -2,9 +2,11 @@
 
 The admin server runs on the proxy's own event loop, so a page that takes 80 ms to build
 would hold every client's traffic for 80 ms. Renderers are written as generators that
-`yield` (nothing) every SLICE servers and `return` their result: `sliced` runs one with
-a pass through the event loop at each yield, `at_once` runs it in one go (tests, tools,
-small sets).
+`yield` (nothing) once they have worked SLICE seconds since the last pass through the loop
+and `return` their result: `sliced` runs one with a pass through the event loop at each
+yield, `at_once` runs it in one go (tests, tools, small sets). Slices are measured in time,
+not in items: a stats-page row costs ten times a CSV line, and a slice of either must stay
+short next to a request's own latency.
 """
 
 from __future__ import annotations
@@ -12,35 +14,40 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Generator, Iterable
+from time import perf_counter
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 Sliced = Generator[None, None, T]
 
-SLICE = 250      # servers rendered between two yields to the loop (a few milliseconds)
+SLICE = 0.002    # seconds of rendering between two passes through the event loop
 
 
 def mapped(items: Iterable[T], render: Callable[[T], R]) -> Sliced[list[R]]:
-    """`[render(item) for item in items]`, pausing every SLICE items; use it with
+    """`[render(item) for item in items]`, pausing every SLICE seconds; use it with
     `yield from` inside a renderer."""
     out: list[R] = []
-    for count, item in enumerate(items, 1):
+    until = perf_counter() + SLICE
+    for item in items:
         out.append(render(item))
-        if count % SLICE == 0:
+        if perf_counter() >= until:
             yield
+            until = perf_counter() + SLICE
     return out
 
 
 def json_text(value: object) -> Sliced[str]:
     """Compact JSON of `value`, encoded piece by piece: containers holding lists are
-    walked (pausing every SLICE items of a list), everything else is one json.dumps."""
+    walked (the items of a list through `mapped`), everything else is one json.dumps."""
     if isinstance(value, list):
         items = []
-        for count, item in enumerate(value, 1):
+        until = perf_counter() + SLICE
+        for item in value:
             items.append((yield from json_text(item)))
-            if count % SLICE == 0:
+            if perf_counter() >= until:
                 yield
+                until = perf_counter() + SLICE
         return "[" + ",".join(items) + "]"
     if isinstance(value, dict) and any(isinstance(item, list) for item in value.values()):
         fields = []

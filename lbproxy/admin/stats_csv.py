@@ -59,7 +59,7 @@ def stat_rows(engine: Engine, sampler: Sampler) -> Sliced[list[Row]]:
             enumerate(list(backend.servers), 1),
             lambda numbered: _server_row(backend, numbered[1], iid,  # noqa: B023
                                          numbered[0], sampler.recent(numbered[1])))
-        rows.append(_backend_row(backend, iid, sampler.recent(backend)))
+        rows.append(_backend_row(backend, iid, (yield from sampler.backend_recent(backend))))
     return rows
 
 

@@ -145,7 +145,7 @@ def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> Slic
     rows = yield from mapped(servers, lambda server: table_row(
         _server_cells(backend, server, sampler.recent(server), controls),
         f"s-{server.state}"))
-    recent = sampler.recent(backend)
+    recent = yield from sampler.backend_recent(backend)
     total = [
         ("Server", "BACKEND"), ("State", ""), ("Weight", ""),
         ("Sessions", str(backend.in_flight)),
