@@ -22,7 +22,7 @@ from aiohttp import web
 from lbproxy.admin.base import (ENGINE, SAMPLER, ApiError, json_response, large_json_response,
                                 viewer)
 from lbproxy.admin.model import backend_json, server_json
-from lbproxy.admin.slicing import sliced
+from lbproxy.slicing import sliced
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import ADMIN_STATES, Server
 from lbproxy.config.backend import MAX_WEIGHT

@@ -30,7 +30,7 @@ from lbproxy.admin.base import (ENGINE, SAMPLER, STATS, ApiError, authenticated_
                                 error_response, json_response, large_json_response, viewer)
 from lbproxy.admin.metrics import METRICS_TYPE, Scrapes
 from lbproxy.admin.model import TICK, Sampler
-from lbproxy.admin.slicing import sliced
+from lbproxy.slicing import sliced
 from lbproxy.admin.stats_csv import csv_text, stat_rows
 from lbproxy.admin.stats_page import render_page
 from lbproxy.config.errors import ListenError

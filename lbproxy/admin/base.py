@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import BasicAuth, hdrs, web
 
 from lbproxy.admin.model import Sampler
-from lbproxy.admin.slicing import json_text, sliced
+from lbproxy.slicing import json_text, sliced
 from lbproxy.config.schema import AuthConfig, StatsConfig
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from lbproxy.admin.slicing import Sliced, mapped
+from lbproxy.slicing import Sliced, mapped
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import LATENCY_BUCKETS, Server
 from lbproxy.proxy.frontend import Frontend
@@ -173,7 +173,7 @@ class Sampler:
 
     def backend_recent(self, backend: Backend) -> Sliced[Recent]:
         """Activity of a backend: its servers' response times added up (a sliced renderer:
-        lbproxy/admin/slicing.py, as thousands of servers take milliseconds)."""
+        lbproxy/slicing.py, as thousands of servers take milliseconds)."""
         rps, rps_max = self._rates(backend)
         deltas = yield from mapped(list(backend.servers), self._latency_delta)
         counts = [sum(column) for column in zip(*(counts for counts, _ in deltas))]
@@ -251,7 +251,7 @@ def server_json(server: Server, recent: Recent) -> dict[str, object]:
 
 
 def backend_json(backend: Backend, sampler: Sampler) -> Sliced[dict[str, object]]:
-    """A backend and its servers (a sliced renderer: lbproxy/admin/slicing.py)."""
+    """A backend and its servers (a sliced renderer: lbproxy/slicing.py)."""
     servers = list(backend.servers)
     server_list = yield from mapped(servers, lambda s: server_json(s, sampler.recent(s)))
     recent = yield from sampler.backend_recent(backend)

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from lbproxy.admin.model import Recent, Sampler, backend_up, frontend_status, queue_length
-from lbproxy.admin.slicing import Sliced, at_once, mapped
+from lbproxy.slicing import Sliced, at_once, mapped
 
 if TYPE_CHECKING:
     from lbproxy.backends.backend import Backend
@@ -50,7 +50,7 @@ Row = dict[str, str | int]
 
 def stat_rows(engine: Engine, sampler: Sampler) -> Sliced[list[Row]]:
     """Every row, HAProxy's order; only the columns that have a value (a sliced renderer:
-    lbproxy/admin/slicing.py)."""
+    lbproxy/slicing.py)."""
     rows: list[Row] = []
     for iid, frontend in enumerate(engine.frontends.values(), 1):
         rows.append(_frontend_row(frontend, iid, sampler.recent(frontend)))

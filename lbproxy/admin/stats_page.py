@@ -19,7 +19,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from lbproxy.admin.html import CSS, Cell, badge, byte_count, integer, table_row, table_section
-from lbproxy.admin.slicing import Sliced, mapped
+from lbproxy.slicing import Sliced, mapped
 from lbproxy.admin.model import (STATUS_CLASSES, Recent, Sampler, ago, backend_up, frontend_status,
                                  queue_length)
 from lbproxy.backends.server import ADMIN_STATES
@@ -50,7 +50,7 @@ document.addEventListener("submit", async (e) => {
 
 def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequence[str],
                 controls: bool) -> Sliced[str]:
-    """The whole page (a sliced renderer: lbproxy/admin/slicing.py). `controls` adds the
+    """The whole page (a sliced renderer: lbproxy/slicing.py). `controls` adds the
     admin forms (admin on and user authenticated)."""
     refresh_tag = (f'<meta http-equiv="refresh" content="{max(1, math.ceil(refresh))}">'
                    if refresh > 0 else "")

@@ -26,6 +26,7 @@ from lbproxy.balance.base import Balancer
 from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.request import RequestInfo
+from lbproxy.slicing import Sliced, each
 
 if TYPE_CHECKING:
     from lbproxy.proxy.state import ProxyState
@@ -74,24 +75,29 @@ class Backend:
         self.queue_timeout = config.timeouts.queue
         self.persistence = CookiePersistence(config.cookie) if config.cookie else None
 
-    def reconfigure(self, config: BackendConfig) -> None:
+    def reconfigure(self, config: BackendConfig) -> Sliced[None]:
         """Apply a reloaded config in place: servers are matched by name and keep their
         health, counters, pool and slowstart; servers gone from the config drain and go;
         new ones start CHECKING when there are health checks; servers added while
-        running (API, discovery) stay."""
+        running (API, discovery) stay. Thousands of servers take milliseconds, so this is
+        done in slices (lbproxy/slicing.py) between which traffic goes on; the balancers
+        take the new members and weights at the end, in one update."""
         old = self.config
         self._settings(config)
         wanted = {server.name: server for server in config.servers}
         checked = config.health_check is not None
-        for server in list(self.servers):
+
+        def reconcile(server: Server) -> None:
             server_config = wanted.pop(server.name, None)
-            if server_config is None:
-                if not server.dynamic:
-                    self.remove_server(server, drain=config.timeouts.server)
-                continue
-            self._update_server(server, server_config)
-        for server_config in wanted.values():
-            self.add_server(server_config, up=not checked, dynamic=False)
+            if server_config is not None:
+                self._update_server(server, server_config)
+            elif not server.dynamic:
+                self.remove_server(server, drain=config.timeouts.server)
+
+        yield from each(list(self.servers), reconcile)
+        yield from each(list(wanted.values()),
+                        lambda server_config: self._notify(
+                            self._join(server_config, up=not checked, dynamic=False), "added"))
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
             self._retire_balancers()
@@ -241,6 +247,12 @@ class Backend:
         `dynamic` servers (API, discovery) are not config's to remove on a reload."""
         if self.server(config.name) is not None:
             raise ValueError(f"backend {self.name!r} already has a server {config.name!r}")
+        server = self._join(config, up, dynamic)
+        self.changed(server, "added")
+        return server
+
+    def _join(self, config: ServerConfig, up: bool, dynamic: bool) -> Server:
+        """A new member, not yet in the balancers (the caller tells them)."""
         server = self._make_server(config)
         server.dynamic = dynamic
         server.up = up
@@ -248,7 +260,6 @@ class Backend:
             server.check = "checking"
         self.servers.append(server)
         log.info("backend %s: server %s added (%s)", self.name, server.name, server.address)
-        self.changed(server, "added")
         return server
 
     def set_admin(self, server: Server, admin: str) -> None:

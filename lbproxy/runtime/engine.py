@@ -23,6 +23,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 
@@ -44,6 +45,7 @@ from lbproxy.runtime.control import WorkerRole
 from lbproxy.runtime.validate import (bind_contexts, compile_frontends, load_checked_off_loop,
                                       table_configs)
 from lbproxy.runtime.watchers import start_watchers, stop_watchers, watchers_changed
+from lbproxy.slicing import sliced
 from lbproxy.tables import open_store
 
 log = logging.getLogger("lbproxy")
@@ -94,6 +96,9 @@ class Engine:
         self.autoscale: dict[str, dict] = {}   # pool -> what the autoscaler last reported
         # called with (old, new) after a reload was applied (the admin server's restart)
         self.on_reload: list[Callable[[Config, Config], Awaitable[None]]] = []
+        # what the process does around a reload attempt (serve.py: the collector's policy,
+        # lbproxy/runtime/heap.py)
+        self.around_reload: Callable[[], AbstractContextManager[object]] = nullcontext
         self._reloading = asyncio.Lock()
         self._old_logs_dropped = 0       # lines dropped by access logs a reload replaced
 
@@ -214,27 +219,32 @@ class Engine:
         if self.path is None:
             return ["no configuration file to reload (the proxy was started without one)"]
         async with self._reloading:
-            access_log = self.access_log
-            maps = MapFiles()            # read again: runtime edits of the old ones are dropped
-            try:
-                config = await load_checked_off_loop(self.path, maps)
-                access_log = self._reopen_log(config)
-                binds = self._bind(config)
-            except ConfigError as exc:
-                self._discard_log(access_log)
-                log.error("reload refused, the previous configuration keeps running:\n%s", exc)
-                return exc.errors
-            except OSError as exc:       # it names the address or the file
-                self._discard_log(access_log)
-                log.error("reload refused, the previous configuration keeps running: %s", exc)
-                return [str(exc)]
-            old_log = self.access_log
-            await self._apply(config, binds, access_log, maps)
-            if old_log is not None and old_log is not access_log:
-                old_log.close(0.0)          # its thread writes what it has, then ends
-                self._old_logs_dropped += old_log.dropped
-            log.info("configuration reloaded from %s", self.path)
-            return []
+            with self.around_reload():
+                return await self._reload(self.path)
+
+    async def _reload(self, path: str | os.PathLike[str]) -> list[str]:
+        """reload() under its lock."""
+        access_log = self.access_log
+        maps = MapFiles()            # read again: runtime edits of the old ones are dropped
+        try:
+            config = await load_checked_off_loop(path, maps)
+            access_log = self._reopen_log(config)
+            binds = self._bind(config)
+        except ConfigError as exc:
+            self._discard_log(access_log)
+            log.error("reload refused, the previous configuration keeps running:\n%s", exc)
+            return exc.errors
+        except OSError as exc:       # it names the address or the file
+            self._discard_log(access_log)
+            log.error("reload refused, the previous configuration keeps running: %s", exc)
+            return [str(exc)]
+        old_log = self.access_log
+        await self._apply(config, binds, access_log, maps)
+        if old_log is not None and old_log is not access_log:
+            old_log.close(0.0)          # its thread writes what it has, then ends
+            self._old_logs_dropped += old_log.dropped
+        log.info("configuration reloaded from %s", path)
+        return []
 
     def _reopen_log(self, config: Config) -> AccessLog | None:
         """The access log `config` asks for: the current one when unchanged, else a new
@@ -272,7 +282,7 @@ class Engine:
                 start_watchers(self._add_backend(backend_config), self.active_checks)
                 continue
             restart = watchers_changed(backend.config, backend_config)
-            backend.reconfigure(backend_config)
+            await sliced(backend.reconfigure(backend_config))
             self.dispatchers[name].cache = (self.caches.get(backend_config.cache)
                                             if backend_config.cache else None)
             if restart:

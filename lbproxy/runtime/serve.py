@@ -18,7 +18,7 @@ from lbproxy.admin.app import AdminServer
 from lbproxy.config.schema import Config
 from lbproxy.runtime.control import WorkerRole, remove_pidfile, write_pidfile
 from lbproxy.runtime.engine import STOP_GRACE, Engine
-from lbproxy.runtime.heap import freeze_reloaded, freeze_started
+from lbproxy.runtime.heap import freeze_started, reloading
 
 log = logging.getLogger("lbproxy")
 
@@ -105,7 +105,7 @@ async def serve(config: Config, path: str | None = None,
         return 1
     engine = process.engine
     freeze_started()
-    engine.on_reload.append(freeze_reloaded)
+    engine.around_reload = reloading
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

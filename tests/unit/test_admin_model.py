@@ -13,7 +13,7 @@ import pytest
 from lbproxy.admin.api import new_server_config
 from lbproxy.admin.base import ApiError
 from lbproxy.admin.model import TICK, WINDOW, Sampler, ago, quantile
-from lbproxy.admin.slicing import at_once
+from lbproxy.slicing import at_once
 from lbproxy.admin.stats_csv import COLUMNS, to_csv
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import LATENCY_BUCKETS

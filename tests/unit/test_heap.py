@@ -1,28 +1,39 @@
-"""The configuration's objects leave the collector's reach after the start, and what a
-reload built joins them right after it; nothing is handed back."""
+"""The configuration's objects leave the collector's reach after the start; a reload runs
+without automatic collections and what it built joins them; nothing is handed back."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 
-from lbproxy.runtime.heap import freeze_reloaded, freeze_started
+from lbproxy.runtime.heap import freeze_started, reloading
 
 
-def test_frozen_at_start_and_again_after_a_reload_without_unfreezing():
-    class Built:
-        """Stands for an object a reload builds (tracked by the collector)."""
+class Built:
+    """Stands for an object a reload builds (tracked by the collector)."""
 
+
+def test_frozen_at_start_and_after_a_reload_without_collections_meanwhile():
+    collections = []
+
+    def count(phase: str, _info: dict) -> None:
+        if phase == "start":
+            collections.append(phase)
+
+    gc.callbacks.append(count)
     try:
         freeze_started()
         started = gc.get_freeze_count()
-        built = [Built() for _ in range(1000)]
-        asyncio.run(freeze_reloaded(None, None))
+        before = len(collections)
+        with reloading():
+            enabled_inside = gc.isenabled()
+            built = [Built() for _ in range(20000)]      # would set off collections
+            during = len(collections) - before
         reloaded = gc.get_freeze_count()
-        gc.collect()                            # a full collection hands nothing back
+        gc.collect()                                    # a full collection hands nothing back
         after_collection = gc.get_freeze_count()
     finally:
+        gc.callbacks.remove(count)
         gc.unfreeze()
-    assert started > 0
+    assert started > 0 and not enabled_inside and during == 0 and gc.isenabled()
     assert reloaded >= started + len(built)
     assert after_collection == reloaded

@@ -4,6 +4,7 @@ response parsing and relay, when a connection goes back to the pool, and failure
 from __future__ import annotations
 
 from lbproxy.proxy.upstream import POOL_IDLE_TIMEOUT
+from lbproxy.slicing import at_once
 from tests.unit.dataplane import OK, DataPlane, config, get
 
 
@@ -92,10 +93,10 @@ def test_a_reload_that_changes_how_servers_are_connected_rebuilds_their_pools():
     plane = DataPlane(config())
     backend = plane.engine.backends["app"]
     pool = plane.pool("app1")
-    backend.reconfigure(dataclasses.replace(backend.config, retries=1))
+    at_once(backend.reconfigure(dataclasses.replace(backend.config, retries=1)))
     assert plane.pool("app1") is pool                  # nothing about connections changed
     for change in ({"max_response_header_size": 16384}, {"http_reuse": "never"},
                    {"proto": "h2"}):
-        backend.reconfigure(dataclasses.replace(backend.config, **change))
+        at_once(backend.reconfigure(dataclasses.replace(backend.config, **change)))
         assert plane.pool("app1") is not pool, change
         pool = plane.pool("app1")

@@ -1,7 +1,8 @@
-"""Long renderings (a stats page or a JSON of thousands of servers) done in slices.
+"""Long work on the event loop (a stats page or a JSON of thousands of servers, a reload's
+reconciliation of a big backend) done in slices.
 
-The admin server runs on the proxy's own event loop, so a page that takes 80 ms to build
-would hold every client's traffic for 80 ms. Renderers are written as generators that
+The admin server and reloads run on the proxy's own event loop, so a page that takes 80 ms
+to build would hold every client's traffic for 80 ms. Renderers are written as generators that
 `yield` (nothing) once they have worked SLICE seconds since the last pass through the loop
 and `return` their result: `sliced` runs one with a pass through the event loop at each
 yield, `at_once` runs it in one go (tests, tools, small sets). Slices are measured in time,
@@ -35,6 +36,11 @@ def mapped(items: Iterable[T], render: Callable[[T], R]) -> Sliced[list[R]]:
             yield
             until = perf_counter() + SLICE
     return out
+
+
+def each(items: Iterable[T], act: Callable[[T], object]) -> Sliced[None]:
+    """`for item in items: act(item)`, pausing every SLICE seconds."""
+    yield from mapped(items, act)
 
 
 def json_text(value: object) -> Sliced[str]:
