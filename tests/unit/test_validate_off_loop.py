@@ -4,6 +4,7 @@ equal to one read in place; its errors keep their file:line."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,19 @@ def test_no_child_runs_for_a_small_configuration(tmp_path: Path,
 
     monkeypatch.setattr(validate.asyncio, "create_subprocess_exec", no_child)
     assert asyncio.run(load_checked_off_loop(path)) == load_checked(path)
+
+
+def test_the_gil_changes_hands_more_often_while_a_thread_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = large_config(tmp_path / "big.yaml", 5000)
+    path.write_text("\n".join(path.read_text().splitlines()[:9]) + "\n")
+    seen = []
+
+    def reading(*args: object) -> object:
+        seen.append(sys.getswitchinterval())
+        return load_checked(*args)
+
+    monkeypatch.setattr(validate, "load_checked", reading)
+    before = sys.getswitchinterval()
+    asyncio.run(load_checked_off_loop(path))
+    assert seen == [validate.SWITCH] and sys.getswitchinterval() == before != validate.SWITCH
