@@ -26,7 +26,7 @@ from lbproxy.balance.base import Balancer
 from lbproxy.config.backend import MAX_WEIGHT
 from lbproxy.config.schema import BackendConfig, ServerConfig
 from lbproxy.http.request import RequestInfo
-from lbproxy.slicing import Sliced, each
+from lbproxy.slicing import Sliced, each, mapped
 
 if TYPE_CHECKING:
     from lbproxy.proxy.state import ProxyState
@@ -38,6 +38,7 @@ MakePool = Callable[[Server, ServerConfig, BackendConfig], object]
 
 DRAIN_POLL = 0.05      # seconds between checks that a draining server is idle
 RAMP_INTERVAL = 0.5    # seconds between slowstart weight steps (each moves the ramping servers)
+FEW_MOVED = 8          # a reload that changes more servers' weights updates the balancers whole
 
 
 class Backend:
@@ -81,28 +82,46 @@ class Backend:
         new ones start CHECKING when there are health checks; servers added while
         running (API, discovery) stay. Thousands of servers take milliseconds, so this is
         done in slices (lbproxy/slicing.py) between which traffic goes on; the balancers
-        take the new members and weights at the end, in one update."""
+        hear of the changes at the end: a few servers moved one by one (O(log n) each),
+        new members or many changes in one update."""
         old = self.config
         self._settings(config)
         wanted = {server.name: server for server in config.servers}
         checked = config.health_check is not None
+        moved: list[Server] = []         # weight, maxconn or backup changed
+        regrouped: list[Server] = []     # backup changed
 
         def reconcile(server: Server) -> None:
             server_config = wanted.pop(server.name, None)
-            if server_config is not None:
-                self._update_server(server, server_config)
-            elif not server.dynamic:
-                self.remove_server(server, drain=config.timeouts.server)
+            if server_config is None:
+                if not server.dynamic:
+                    self.remove_server(server, drain=config.timeouts.server)
+                return
+            backup, before = server.backup, (server.weight, server.maxconn)
+            self._update_server(server, server_config)
+            if server.backup != backup:
+                regrouped.append(server)
+            elif (server.weight, server.maxconn) != before:
+                moved.append(server)
 
         yield from each(list(self.servers), reconcile)
-        yield from each(list(wanted.values()),
-                        lambda server_config: self._notify(
-                            self._join(server_config, up=not checked, dynamic=False), "added"))
+        added = yield from mapped(list(wanted.values()),
+                                  lambda server_config: self._join(server_config, up=not checked,
+                                                                   dynamic=False))
         if (old.balance, old.balance_arg, old.hash_type) != (
                 config.balance, config.balance_arg, config.hash_type):
             self._retire_balancers()
             self._new_balancers()
-        self.changed(None, "reload")
+        elif added or regrouped or len(moved) > FEW_MOVED:
+            normal, backups = self._split()
+            self.balancer.update(normal)
+            self.backup_balancer.update(backups)
+        else:
+            for server in moved:
+                self.balancer_for(server).refresh(server)
+        for server in added:
+            self._notify(server, "added")
+        self._notify(None, "reload")
 
     def _update_server(self, server: Server, config: ServerConfig) -> None:
         """New settings for an existing server; a new address, TLS or connection setting
