@@ -119,7 +119,7 @@ async def sampling(app: web.Application) -> AsyncIterator[None]:
 
     async def sample_forever() -> None:
         while True:
-            sampler.tick()
+            await sliced(sampler.tick())
             await asyncio.sleep(TICK)
 
     task = asyncio.get_running_loop().create_task(sample_forever())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from lbproxy.slicing import Sliced, mapped
+from lbproxy.slicing import Sliced, each, mapped
 from lbproxy.backends.backend import Backend
 from lbproxy.backends.server import LATENCY_BUCKETS, Server
 from lbproxy.proxy.frontend import Frontend
@@ -138,20 +138,22 @@ class Sampler:
             yield backend
             yield from backend.servers
 
-    def tick(self) -> None:
+    def tick(self) -> Sliced[None]:
         """Read every request counter for the maximum rate; every PERIOD, the next copies
-        become the bases and new ones are taken."""
+        become the bases and new ones are taken (in slices: lbproxy/slicing.py, as
+        thousands of servers take milliseconds)."""
         now = self.clock()
         since, self._ticked = now - self._ticked, now
         turn = now - self._turned >= PERIOD
         if turn:
             self._turned = now
         histories = self._histories
-        for obj in self.objects():
+
+        def read(obj: Frontend | Backend | Server) -> None:
             history = histories.get(obj)
             if history is None:
                 histories[obj] = _History(_measure(obj, None), now, obj.requests)
-                continue
+                return
             if since > 0:
                 history.rps_max = max(history.rps_max, (obj.requests - history.requests) / since)
             history.requests = obj.requests
@@ -162,6 +164,8 @@ class Sampler:
                 else:                       # no tick for a window (a stalled loop): start again
                     history.base, history.base_time = sample, now
                 history.next, history.next_time = sample, now
+
+        yield from each(list(self.objects()), read)
 
     def recent(self, obj: Frontend | Server) -> Recent:
         """Activity of a frontend or a server (a backend's: backend_recent)."""

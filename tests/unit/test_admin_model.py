@@ -68,14 +68,14 @@ def test_sampler_rates_and_recent_latency(backend):
     server = backend.servers[0]
     server.observe_latency(5.0)                        # before sampling: all-time counts
     assert sampler.recent(server).rps == 0 and sampler.recent(server).p95 is not None
-    sampler.tick()
+    at_once(sampler.tick())
     for _ in range(int(WINDOW) + 5):                   # 20 requests of 10 ms per second
         now[0] += TICK
         for _ in range(20):
             server.requests += 1
             backend.requests += 1
             server.observe_latency(0.008)
-        sampler.tick()
+        at_once(sampler.tick())
     recent = sampler.recent(server)
     assert recent.rps == pytest.approx(20)
     assert recent.rps_max == pytest.approx(20)
@@ -85,7 +85,7 @@ def test_sampler_rates_and_recent_latency(backend):
     assert at_once(sampler.backend_recent(backend)).p95 == recent.p95
     now[0] += WINDOW * 2                               # idle: rate falls to 0 after the window
     for _ in range(3):
-        sampler.tick()
+        at_once(sampler.tick())
     assert sampler.recent(server).rps == 0 and sampler.recent(server).avg is None
 
 
@@ -96,16 +96,16 @@ def test_the_rate_never_exceeds_the_maximum_rate(backend):
     sampler = Sampler(SimpleNamespace(frontends={}, backends={"app": backend}))
     sampler.clock = lambda: now[0]
     server = backend.servers[0]
-    sampler.tick()
+    at_once(sampler.tick())
     now[0] += 0.5                                      # between two samples
     server.requests += 30
     recent = sampler.recent(server)
     assert recent.rps == pytest.approx(30) and recent.rps_max >= recent.rps
     now[0] += 0.5
-    sampler.tick()                                     # the burst, now sampled
+    at_once(sampler.tick())                                     # the burst, now sampled
     now[0] += WINDOW * 2                               # then idle
     for _ in range(3):
-        sampler.tick()
+        at_once(sampler.tick())
     recent = sampler.recent(server)
     assert recent.rps == 0 and recent.rps_max == pytest.approx(30)
 
