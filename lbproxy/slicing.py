@@ -43,24 +43,28 @@ def each(items: Iterable[T], act: Callable[[T], object]) -> Sliced[None]:
     yield from mapped(items, act)
 
 
-def json_text(value: object) -> Sliced[str]:
-    """Compact JSON of `value`, encoded piece by piece: containers holding lists are
-    walked (the items of a list through `mapped`), everything else is one json.dumps."""
+def json_parts(value: object, out: list[str]) -> Sliced[None]:
+    """Compact JSON of `value`, appended to `out` in pieces (never one string of
+    megabytes): containers holding lists are walked, pausing every SLICE seconds in a
+    list; everything else is one json.dumps."""
     if isinstance(value, list):
-        items = []
+        out.append("[")
         until = perf_counter() + SLICE
-        for item in value:
-            items.append((yield from json_text(item)))
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            yield from json_parts(item, out)
             if perf_counter() >= until:
                 yield
                 until = perf_counter() + SLICE
-        return "[" + ",".join(items) + "]"
-    if isinstance(value, dict) and any(isinstance(item, list) for item in value.values()):
-        fields = []
-        for key, item in value.items():
-            fields.append(json.dumps(key) + ":" + (yield from json_text(item)))
-        return "{" + ",".join(fields) + "}"
-    return json.dumps(value, separators=(",", ":"))
+        out.append("]")
+    elif isinstance(value, dict) and any(isinstance(item, list) for item in value.values()):
+        for index, (key, item) in enumerate(value.items()):
+            out.append(("," if index else "{") + json.dumps(key) + ":")
+            yield from json_parts(item, out)
+        out.append("}")
+    else:
+        out.append(json.dumps(value, separators=(",", ":")))
 
 
 def at_once(work: Sliced[T]) -> T:

@@ -215,8 +215,8 @@ def _proxy_section(name: str, rows: list[Row]) -> str:
     html_rows = [table_row(cell, "total" if row["svname"] in ("FRONTEND", "BACKEND")
                       else escape(f"s-{row.get('status', '')}"))
                  for row, cell in zip(rows, cells)]
-    return table_section(kind, name, escape(str(total.get("status", ""))), summary,
-                    [label for label, _ in cells[0]], html_rows)
+    return "".join(table_section(kind, name, escape(str(total.get("status", ""))), summary,
+                                 [label for label, _ in cells[0]], html_rows))
 
 
 def _cells(row: Row) -> list[tuple[str, str]]:

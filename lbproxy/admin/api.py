@@ -110,7 +110,7 @@ def _audit(request: web.Request, what: str) -> None:
 @routes.get("/api/backends")
 async def list_backends(request: web.Request) -> web.Response:
     sampler = request.app[SAMPLER]
-    return await large_json_response({"backends": [
+    return await large_json_response(request, {"backends": [
         await sliced(backend_json(backend, sampler))
         for backend in list(request.app[ENGINE].backends.values())]})
 
@@ -118,7 +118,7 @@ async def list_backends(request: web.Request) -> web.Response:
 @routes.get("/api/backends/{backend}")
 async def get_backend(request: web.Request) -> web.Response:
     return await large_json_response(
-        await sliced(backend_json(_backend(request), request.app[SAMPLER])))
+        request, await sliced(backend_json(_backend(request), request.app[SAMPLER])))
 
 
 @routes.get("/api/backends/{backend}/servers/{server}")

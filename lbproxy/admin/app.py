@@ -27,11 +27,12 @@ from aiohttp import hdrs, web
 
 from lbproxy.admin import api
 from lbproxy.admin.base import (ENGINE, SAMPLER, STATS, ApiError, authenticated_user,
-                                error_response, json_response, large_json_response, viewer)
+                                error_response, json_response, large_json_response,
+                                large_response, viewer)
 from lbproxy.admin.metrics import METRICS_TYPE, Scrapes
 from lbproxy.admin.model import TICK, Sampler
 from lbproxy.slicing import sliced
-from lbproxy.admin.stats_csv import csv_text, stat_rows
+from lbproxy.admin.stats_csv import csv_lines, stat_rows
 from lbproxy.admin.stats_page import render_page
 from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Address, StatsConfig
@@ -44,6 +45,7 @@ log = logging.getLogger("lbproxy.admin")
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="lbproxy"'}
+NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 SHUTDOWN_TIMEOUT = 1.0    # seconds open admin connections (a browser's keep-alive) get on stop
 SCRAPES = web.AppKey("scrapes", Scrapes)
 # A worker's own admin app, on a private unix socket for the supervisor only (workers > 1):
@@ -190,9 +192,8 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=await request.app[SCRAPES].get(),
-                        headers={hdrs.CONTENT_TYPE: METRICS_TYPE})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return await large_response(request, await request.app[SCRAPES].get(), METRICS_TYPE)
 
 
 async def stats_page(request: web.Request) -> web.Response:
@@ -202,18 +203,18 @@ async def stats_page(request: web.Request) -> web.Response:
         return await stats_csv(request)
     app = request.app
     if fmt == "json":
-        return await large_json_response(await sliced(stat_rows(app[ENGINE], app[SAMPLER])))
+        return await large_json_response(request,
+                                         await sliced(stat_rows(app[ENGINE], app[SAMPLER])))
     if fmt != "html":
         raise ApiError(400, f"unknown format {fmt!r} (expected html, csv or json)")
     stats = app[STATS]
     links = (stats.uri + ";csv", stats.uri + "?format=json", "/metrics")
     html = await sliced(render_page(app[ENGINE], app[SAMPLER], stats.refresh, links,
                                     controls=stats.admin and viewer(request) is not None))
-    return web.Response(text=html, content_type="text/html",
-                        headers={hdrs.CACHE_CONTROL: "no-store"})
+    return await large_response(request, html, "text/html; charset=utf-8", NO_STORE)
 
 
 async def stats_csv(request: web.Request) -> web.Response:
     rows = await sliced(stat_rows(request.app[ENGINE], request.app[SAMPLER]))
-    return web.Response(text=await sliced(csv_text(rows)), content_type="text/plain",
-                        headers={hdrs.CACHE_CONTROL: "no-store"})
+    return await large_response(request, await sliced(csv_lines(rows)),
+                                "text/plain; charset=utf-8", NO_STORE)

@@ -62,12 +62,14 @@ td small{display:inline;margin-left:6px}
 """
 
 def table_section(kind: str, name: str, status: str, summary: str, headers: Sequence[str],
-             rows: Sequence[str]) -> str:
+                  rows: Sequence[str]) -> list[str]:
+    """The section's HTML in parts: a table of thousands of rows is not joined into one
+    string of megabytes (the answer is written part by part, lbproxy/admin/base.py)."""
     head = "".join(f"<th{td_class(h)}>{escape(h)}</th>" for h in headers)
-    return (f'<section><h2><span>{kind} {escape(name)}</span>'
-            f'<span class="badge {status}">{status}</span><small>{summary}</small></h2>'
-            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
+    return [(f'<section><h2><span>{kind} {escape(name)}</span>'
+             f'<span class="badge {status}">{status}</span><small>{summary}</small></h2>'
+             f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'),
+            *rows, "</tbody></table></div></section>"]
 
 
 def table_row(cells: Sequence[Cell], css: str = "") -> str:

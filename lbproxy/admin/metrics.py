@@ -15,10 +15,12 @@ import asyncio
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from lbproxy.admin.model import STATUS_CLASSES, queue_length
 from lbproxy.backends.server import LATENCY_BUCKETS
+from lbproxy.slicing import SLICE
 
 if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
@@ -132,7 +134,6 @@ CACHE = (
 
 # --- writing the exposition ------------------------------------------------------------------
 
-BATCH = 250          # series written between two yields to the event loop
 # The exposition's media type, as prometheus_client 0.26 names it (CONTENT_TYPE_LATEST)
 METRICS_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 
@@ -151,11 +152,12 @@ def _label(name: str, value: str) -> str:
 
 class _Exposition:
     """The text format, written straight from the live objects (the prometheus_client
-    object model costs 5-10x more per sample), in chunks of about BATCH series."""
+    object model costs 5-10x more per sample), in chunks of about SLICE seconds of work
+    (lbproxy/slicing.py)."""
 
     def __init__(self) -> None:
         self.out: list[str] = []
-        self.series = 0
+        self.until = perf_counter() + SLICE
 
     def family(self, name: str, counter: bool, doc: str) -> None:
         self.out.append(f"# HELP {name} {doc}\n# TYPE {name} "
@@ -164,12 +166,12 @@ class _Exposition:
     def sample(self, line: str) -> bool:
         """Add a sample line; True when a chunk is full (the caller yields it)."""
         self.out.append(line)
-        self.series += 1
-        return self.series % BATCH == 0
+        return perf_counter() >= self.until
 
     def take(self) -> str:
         chunk = "".join(self.out)
         self.out.clear()
+        self.until = perf_counter() + SLICE
         return chunk
 
 
@@ -257,25 +259,26 @@ def render(engine: Engine) -> bytes:
 
 
 class Scrapes:
-    """Renders /metrics for the admin app, yielding to the loop between chunks;
-    scrapes that arrive while one is being written share its result."""
+    """Renders /metrics for the admin app, yielding to the loop between chunks (each
+    encoded as it comes: the whole text is never one string of megabytes); scrapes that
+    arrive while one is being written share its result."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._pending: asyncio.Task[bytes] | None = None
+        self._pending: asyncio.Task[list[bytes]] | None = None
 
-    async def get(self) -> bytes:
+    async def get(self) -> list[bytes]:
         if self._pending is None:
             self._pending = asyncio.get_running_loop().create_task(self._render())
             self._pending.add_done_callback(self._done)
         return await asyncio.shield(self._pending)
 
-    def _done(self, _task: asyncio.Task[bytes]) -> None:
+    def _done(self, _task: asyncio.Task[list[bytes]]) -> None:
         self._pending = None
 
-    async def _render(self) -> bytes:
+    async def _render(self) -> list[bytes]:
         chunks = []
         for chunk in exposition(self.engine):
-            chunks.append(chunk)
+            chunks.append(chunk.encode())
             await asyncio.sleep(0)
-        return "".join(chunks).encode()
+        return chunks

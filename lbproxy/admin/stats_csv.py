@@ -63,16 +63,16 @@ def stat_rows(engine: Engine, sampler: Sampler) -> Sliced[list[Row]]:
     return rows
 
 
-def csv_text(rows: list[Row]) -> Sliced[str]:
+def csv_lines(rows: list[Row]) -> Sliced[list[str]]:
     """HAProxy's layout: a `# ` header line, and a trailing comma on every line. Names are
     config names (no commas or quotes), so no quoting is needed."""
     lines = yield from mapped(rows, lambda row: ",".join(
         _cell(row.get(column)) for column in COLUMNS) + ",\n")
-    return "# " + ",".join(COLUMNS) + ",\n" + "".join(lines)
+    return ["# " + ",".join(COLUMNS) + ",\n", *lines]
 
 
 def to_csv(rows: list[Row]) -> str:
-    return at_once(csv_text(rows))
+    return "".join(at_once(csv_lines(rows)))
 
 
 def _cell(value: str | int | None) -> str:

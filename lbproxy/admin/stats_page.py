@@ -49,15 +49,15 @@ document.addEventListener("submit", async (e) => {
 
 
 def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequence[str],
-                controls: bool) -> Sliced[str]:
-    """The whole page (a sliced renderer: lbproxy/slicing.py). `controls` adds the
-    admin forms (admin on and user authenticated)."""
+                controls: bool) -> Sliced[list[str]]:
+    """The whole page, in parts (a sliced renderer: lbproxy/slicing.py). `controls` adds
+    the admin forms (admin on and user authenticated)."""
     refresh_tag = (f'<meta http-equiv="refresh" content="{max(1, math.ceil(refresh))}">'
                    if refresh > 0 else "")
-    sections = [_frontend_section(frontend, sampler.recent(frontend))
-                for frontend in engine.frontends.values()]
+    sections = [part for frontend in engine.frontends.values()
+                for part in _frontend_section(frontend, sampler.recent(frontend))]
     for backend in list(engine.backends.values()):
-        sections.append((yield from _backend_section(backend, sampler, controls)))
+        sections += yield from _backend_section(backend, sampler, controls)
     if engine.caches:
         sections.append(_cache_section(engine.caches))
     if engine.autoscale:
@@ -66,16 +66,15 @@ def render_page(engine: Engine, sampler: Sampler, refresh: float, links: Sequenc
                   for label, href in zip(("CSV", "JSON", "metrics"), links))
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     refreshing = f"refresh {refresh:g}s" if refresh > 0 else "no auto-refresh"
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{refresh_tag}<title>lbproxy statistics</title><style>{CSS}</style></head><body>"
-        f"<header><h1>lbproxy statistics</h1><span>pid {os.getpid()} · {now} · "
-        f"{refreshing}</span><nav>{nav}</nav></header>"
-        f"<main>{''.join(sections)}</main>"
-        + (f"<script>{SCRIPT}</script>" if controls else "")
-        + "</body></html>"
-    )
+    return [
+        ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+         f"{refresh_tag}<title>lbproxy statistics</title><style>{CSS}</style></head><body>"
+         f"<header><h1>lbproxy statistics</h1><span>pid {os.getpid()} · {now} · "
+         f"{refreshing}</span><nav>{nav}</nav></header><main>"),
+        *sections,
+        "</main>" + (f"<script>{SCRIPT}</script>" if controls else "") + "</body></html>",
+    ]
 
 
 def _cache_section(caches: dict[str, Cache]) -> str:
@@ -124,7 +123,7 @@ def _traffic(requests: int, recent: Recent, responses: Sequence[int], bytes_in: 
             ("Bytes out", byte_count(bytes_out))]
 
 
-def _frontend_section(frontend: Frontend, recent: Recent) -> str:
+def _frontend_section(frontend: Frontend, recent: Recent) -> list[str]:
     status = frontend_status(frontend)
     limit = f" / {frontend.maxconn}" if frontend.maxconn else ""
     cells: list[Cell] = [
@@ -140,7 +139,7 @@ def _frontend_section(frontend: Frontend, recent: Recent) -> str:
                     [table_row(cells)])
 
 
-def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> Sliced[str]:
+def _backend_section(backend: Backend, sampler: Sampler, controls: bool) -> Sliced[list[str]]:
     servers = list(backend.servers)
     rows = yield from mapped(servers, lambda server: table_row(
         _server_cells(backend, server, sampler.recent(server), controls),

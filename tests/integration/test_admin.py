@@ -15,7 +15,8 @@ import threading
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Response, free_port, get, request, simple_config, wait_for
+from tests.harness import (Reader, Response, connect, free_port, get, request, simple_config,
+                           wait_for)
 
 AUTH = ("admin", "s3cret")
 
@@ -135,6 +136,24 @@ def test_metrics_count_requests_exactly(backends, proxy):
     assert value("server_response_time_seconds_count", **app1) == 3
     assert value("server_response_time_seconds_bucket", **app1, le="+Inf") == 3
     assert value("server_check_failures_total", **app1) == 0
+
+def test_long_answers_carry_their_length_and_head_gets_none_of_the_body(backends, proxy):
+    """Pages, CSV, JSON and metrics are written piece by piece (lbproxy/admin/base.py)."""
+    p = proxy(admin_config([a.port for a in backends(2)]))
+    servers_hit(p, 3)
+    for path in ("/stats", "/stats;csv", "/stats?format=json", "/metrics", "/api/backends/app"):
+        got = call(p, "GET", path)
+        assert got.status == 200 and int(got.header("content-length")) == len(got.body) > 100
+        with connect(stats_port(p)) as sock:
+            token = base64.b64encode(":".join(AUTH).encode()).decode()
+            sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Basic {token}"
+                         "\r\n\r\n".encode() + b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            reader = Reader(sock)
+            head = reader.read_response(head_only=True)
+            assert head.status == 200 and head.header("content-length") == got.header(
+                "content-length")
+            assert reader.read_response().body == b"ok"     # no stray body before it
+
 
 def test_health_is_open_and_plain(backends, proxy):
     (app,) = backends(1)
