@@ -119,6 +119,7 @@ class Backend:
         else:
             for server in moved:
                 self.balancer_for(server).refresh(server)
+        self._hooks()                       # (a server's maxconn may have come or gone)
         for server in added:
             self._notify(server, "added")
         self._notify(None, "reload")
