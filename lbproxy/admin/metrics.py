@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbproxy.admin.model import STATUS_CLASSES, queue_length
 from lbproxy.backends.server import LATENCY_BUCKETS
-from lbproxy.slicing import SLICE
+from lbproxy.slicing import SLICE, pause
 
 if TYPE_CHECKING:
     from lbproxy.runtime.engine import Engine
@@ -278,7 +278,9 @@ class Scrapes:
 
     async def _render(self) -> list[bytes]:
         chunks = []
+        began = perf_counter()
         for chunk in exposition(self.engine):
             chunks.append(chunk.encode())
-            await asyncio.sleep(0)
+            await pause(began)
+            began = perf_counter()
         return chunks
