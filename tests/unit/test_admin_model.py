@@ -127,7 +127,7 @@ def test_the_history_of_a_server_costs_no_more_with_time():
             now[0] += TICK
             busy.requests += 1
             busy.observe_latency(0.008)
-            sampler.tick()
+            at_once(sampler.tick())
         used = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
