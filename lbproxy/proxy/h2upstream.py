@@ -332,7 +332,7 @@ class H2UpstreamStream:
         if self.done:
             return
         data = body[0] if len(body) == 1 else b"".join(body)
-        self.pool.server.bytes_in += len(data)
+        self.exchange.server.bytes_in += len(data)     # (the pool's is a weak proxy)
         if self.replay is not None and data:
             self.replay_size += len(data)
             self.replay = self.replay + [data] if self.replay_size <= BODY_BUFFER_LIMIT \

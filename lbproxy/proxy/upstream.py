@@ -298,7 +298,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if body or (complete and self.chunked_request):
             self._write([head], body, complete)
         else:
-            self.pool.server.bytes_in += len(head)
+            exchange.server.bytes_in += len(head)
             self.transport.write(head)
 
     def send_body(self, body: list[bytes], complete: bool) -> None:
@@ -318,7 +318,7 @@ class UpstreamProtocol(asyncio.Protocol):
         else:
             parts += body
         data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.pool.server.bytes_in += len(data)
+        self.exchange.server.bytes_in += len(data)     # (the pool's is a weak proxy)
         self.transport.write(data)
 
     def tunnel_data(self, data: bytes) -> None:

@@ -4,7 +4,9 @@ without automatic collections and what it built joins them; nothing is handed ba
 from __future__ import annotations
 
 import gc
+import weakref
 
+from lbproxy.runtime import heap
 from lbproxy.runtime.heap import freeze_started, reloading
 
 
@@ -37,3 +39,23 @@ def test_frozen_at_start_and_after_a_reload_without_collections_meanwhile():
     assert started > 0 and not enabled_inside and during == 0 and gc.isenabled()
     assert reloaded >= started + len(built)
     assert after_collection == reloaded
+
+
+def test_a_small_reloads_cyclic_garbage_is_collected_not_frozen(monkeypatch):
+    """Few new objects: a young collection before the freeze frees the reload's cycles.
+    Many: no walk of them on the loop (the cycle stays frozen)."""
+    def reload_leaving_a_cycle() -> weakref.ref:
+        with reloading():
+            cycle = Built()
+            cycle.me = cycle
+            gone = weakref.ref(cycle)
+            del cycle
+        return gone
+
+    freeze_started()
+    try:
+        assert reload_leaving_a_cycle()() is None
+        monkeypatch.setattr(heap, "YOUNG_COLLECT_LIMIT", -1)
+        assert reload_leaving_a_cycle()() is not None
+    finally:
+        gc.unfreeze()
