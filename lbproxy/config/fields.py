@@ -21,6 +21,7 @@ from lbproxy.config.durations import parse_address, parse_duration, parse_size
 from lbproxy.config.errors import suggest, unknown
 from lbproxy.config.nodes import Broken, Node
 from lbproxy.config.schema import Address
+from lbproxy.slicing import pace
 
 T = TypeVar("T")
 Conv = Callable[[Node], T]
@@ -84,6 +85,7 @@ class Section:
 
         Raises Dropped (after reporting) when a required field has no value.
         """
+        pace()
         values = dict(given)
         if "where" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
             values.setdefault("where", self.node.where)

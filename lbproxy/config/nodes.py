@@ -17,6 +17,7 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 from lbproxy.config.errors import Problems
+from lbproxy.slicing import pace
 
 _TYPED_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
                          "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
@@ -215,6 +216,7 @@ class _Builder:
         return result
 
     def build(self, event: yaml.Event, events: Events, path: str, line: int) -> Node:
+        pace()
         if isinstance(event, yaml.ScalarEvent):
             return self.scalar(event, path, line)
         if isinstance(event, yaml.SequenceStartEvent):

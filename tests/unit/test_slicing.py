@@ -4,6 +4,7 @@ other work for YIELDED times as long as the slice took."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -48,3 +49,24 @@ def test_each_and_json_parts_give_what_they_would_at_once() -> None:
     at_once(json_parts({"a": [1, {"b": [2, 3]}], "c": "d"}, parts))
     assert seen == [0, 1, 2, 3, 4]
     assert "".join(parts) == '{"a":[1,{"b":[2,3]}],"c":"d"}'
+
+
+def test_paced_work_in_a_thread_leaves_the_gil_two_thirds_of_the_time():
+    """pace() sleeps inside `paced` (twice as long as the work since the last sleep) and
+    does nothing elsewhere."""
+    def busy(seconds: float) -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            slicing.pace()
+
+    before = time.thread_time()
+    with slicing.paced():
+        start = time.perf_counter()
+        busy(0.06)
+        elapsed = time.perf_counter() - start
+    worked = time.thread_time() - before
+    assert elapsed >= 0.06                    # the wall time it took, sleeps included
+    assert worked < elapsed * 0.6             # it ran at most about a third of the time
+    start = time.perf_counter()
+    busy(0.02)                                # outside `paced`: no sleeps
+    assert time.perf_counter() - start < 0.04
