@@ -56,6 +56,7 @@ def test_trailers_pass_both_ways_between_http2_peers(server, proxy):
 def test_streams_share_connections_up_to_the_server_limit(proxy):
     with H2Server(max_streams=2, delay=1.0) as server:     # long enough to overlap
         p, _ = h2_proxy(proxy, server.port)
+        assert get(p.port, "/warm").status == 200       # a connection that knows the limit
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(
             get(p.port, f"/{i}").status)) for i in range(6)]
