@@ -156,24 +156,19 @@ def test_full_example_backend_features(full: Path) -> None:
 def test_anchors_and_aliases_load_as_written_out(write: Write) -> None:
     """A file with `&` or `*` is composed first for its aliases; one without is read from
     the parser's events. Both give the same configuration, lines and paths included."""
-    plain = load_config(write("""\
+    text = """\
         frontends:
-          web: {bind: [":8080"], default_backend: app}
+          web: {{bind: [":8080"], default_backend: app}}
         backends:
           app:
             servers:
-              - {name: a1, address: "127.0.0.1:9001", weight: 3}
-              - {name: a2, address: "127.0.0.1:9002", weight: 3}
-        """), env={})
-    aliased = load_config(write("""\
-        frontends:
-          web: {bind: [":8080"], default_backend: app}
-        backends:
-          app:
-            servers:
-              - {name: a1, address: &local "127.0.0.1:9001", weight: &three 3}
-              - {name: a2, address: "127.0.0.1:9002", weight: *three}
-        """), env={})
+              - {{name: a1, address: {address}, weight: {first}}}
+              - {{name: a2, address: "127.0.0.1:9002", weight: {second}}}
+        """
+    plain = load_config(write(text.format(address='"127.0.0.1:9001"', first=3, second=3)),
+                        env={})
+    aliased = load_config(write(text.format(address='&local "127.0.0.1:9001"',
+                                            first="&three 3", second="*three")), env={})
     looped = write("x: &a [1, *a]\n", "loop.yaml")
     assert "loop.yaml:1: x[1]: recursive YAML alias" in errors(looped)
     assert aliased.backends["app"].servers == plain.backends["app"].servers
