@@ -63,13 +63,16 @@ def authorize(exchange: Exchange, check: AuthRequest) -> int:
 
 
 def _copy(exchange: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
-    """Replace the request's headers of these names with the allow answer's."""
-    parts = exchange.hparts
-    for lname in {name.lower() for name, _ in headers}:
-        parts = without(parts, lname)
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    exchange.hparts = parts
+    """Replace the request's headers of these names with the allow answer's (through
+    Request.edit_headers, which knows where X-Forwarded-For and Host are kept)."""
+    for lname in dict.fromkeys(name.lower() for name, _ in headers):   # in answer order
+        def replace(_request: object, parts: list[bytes], lname: bytes = lname) -> list[bytes]:
+            parts = without(parts, lname)
+            for name, value in headers:
+                if name.lower() == lname:
+                    parts += (name, b": ", value, b"\r\n")
+            return parts
+        exchange.edit_headers(lname, replace)
     exchange.request_head = None
 
 
