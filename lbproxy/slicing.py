@@ -49,9 +49,11 @@ def pace() -> None:
     """Called often by long Python work (reading a configuration): inside `paced`, sleep
     YIELDED times as long as the work since the last sleep; elsewhere nothing."""
     until = getattr(_thread, "until", None)
-    if until is not None and perf_counter() >= until:
-        time.sleep(SLICE * YIELDED)
-        _thread.until = perf_counter() + SLICE
+    if until is not None:
+        now = perf_counter()
+        if now >= until:
+            time.sleep(YIELDED * (now - until + SLICE))    # the slice began at until - SLICE
+            _thread.until = perf_counter() + SLICE
 
 
 def mapped(items: Iterable[T], render: Callable[[T], R]) -> Sliced[list[R]]:
