@@ -288,9 +288,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.priming:
             return
         self.parsing = Exchange(self)
-        frontend = self.frontend
-        self.head_left = frontend.max_header_size
-        self.headers_left = frontend.max_headers
+        self._fresh_budget()
         if self.phase <= IDLE:
             self._enter(HEAD)
 
@@ -301,7 +299,8 @@ class ClientProtocol(asyncio.Protocol):
         self.head_left -= len(url)
 
     def _fresh_budget(self) -> None:
-        """The limits again, for trailers (or a head after an upgrade was declined)."""
+        """The head's limits afresh: for each message, its trailers, and a head after
+        an upgrade was declined."""
         frontend = self.frontend
         self.head_left = frontend.max_header_size
         self.headers_left = frontend.max_headers
