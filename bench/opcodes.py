@@ -25,7 +25,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from bench.harness import REPO, Proc, free_port, start_nginx_backend
-from bench.instructions import BROWSER, REQUEST, load
+from bench.instructions import BROWSER, REQUEST, h2load, load
 from bench.targets import lbproxy_argv, lbproxy_config
 
 START, STOP = signal.SIGUSR2, signal.SIGPWR     # lbproxy handles neither
@@ -64,27 +64,36 @@ def child(out: str, lbproxy_args: list[str]) -> None:
     runpy.run_module("lbproxy", run_name="__main__", alter_sys=True)
 
 
-def measure(workdir: Path, log: str, connections: int, requests: int, request: bytes = REQUEST
-            ) -> list[tuple[float, float, str]]:
-    """(opcodes, calls, function) per request, most opcodes first."""
+def measure(workdir: Path, log: str, connections: int, requests: int, request: bytes = REQUEST,
+            h2_streams: int = 0) -> list[tuple[float, float, str]]:
+    """(opcodes, calls, function) per request, most opcodes first; `h2_streams`: HTTP/2
+    (h2c, h2load's request) with this many streams per connection instead of HTTP/1.1."""
     out = workdir / "opcodes.tsv"
     with ExitStack() as stack:
         backend = start_nginx_backend(stack, workdir, None)
         port = free_port()
         config = lbproxy_config(port, [backend.port],
                                 global_={"log": {"access": str(workdir / "access.log"), "format": log}})
+        if h2_streams:
+            config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
+
+            def run(count: int) -> None:
+                h2load(port, connections, h2_streams, count)
+        else:
+            def run(count: int) -> None:
+                asyncio.run(load(port, connections, count, request))
         argv = lbproxy_argv(workdir, config)
         proxy = stack.enter_context(Proc("lbproxy", [argv[0], "-m", "bench.opcodes", "--child", str(out),
                                                      "--", *argv[3:]], workdir))
         proxy.wait_for_port(port)
-        asyncio.run(load(port, connections, 1000, request))       # warm-up
+        run(1000)                                                 # warm-up
         os.kill(proxy.pid, START)
-        asyncio.run(load(port, connections, requests, request))
+        run(requests)
         os.kill(proxy.pid, STOP)
         deadline = time.monotonic() + 10
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-    sent = (requests // connections) * connections
+    sent = requests if h2_streams else (requests // connections) * connections
     rows = [line.split("\t") for line in out.read_text().splitlines()]
     return [(int(ops) / sent, int(calls) / sent, where) for ops, calls, where in rows]
 
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="access log format (to a file), default off")
     parser.add_argument("--browser", action="store_true",
                         help="send a browser's request (14 headers) instead of a 3-header one")
+    parser.add_argument("--h2", type=int, default=0, metavar="STREAMS",
+                        help="HTTP/2 (h2c, h2load's request) with STREAMS streams per connection")
     parser.add_argument("--top", type=int, default=40, help="functions listed (default 40)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -106,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="lbproxy-opcodes-") as tmp:
         rows = measure(Path(tmp), args.log, args.connections, args.requests,
-                       BROWSER if args.browser else REQUEST)
+                       BROWSER if args.browser else REQUEST, args.h2)
     print(f"lbproxy, access log {args.log}: {sum(r[0] for r in rows):,.0f} opcodes and "
           f"{sum(r[1] for r in rows):,.1f} Python calls per request")
     print(f"{'opcodes':>8} {'calls':>6}  function")
