@@ -82,7 +82,9 @@ class Rejected(Exception):
     """Raised inside a parser callback to stop parsing and answer `status`."""
 
 
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol:
+    """An asyncio Protocol (without the base class, so that Cython can compile it)."""
+
     def __init__(self, frontend: Frontend, h2c: bool = False) -> None:
         # global
         self.frontend = frontend
@@ -245,6 +247,9 @@ class ClientProtocol(asyncio.Protocol):
             self.src, self.src_port, self.dst_port = header.src, header.src_port, header.dst_port
             self.src_b = self.src.encode()
             self.peer_trusted = self.frontend.is_trusted(self.src)
+
+    def eof_received(self) -> None:
+        """The client shut its side down: the transport closes (asyncio's default)."""
 
     def pause_writing(self) -> None:
         self.write_paused = True

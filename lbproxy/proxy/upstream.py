@@ -168,8 +168,9 @@ class ResponseHeadTooLarge(Exception):
     """Raised in a parser callback: stops the parse, the response is refused."""
 
 
-class UpstreamProtocol(asyncio.Protocol):
-    """One connection to a server; relays each response to the exchange it serves."""
+class UpstreamProtocol:
+    """One connection to a server; relays each response to the exchange it serves. An
+    asyncio Protocol (without the base class, so that Cython can compile it)."""
 
     def __init__(self, pool: ServerPool) -> None:
         # per connection
@@ -269,6 +270,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.deadline = 0.0
             self.exchange = None
             exchange.response_done(self, self.reusable)
+
+    def eof_received(self) -> None:
+        """The server shut its side down: the transport closes (asyncio's default)."""
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
