@@ -54,13 +54,14 @@ def extensions() -> list:
         _skip("Cython is not installed")
         return []
     here = Path(__file__).resolve().parent
-    sources = [str(pxd.with_suffix(".py").relative_to(here))
-               for pxd in sorted((here / "lbproxy").rglob("*.pxd"))]
-    try:
-        return cythonize(sources, compiler_directives=DIRECTIVES, quiet=True)
-    except Exception as exc:
-        _skip(exc)
-        return []
+    built = []
+    for pxd in sorted((here / "lbproxy").rglob("*.pxd")):
+        source = str(pxd.with_suffix(".py").relative_to(here))
+        try:       # each on its own: a module Cython rejects stays Python, not the others
+            built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True)
+        except Exception as exc:
+            _skip(exc)
+    return built
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,12 +1,14 @@
 # C types for exchange.py when Cython compiles it (setup.py); the .py is the implementation.
 
+from lbproxy.backends.server cimport Server
 from lbproxy.proxy.request cimport Request
 
 
 cdef class Exchange(Request):
     cdef public object frontend, body, trailers, sink, caching, cache_status
     cdef public object rules_left, waiting, unique_id
-    cdef public object dispatcher, backend, server, upstream, connecting, sticky_id
+    cdef public object dispatcher, backend, upstream, connecting, sticky_id
+    cdef public Server server
     cdef public object request_head, termination, error, tracked
     cdef public long long body_buffered, body_size, resp_bytes
     cdef public bint request_complete, queued, logged
