@@ -12,10 +12,12 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 # Only what the wheel is built from, so editing tests or bench/ does not rebuild it.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY lbproxy ./lbproxy
-# uvloop, httptools, aiohttp, pycares... come as manylinux wheels for CPython 3.11, so no
-# compiler is needed even here; should one ever build from source, it happens in this stage.
+# uvloop, httptools, aiohttp, pycares... come as manylinux wheels for CPython 3.11; gcc
+# compiles lbproxy's own accelerator (setup.py) into its wheel, here and not in the image.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- runtime: the wheels installed, no build tools, not root --------------------------------

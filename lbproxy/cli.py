@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from lbproxy import __version__
+from lbproxy import __version__, compiled
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import Config
 from lbproxy.runtime.validate import load_checked
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     0 success, 1 an invalid configuration or a failed start or request, 2 a usage error)."""
     parser = argparse.ArgumentParser(prog="lbproxy",
                                      description="asyncio HTTP reverse-proxy load balancer")
-    parser.add_argument("--version", action="version", version=f"lbproxy {__version__}")
+    variant = "compiled" if compiled.accelerated() else "pure Python"   # README, "Compiled accelerator"
+    parser.add_argument("--version", action="version", version=f"lbproxy {__version__} ({variant})")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("-c", "--config", required=True, help="YAML file or conf/ directory")

@@ -23,11 +23,14 @@ def test_version():
     import tomllib
     from pathlib import Path
 
+    import lbproxy
+
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     version = tomllib.loads(pyproject.read_text())["project"]["version"]
     result = subprocess.run([sys.executable, "-m", "lbproxy", "--version"],
                             capture_output=True, text=True, timeout=30)
-    assert (result.returncode, result.stdout) == (0, f"lbproxy {version}\n")
+    variant = "compiled" if lbproxy.accelerated else "pure Python"
+    assert (result.returncode, result.stdout) == (0, f"lbproxy {version} ({variant})\n")
 
 
 def test_check_accepts_a_valid_config(tmp_path):

@@ -1,0 +1,74 @@
+"""The compiled accelerator: which modules run as C extensions, and the switch back to Python.
+
+setup.py compiles each module of the request path that has a Cython .pxd beside it
+(MODULES) from its unchanged .py source, when Cython and a C compiler are there. At
+import, a compiled module is used unless LBPROXY_NO_EXTENSIONS is set (to anything but
+"" or "0": then every module loads from its .py) or its .py or .pxd is newer than the
+compiled file (edited since the last build: the source runs, never stale code). A
+finder placed first on sys.meta_path makes that choice for lbproxy's modules only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
+from importlib.util import find_spec, spec_from_file_location
+
+# The modules setup.py compiles: those with a .pxd (tests/unit/test_compiled.py checks it).
+MODULES = (
+    "lbproxy.backends.server",
+    "lbproxy.proxy.client",
+    "lbproxy.proxy.dispatch",
+    "lbproxy.proxy.exchange",
+    "lbproxy.proxy.request",
+    "lbproxy.proxy.upstream",
+)
+
+DISABLED = os.environ.get("LBPROXY_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+class SourceWhenStale:
+    """A meta path finder: an lbproxy module's .py when compiled modules are disabled or
+    the compiled file is older than its sources; otherwise it leaves the choice to the
+    default finders (which take the compiled file first)."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: list[str] | None,
+                  target: object = None) -> ModuleSpec | None:
+        if path is None or not fullname.startswith("lbproxy."):
+            return None
+        name = fullname.rpartition(".")[2]
+        for entry in path:
+            base = os.path.join(entry, name)
+            built = max((_mtime(base + suffix) for suffix in EXTENSION_SUFFIXES), default=0.0)
+            if not built:
+                continue                    # not compiled here (a package, or elsewhere)
+            source = base + ".py"
+            if DISABLED or built < max(_mtime(source), _mtime(base + ".pxd")):
+                return spec_from_file_location(fullname, source)
+            return None
+        return None
+
+
+def install() -> None:
+    if not any(isinstance(finder, SourceWhenStale) for finder in sys.meta_path):
+        sys.meta_path.insert(0, SourceWhenStale())
+
+
+def is_compiled(module: str) -> bool:
+    """Whether `module` is (or, not imported yet, would be) loaded as a C extension."""
+    spec = find_spec(module)
+    return spec is not None and isinstance(spec.loader, ExtensionFileLoader)
+
+
+def accelerated() -> bool:
+    """Every module of MODULES runs compiled."""
+    return all(is_compiled(module) for module in MODULES)
