@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     0 success, 1 an invalid configuration or a failed start or request, 2 a usage error)."""
     parser = argparse.ArgumentParser(prog="lbproxy",
                                      description="asyncio HTTP reverse-proxy load balancer")
-    variant = "compiled" if compiled.accelerated() else "pure Python"   # README, "Compiled accelerator"
+    variant = "compiled" if compiled.accelerated() else "pure Python"   # lbproxy/compiled.py
     parser.add_argument("--version", action="version", version=f"lbproxy {__version__} ({variant})")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy")
