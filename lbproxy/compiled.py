@@ -18,6 +18,10 @@ from importlib.util import find_spec, spec_from_file_location
 # The modules setup.py compiles: those with a .pxd (tests/unit/test_compiled.py checks it).
 MODULES = (
     "lbproxy.backends.server",
+    "lbproxy.balance.base",
+    "lbproxy.balance.leastconn",
+    "lbproxy.balance.roundrobin",
+    "lbproxy.balance.tracked",
     "lbproxy.proxy.client",
     "lbproxy.proxy.dispatch",
     "lbproxy.proxy.exchange",

@@ -1,0 +1,5 @@
+# C types for base.py when Cython compiles it (setup.py); the .py is the implementation.
+
+cdef class Balancer:
+    cdef public list servers
+    cdef dict __dict__          # attributes of subclasses and wrappers, as in Python
