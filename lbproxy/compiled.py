@@ -4,8 +4,10 @@ setup.py compiles each module of the request path that has a Cython .pxd beside 
 (MODULES) from its unchanged .py source, when Cython and a C compiler are there. At
 import, a compiled module is used unless LBPROXY_NO_EXTENSIONS is set (to anything but
 "" or "0": then every module loads from its .py) or its .py or .pxd is newer than the
-compiled file (edited since the last build: the source runs, never stale code). A
-finder placed first on sys.meta_path makes that choice for lbproxy's modules only.
+compiled file in a source checkout (edited since the last build: the source runs, never
+stale code; an installed wheel's files all carry the time they were unpacked, so there
+the compiled file is always taken). A finder placed first on sys.meta_path makes that
+choice for lbproxy's modules only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MODULES = (
 )
 
 DISABLED = os.environ.get("LBPROXY_NO_EXTENSIONS", "") not in ("", "0")
+# A source checkout (setup.py beside the package), where sources are edited.
+CHECKOUT = os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.py"))
 
 
 def _mtime(path: str) -> float:
@@ -40,9 +44,9 @@ def _mtime(path: str) -> float:
 
 
 class SourceWhenStale:
-    """A meta path finder: an lbproxy module's .py when compiled modules are disabled or
-    the compiled file is older than its sources; otherwise it leaves the choice to the
-    default finders (which take the compiled file first)."""
+    """A meta path finder: an lbproxy module's .py when compiled modules are disabled or,
+    in a checkout, the compiled file is older than its sources; otherwise it leaves the
+    choice to the default finders (which take the compiled file first)."""
 
     @staticmethod
     def find_spec(fullname: str, path: list[str] | None,
@@ -56,7 +60,7 @@ class SourceWhenStale:
             if not built:
                 continue                    # not compiled here (a package, or elsewhere)
             source = base + ".py"
-            if DISABLED or built < max(_mtime(source), _mtime(base + ".pxd")):
+            if DISABLED or (CHECKOUT and built < max(_mtime(source), _mtime(base + ".pxd"))):
                 return spec_from_file_location(fullname, source)
             return None
         return None

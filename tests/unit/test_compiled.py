@@ -59,8 +59,9 @@ def test_the_switch_gives_pure_python_in_a_new_process():
 @pytest.fixture
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory holding module `m`'s sources (its compiled file is up to each test),
-    compiled modules enabled whatever this run's environment says."""
+    compiled modules enabled whatever this run's environment says, in a checkout."""
     monkeypatch.setattr(compiled, "DISABLED", False)
+    monkeypatch.setattr(compiled, "CHECKOUT", True)
     (tmp_path / "m.py").write_text("")
     (tmp_path / "m.pxd").write_text("")
     return tmp_path
@@ -86,6 +87,20 @@ def test_a_compiled_module_older_than_its_sources_gives_way_to_the_py(package, e
     _age(package / ("m.pxd" if edited == "m.py" else "m.py"), 20)
     spec = compiled.SourceWhenStale.find_spec("lbproxy.m", [str(package)])
     assert spec is not None and spec.origin == str(package / "m.py")
+
+
+def test_outside_a_checkout_the_compiled_module_is_taken_whatever_the_times(package,
+                                                                            monkeypatch):
+    """An installed wheel: its files carry the order they were unpacked in."""
+    built = package / f"m{EXTENSION_SUFFIXES[0]}"
+    built.write_bytes(b"")
+    _age(built, 10)
+    monkeypatch.setattr(compiled, "CHECKOUT", False)
+    assert compiled.SourceWhenStale.find_spec("lbproxy.m", [str(package)]) is None
+
+
+def test_this_checkout_is_one():
+    assert compiled.CHECKOUT
 
 
 def test_the_switch_gives_the_py_even_when_the_build_is_fresh(package, monkeypatch):
