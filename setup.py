@@ -58,7 +58,8 @@ def extensions() -> list:
     for pxd in sorted((here / "lbproxy").rglob("*.pxd")):
         source = str(pxd.with_suffix(".py").relative_to(here))
         try:       # each on its own: a module Cython rejects stays Python, not the others
-            built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True)
+            built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True,
+                               build_dir="build/cython")   # its C: not package data
         except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)
             _skip(exc)
     return built
