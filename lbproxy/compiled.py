@@ -24,9 +24,11 @@ MODULES = (
     "lbproxy.balance.leastconn",
     "lbproxy.balance.roundrobin",
     "lbproxy.balance.tracked",
+    "lbproxy.http2.connection",
     "lbproxy.proxy.client",
     "lbproxy.proxy.dispatch",
     "lbproxy.proxy.exchange",
+    "lbproxy.proxy.h2client",
     "lbproxy.proxy.request",
     "lbproxy.proxy.upstream",
 )

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from lbproxy.http2 import frames as f
+from lbproxy.http2.frames import DATA, HEADERS
 from lbproxy.http2.hpack import Decoder, Encoder, Header, HeaderListTooLarge, HPACKError
 
 FLOOD_WINDOW = 10.0          # seconds over which floods are counted
@@ -200,7 +201,7 @@ class Connection:
         pos = 0
         available = len(data)
         unpack = f.HEADER.unpack_from
-        dispatch = self._dispatch
+        dispatch = _DISPATCH
         while available - pos >= 9:
             high, low, kind, flags, stream_id = unpack(data, pos)
             length = (high << 8) | low
@@ -216,9 +217,14 @@ class Connection:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "header block interrupted")
             if not self.settings_received and kind != f.SETTINGS:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame must be SETTINGS")
-            handler = dispatch.get(kind)
-            if handler is not None:             # unknown frame types are ignored
-                handler(self, flags, stream_id, payload)
+            if kind == DATA:
+                self._on_data(flags, stream_id, payload)
+            elif kind == HEADERS:
+                self._on_headers(flags, stream_id, payload)
+            else:
+                handler = dispatch.get(kind)
+                if handler is not None:         # unknown frame types are ignored
+                    handler(self, flags, stream_id, payload)
             if self.closed:
                 break
         return pos
@@ -467,8 +473,6 @@ class Connection:
         if stream.pending_size or stream.end_pending:
             self._flush_stream(stream)
             self._after_flush(stream)
-
-    _dispatch: dict[int, Callable[..., None]] = {}
 
     # sending
 
@@ -738,9 +742,9 @@ class Connection:
         self.handler.on_error(code, reason)
 
 
-Connection._dispatch = {
-    f.DATA: Connection._on_data,
-    f.HEADERS: Connection._on_headers,
+# The handlers of the other frame types (a module constant: a compiled class takes no
+# attributes after its definition).
+_DISPATCH: dict[int, Callable[..., None]] = {
     f.PRIORITY: Connection._on_priority,
     f.RST_STREAM: Connection._on_rst_stream,
     f.SETTINGS: Connection._on_settings,

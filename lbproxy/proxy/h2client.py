@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from lbproxy.proxy.upstream import UpstreamProtocol
 
 
-class H2ClientProtocol(asyncio.Protocol):
+class H2ClientProtocol:
+    """An asyncio Protocol (without the base class, so that Cython can compile it)."""
+
     def __init__(self, frontend: Frontend) -> None:
         # global
         self.frontend = frontend
@@ -116,6 +118,9 @@ class H2ClientProtocol(asyncio.Protocol):
             self.frontend.timeout_keep_alive
         self.deadline = self.time() + timeout
         self.write()
+
+    def eof_received(self) -> None:
+        """The client shut its side down: the transport closes (asyncio's default)."""
 
     def pause_writing(self) -> None:
         self.write_paused = True
