@@ -319,16 +319,16 @@ class ClientProtocol:
         if exchange.method_b:               # a trailer after a chunked body: dropped
             return
         if name in PLAIN_REQUEST_HEADERS:   # the most common names, as clients send them
-            exchange.hparts += (name, b": ", value, b"\r\n")
+            exchange.hparts.extend((name, b": ", value, b"\r\n"))
             return
         code = REQUEST_SPECIAL.get(name.lower())
         if code is None:
-            exchange.hparts += (name, b": ", value, b"\r\n")
+            exchange.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == HOST:
             if exchange.host_b is not None:
                 self._reject_in_parser(400)
             exchange.host_b = value
-            exchange.hparts += (name, b": ", value, b"\r\n")
+            exchange.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == CONTENT_LENGTH:
             exchange.length = int(value)    # llhttp has validated it
         elif code == TRANSFER_ENCODING:
@@ -348,12 +348,12 @@ class ClientProtocol:
                 else exchange.upgrade_b + b", " + value
         elif code == EXPECT:
             exchange.expect_continue = value.strip().lower() == b"100-continue"
-            exchange.hparts += (name, b": ", value, b"\r\n")
+            exchange.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == X_FORWARDED_PROTO or code == X_FORWARDED_HOST:
             frontend = self.frontend
             if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
                     else frontend.x_forwarded_host):
-                exchange.hparts += (name, b": ", value, b"\r\n")
+                exchange.hparts.extend((name, b": ", value, b"\r\n"))
         # keep-alive, proxy-connection, te, trailer, http2-settings: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:

@@ -1,13 +1,15 @@
 # C types for exchange.py when Cython compiles it (setup.py); the .py is the implementation.
 
 from lbproxy.backends.server cimport Server
+from lbproxy.proxy.dispatch cimport Dispatcher
 from lbproxy.proxy.request cimport Request
 
 
 cdef class Exchange(Request):
     cdef public object frontend, body, trailers, sink, caching, cache_status
     cdef public object rules_left, waiting, unique_id
-    cdef public object dispatcher, backend, upstream, connecting, sticky_id
+    cdef public Dispatcher dispatcher
+    cdef public object backend, upstream, connecting, sticky_id
     cdef public Server server
     cdef public object request_head, termination, error, tracked
     cdef public long long body_buffered, body_size, resp_bytes
@@ -19,7 +21,7 @@ cdef class Exchange(Request):
     cpdef request_done(self)
     cpdef flush_body(self)
     cpdef start(self)
-    cpdef _routed(self, dispatcher)
+    cpdef _routed(self, Dispatcher dispatcher)
     cpdef proceed(self, bint lock=*)
     cpdef attach(self, upstream)
     cpdef pause_response(self)

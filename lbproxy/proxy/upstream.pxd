@@ -4,6 +4,10 @@ from lbproxy.proxy.exchange cimport Exchange
 
 cdef class UpstreamProtocol
 
+# the header tables on_header consults, typed so that lookups are direct C calls
+cdef frozenset PLAIN_RESPONSE_HEADERS, RESPONSE_SPECIAL_LENGTHS
+cdef dict RESPONSE_SPECIAL, RESPONSE_SPECIAL_AS_SENT
+
 
 cdef class ServerPool:
     cdef public object server, state, ssl, server_hostname

@@ -349,16 +349,16 @@ class UpstreamProtocol:
         if self.in_body:                # trailers: dropped, like HAProxy without h2
             return
         if name in PLAIN_RESPONSE_HEADERS:
-            self.hparts += (name, b": ", value, b"\r\n")
+            self.hparts.extend((name, b": ", value, b"\r\n"))
             return
         code = RESPONSE_SPECIAL_AS_SENT.get(name)
         if code is None and len(name) in RESPONSE_SPECIAL_LENGTHS:
             code = RESPONSE_SPECIAL.get(name.lower())
         if code is None:
-            self.hparts += (name, b": ", value, b"\r\n")
+            self.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == CONTENT_LENGTH:
             self.length = int(value)
-            self.hparts += (name, b": ", value, b"\r\n")
+            self.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == TRANSFER_ENCODING:
             self.chunked_in = True
         elif code == UPGRADE:
