@@ -28,15 +28,15 @@ def forwarded_parts(request: Request) -> list[bytes]:
     parts: list[bytes] = []
     if frontend.x_forwarded_for:
         if request.xff_b is None:
-            parts += (b"x-forwarded-for", b": ", downstream.src_b, b"\r\n")
+            parts.extend((b"x-forwarded-for", b": ", downstream.src_b, b"\r\n"))
         else:
-            parts += (b"x-forwarded-for", b": ", request.xff_b + b", " + downstream.src_b,
-                      b"\r\n")
+            parts.extend((b"x-forwarded-for", b": ", request.xff_b + b", " + downstream.src_b,
+                          b"\r\n"))
     if frontend.x_forwarded_proto:
-        parts += (b"x-forwarded-proto", b": ", b"https" if downstream.ssl_fc else b"http",
-                  b"\r\n")
+        parts.extend((b"x-forwarded-proto", b": ", b"https" if downstream.ssl_fc else b"http",
+                      b"\r\n"))
     if frontend.x_forwarded_host and request.host_b is not None:
-        parts += (b"x-forwarded-host", b": ", request.host_b, b"\r\n")
+        parts.extend((b"x-forwarded-host", b": ", request.host_b, b"\r\n"))
     return parts
 
 

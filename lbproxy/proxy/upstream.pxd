@@ -1,6 +1,7 @@
 # C types for upstream.py when Cython compiles it (setup.py); the .py is the implementation.
 
 from lbproxy.proxy.exchange cimport Exchange
+from lbproxy.proxy.request cimport forwarded_parts
 
 cdef class UpstreamProtocol
 

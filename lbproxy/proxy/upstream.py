@@ -149,17 +149,17 @@ def request_head(exchange: Exchange) -> bytes:
     hop-by-hop ones, framing from what was parsed, a Host (the server's address for an
     HTTP/1.0 request that had none), X-Forwarded-* as the frontend says."""
     parts = [exchange.method_b, b" ", exchange.url_b, b" HTTP/1.1\r\n"]
-    parts += exchange.hparts if exchange.extra_hop is None else strip_named(exchange.hparts,
-                                                                            exchange.extra_hop)
+    parts.extend(exchange.hparts if exchange.extra_hop is None else
+                 strip_named(exchange.hparts, exchange.extra_hop))
     if exchange.host_b is None:
-        parts += (b"host: ", exchange.server.host_header, b"\r\n")
+        parts.extend((b"host: ", exchange.server.host_header, b"\r\n"))
     if exchange.upgrade_b is not None:
-        parts += (b"connection: upgrade\r\nupgrade: ", exchange.upgrade_b, b"\r\n")
+        parts.extend((b"connection: upgrade\r\nupgrade: ", exchange.upgrade_b, b"\r\n"))
     if exchange.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
     elif exchange.length >= 0:
-        parts += (b"content-length: ", b"%d" % exchange.length, b"\r\n")
-    parts += forwarded_parts(exchange)
+        parts.extend((b"content-length: ", b"%d" % exchange.length, b"\r\n"))
+    parts.extend(forwarded_parts(exchange))
     parts.append(b"\r\n")
     return b"".join(parts)
 
