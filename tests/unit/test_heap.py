@@ -36,9 +36,12 @@ def test_frozen_at_start_and_after_a_reload_without_collections_meanwhile():
     finally:
         gc.callbacks.remove(count)
         gc.unfreeze()
-    assert started > 0 and not enabled_inside and during == 0 and gc.isenabled()
-    assert reloaded >= started + len(built)
-    assert after_collection == reloaded
+    assert started > 0
+    assert not enabled_inside, "automatic collections stay off during a reload"
+    assert during == 0, f"{during} collections ran during the reload"
+    assert gc.isenabled(), "collections are back on after it"
+    assert reloaded >= started + len(built), (started, len(built), reloaded)
+    assert after_collection == reloaded, "a full collection handed frozen objects back"
 
 
 def test_a_small_reloads_cyclic_garbage_is_collected_not_frozen(monkeypatch):
