@@ -3,7 +3,8 @@
 CPU time per request moves with whatever else the machine runs; the number of instructions
 does not. This runs lbproxy under valgrind's callgrind in front of the fast nginx backend,
 warms it up, zeroes the counters, sends a fixed number of keep-alive requests from
-`connections` concurrent clients, and divides the instructions counted (user space only:
+`connections` concurrent clients (or, with `--close`, each on a new connection; with
+`--tls`, over TLS, resuming sessions as wrk does), and divides the instructions counted (user space only:
 the interpreter, uvloop, httptools; not the kernel) by the requests. Use it to compare two
 versions of the hot path on a busy machine; use bench.throughput for what a user sees.
 """
@@ -13,15 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import Proc, free_port, start_nginx_backend
 from bench.targets import lbproxy_argv, lbproxy_config
+from bench.tls import make_certificate
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 # What a browser sends for a page: 14 headers.
@@ -35,9 +40,10 @@ BROWSER = (b"GET /index.html?lang=en HTTP/1.1\r\nHost: www.example.com\r\nConnec
 START_TIMEOUT = 180.0     # imports under valgrind take a while
 
 
-async def _client(port: int, count: int, request: bytes) -> None:
+async def _client(port: int, count: int, request: bytes, tls: ssl.SSLContext | None) -> None:
     """`count` requests one after another on one keep-alive connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                                   server_hostname="localhost" if tls else None)
     try:
         for _ in range(count):
             writer.write(request)
@@ -50,9 +56,47 @@ async def _client(port: int, count: int, request: bytes) -> None:
         writer.close()
 
 
-async def load(port: int, connections: int, requests: int, request: bytes = REQUEST) -> None:
+async def load(port: int, connections: int, requests: int, request: bytes = REQUEST,
+               tls: ssl.SSLContext | None = None) -> None:
     per_client = max(1, requests // connections)
-    await asyncio.gather(*(_client(port, per_client, request) for _ in range(connections)))
+    await asyncio.gather(*(_client(port, per_client, request, tls) for _ in range(connections)))
+
+
+def _one_shot_client(port: int, count: int, request: bytes, tls: ssl.SSLContext | None) -> None:
+    """`count` requests one after another, each on a new connection that the proxy closes
+    (`request` says `Connection: close`); over TLS each offers the previous session."""
+    session = None
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            conn = raw if tls is None else tls.wrap_socket(raw, server_hostname="localhost",
+                                                           session=session)
+            conn.sendall(request)
+            answer = b""
+            try:
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            except ssl.SSLEOFError:         # closed without close_notify
+                pass
+            if not answer.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected answer: {answer[:60]!r}")
+            if tls is not None:
+                session = conn.session
+
+
+def load_one_shot(port: int, connections: int, requests: int, request: bytes,
+                  tls: ssl.SSLContext | None) -> None:
+    per_client = max(1, requests // connections)
+    with ThreadPoolExecutor(connections) as pool:
+        for done in [pool.submit(_one_shot_client, port, per_client, request, tls)
+                     for _ in range(connections)]:
+            done.result()
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE       # the bench's own self-signed certificate
+    return context
 
 
 def _callgrind_control(*args: str) -> None:
@@ -76,22 +120,31 @@ def h2load(port: int, connections: int, streams: int, requests: int) -> None:
 
 
 def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
-            keep: Path | None = None, request: bytes = REQUEST, h2_streams: int = 0) -> float:
+            keep: Path | None = None, request: bytes = REQUEST, h2_streams: int = 0,
+            close: bool = False, tls: bool = False) -> float:
     """Instructions per request for lbproxy with `config_changes` (keys of lbproxy_config);
     `keep`: where to copy the counts, for callgrind_annotate; `h2_streams`: HTTP/2 (h2c,
-    with h2load's requests) with this many streams per connection instead of HTTP/1.1."""
+    with h2load's requests) with this many streams per connection instead of HTTP/1.1;
+    `close`: each request on a new connection; `tls`: TLS to the proxy."""
     with ExitStack() as stack:
         backend = start_nginx_backend(stack, workdir, None)
         port = free_port()
-        config = lbproxy_config(port, [backend.port], **config_changes)
+        certificate = make_certificate(workdir, "ec256") if tls else None
+        config = lbproxy_config(port, [backend.port], certificate, **config_changes)
+        context = client_context() if tls else None
         if h2_streams:
             config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
 
             def run(count: int) -> None:
                 h2load(port, connections, h2_streams, count)
+        elif close:
+            one_shot = request[:-2] + b"Connection: close\r\n\r\n"
+
+            def run(count: int) -> None:
+                load_one_shot(port, connections, count, one_shot, context)
         else:
             def run(count: int) -> None:
-                asyncio.run(load(port, connections, count, request))
+                asyncio.run(load(port, connections, count, request, context))
         out = workdir / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
                 *lbproxy_argv(workdir, config)]
@@ -124,7 +177,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="send a browser's request (14 headers) instead of a 3-header one")
     parser.add_argument("--h2", type=int, default=0, metavar="STREAMS",
                         help="HTTP/2 (h2c, h2load's request) with STREAMS streams per connection")
+    parser.add_argument("--close", action="store_true",
+                        help="each request on a new connection (Connection: close)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS to the proxy (ECDSA P-256); with --close a handshake per request, "
+                             "resuming the previous session as wrk does")
     args = parser.parse_args(argv)
+    if args.h2 and (args.close or args.tls):
+        sys.exit("--h2 is h2c on keep-alive connections: not with --close or --tls")
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     if args.h2 and not shutil.which("h2load"):
@@ -133,9 +193,11 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         log = {"access": str(workdir / "access.log"), "format": args.log}
         per_request = measure(workdir, {"global_": {"log": log}}, args.connections, args.requests, args.warmup,
-                              args.keep, BROWSER if args.browser else REQUEST, args.h2)
+                              args.keep, BROWSER if args.browser else REQUEST, args.h2, args.close,
+                              args.tls)
     sent = (f"HTTP/2 x {args.h2} streams (h2load's request)" if args.h2 else
-            f"{'browser' if args.browser else '3-header'} requests")
+            f"{'browser' if args.browser else '3-header'} requests"
+            f"{' over TLS' if args.tls else ''}{', each on a new connection' if args.close else ''}")
     print(f"lbproxy, access log {args.log}, {sent}, {args.connections} connections: "
           f"{per_request:,.0f} instructions per request")
 
