@@ -177,18 +177,27 @@ class Frontend:
         state.connections += 1
         if 0 < self.maxconn <= self.connections:
             self.pause()
+            state.limits_hit = True
         if state.connections >= state.max_connections:
             for frontend in state.frontends:
                 frontend.pause()
+            state.limits_hit = True
 
     def connection_closed(self) -> None:
+        """Resume what a limit paused once under it again; nothing to look at (not every
+        frontend on every close) while no limit was hit."""
         self.connections -= 1
         state = self.state
         state.connections -= 1
-        if state.connections < state.max_connections and not state.stopping:
+        if state.limits_hit and state.connections < state.max_connections and not state.stopping:
+            still_paused = False
             for frontend in state.frontends:
-                if frontend.paused and not 0 < frontend.maxconn <= frontend.connections:
-                    frontend.resume()
+                if frontend.paused:
+                    if 0 < frontend.maxconn <= frontend.connections:
+                        still_paused = True
+                    else:
+                        frontend.resume()
+            state.limits_hit = still_paused
 
     @property
     def paused(self) -> bool:

@@ -47,6 +47,7 @@ class ProxyState:
         self.clients: set = set()      # ClientProtocol objects
         self.upstreams: set = set()    # UpstreamProtocol objects
         self.frontends: list = []      # Frontend objects, paused together at max_connections
+        self.limits_hit = False        # a connection limit paused listeners: closes resume them
         self.dispatchers: list = []    # Dispatcher objects, ticked by the sweeper (queue, slowstart)
         self.connections = 0
         self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

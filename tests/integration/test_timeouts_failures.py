@@ -251,6 +251,44 @@ def test_maxconn_queues_new_clients_in_the_backlog(backends, proxy):
         second.close()
 
 
+def _not_served_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        sock.recv(100)
+    except socket.timeout:
+        return True
+    return False
+
+
+def test_the_process_limit_pauses_every_frontend_until_a_connection_closes(backends, proxy):
+    """global.max_connections counts the connections of all frontends: at the limit both
+    stop accepting, and a close anywhere lets both accept again, every time it is hit."""
+    (app,) = backends(1)
+    config = simple_config([app.port], **{"global": {"log": {"format": "off"},
+                                                     "max_connections": 2}})
+    config["frontends"]["other"] = {"bind": [f"127.0.0.1:{free_port()}"],
+                                    "default_backend": "app"}
+    p = proxy(config)
+    web = p.engine.frontends["web"]
+    other = p.engine.frontends["other"]
+    other_port = int(config["frontends"]["other"]["bind"][0].rsplit(":", 1)[1])
+    request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    held = [connect(p.port), connect(other_port)]
+    try:
+        for _ in range(2):                   # the limit is hit, left, and hit again
+            wait_for(lambda: web.connections + other.connections == 2)
+            waiting = connect(other_port)    # in the backlog: not served at the limit
+            waiting.sendall(request)
+            assert _not_served_within(waiting, 0.5), "served over global.max_connections"
+            held.pop(0).close()              # a close on the other frontend...
+            waiting.settimeout(5)
+            assert Reader(waiting).read_response().status == 200    # ...lets it in
+            held.append(waiting)
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_requests_in_flight_on_a_killed_server_are_retried(backends, proxy):
     """GETs waiting on pooled keep-alive connections when their server dies are
     replayed on another server: the client sees no error."""
