@@ -24,6 +24,7 @@ MODULES = (
     "lbproxy.balance.leastconn",
     "lbproxy.balance.roundrobin",
     "lbproxy.balance.tracked",
+    "lbproxy.http.headers",
     "lbproxy.http2.connection",
     "lbproxy.proxy.client",
     "lbproxy.proxy.dispatch",

@@ -96,7 +96,7 @@ def connection_header(value: bytes, names: set[bytes] | None
     tokens = _PLAIN_CONNECTION.get(value)
     if tokens is not None:
         return tokens, names
-    tokens = tuple(token.strip().lower() for token in value.split(b",") if token.strip())
+    tokens = tuple([token.strip().lower() for token in value.split(b",") if token.strip()])
     for token in tokens:
         if token not in NOT_HOP_BY_HOP:
             if names is None:

@@ -1,5 +1,6 @@
 # C types for client.py when Cython compiles it (setup.py); the .py is the implementation.
 
+from lbproxy.http.headers cimport connection_header
 from lbproxy.proxy.exchange cimport Exchange
 
 
