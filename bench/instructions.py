@@ -4,8 +4,8 @@ CPU time per request moves with whatever else the machine runs; the number of in
 does not. This runs lbproxy under valgrind's callgrind in front of the fast nginx backend,
 warms it up, zeroes the counters, sends a fixed number of keep-alive requests from
 `connections` concurrent clients (or, with `--close`, each on a new connection; with
-`--tls`, over TLS, resuming sessions as wrk does), and divides the instructions counted (user space only:
-the interpreter, uvloop, httptools; not the kernel) by the requests. Use it to compare two
+`--tls`, over TLS, resuming sessions as wrk does), and divides the instructions counted
+(user space only: the interpreter, uvloop, httptools; not the kernel) by the requests. Use it to compare two
 versions of the hot path on a busy machine; use bench.throughput for what a user sees.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.harness import Proc, free_port, start_nginx_backend
 from bench.targets import lbproxy_argv, lbproxy_config
-from bench.tls import make_certificate
+from bench.tls import client_context, make_certificate
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 # What a browser sends for a page: 14 headers.
@@ -90,13 +90,6 @@ def load_one_shot(port: int, connections: int, requests: int, request: bytes,
         for done in [pool.submit(_one_shot_client, port, per_client, request, tls)
                      for _ in range(connections)]:
             done.result()
-
-
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE       # the bench's own self-signed certificate
-    return context
 
 
 def _callgrind_control(*args: str) -> None:

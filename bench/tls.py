@@ -82,12 +82,18 @@ class Bench(throughput.Bench):
             self.measure_load(name, load_name, self.url(port), self.connections[0], proxy, variety)
 
 
-def session_probe(port: int) -> str:
-    """What a client gets: the TLS version, and whether a second connection that offers
-    the first one's session resumes it (as wrk does on each reconnection)."""
+def client_context() -> ssl.SSLContext:
+    """A client context that takes the bench's self-signed certificate."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def session_probe(port: int) -> str:
+    """What a client gets: the TLS version, and whether a second connection that offers
+    the first one's session resumes it (as wrk does on each reconnection)."""
+    context = client_context()
     session = None
     for _ in range(2):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
