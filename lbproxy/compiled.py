@@ -32,6 +32,7 @@ MODULES = (
     "lbproxy.proxy.h2client",
     "lbproxy.proxy.request",
     "lbproxy.proxy.upstream",
+    "lbproxy.runtime.accesslog",
 )
 
 DISABLED = os.environ.get("LBPROXY_NO_EXTENSIONS", "") not in ("", "0")
