@@ -14,19 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import Proc, free_port, start_nginx_backend
 from bench.targets import lbproxy_argv, lbproxy_config
-from bench.tls import client_context, make_certificate
+from bench.tls import client_context, make_certificate, one_shot
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 # What a browser sends for a page: 14 headers.
@@ -67,20 +67,10 @@ def _one_shot_client(port: int, count: int, request: bytes, tls: ssl.SSLContext 
     (`request` says `Connection: close`); over TLS each offers the previous session."""
     session = None
     for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port)) as raw:
-            conn = raw if tls is None else tls.wrap_socket(raw, server_hostname="localhost",
-                                                           session=session)
-            conn.sendall(request)
-            answer = b""
-            try:
-                while chunk := conn.recv(65536):
-                    answer += chunk
-            except ssl.SSLEOFError:         # closed without close_notify
-                pass
-            if not answer.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"unexpected answer: {answer[:60]!r}")
-            if tls is not None:
-                session = conn.session
+        reply = one_shot(port, request, tls, session)
+        if not reply.answer.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected answer: {reply.answer[:60]!r}")
+        session = reply.session
 
 
 def load_one_shot(port: int, connections: int, requests: int, request: bytes,
@@ -112,6 +102,26 @@ def h2load(port: int, connections: int, streams: int, requests: int) -> None:
         raise RuntimeError(f"h2load did not get every answer:\n{done.stdout}")
 
 
+def driver(config: dict, port: int, connections: int, request: bytes = REQUEST, h2_streams: int = 0,
+           close: bool = False, tls: ssl.SSLContext | None = None) -> Callable[[int], None]:
+    """What sends `count` requests to lbproxy on `port` (its frontend "web" in `config`, whose
+    bind becomes h2c for HTTP/2): keep-alive HTTP/1.1 from `connections` clients, each
+    request on a new connection (`close`), over TLS (`tls`), or h2load's `h2_streams`
+    streams per connection."""
+    if h2_streams:
+        config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
+        return lambda count: h2load(port, connections, h2_streams, count)
+    if close:
+        one_shot_request = request[:-2] + b"Connection: close\r\n\r\n"
+        return lambda count: load_one_shot(port, connections, count, one_shot_request, tls)
+    return lambda count: asyncio.run(load(port, connections, count, request, tls))
+
+
+def requests_sent(requests: int, connections: int, h2_streams: int = 0) -> int:
+    """What `driver` sends for `requests`: h2load all of them, the clients whole shares."""
+    return requests if h2_streams else (requests // connections) * connections
+
+
 def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
             keep: Path | None = None, request: bytes = REQUEST, h2_streams: int = 0,
             close: bool = False, tls: bool = False) -> float:
@@ -124,20 +134,8 @@ def measure(workdir: Path, config_changes: dict, connections: int, requests: int
         port = free_port()
         certificate = make_certificate(workdir, "ec256") if tls else None
         config = lbproxy_config(port, [backend.port], certificate, **config_changes)
-        context = client_context() if tls else None
-        if h2_streams:
-            config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
-
-            def run(count: int) -> None:
-                h2load(port, connections, h2_streams, count)
-        elif close:
-            one_shot = request[:-2] + b"Connection: close\r\n\r\n"
-
-            def run(count: int) -> None:
-                load_one_shot(port, connections, count, one_shot, context)
-        else:
-            def run(count: int) -> None:
-                asyncio.run(load(port, connections, count, request, context))
+        run = driver(config, port, connections, request, h2_streams, close,
+                     client_context() if tls else None)
         out = workdir / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
                 *lbproxy_argv(workdir, config)]
@@ -154,7 +152,7 @@ def measure(workdir: Path, config_changes: dict, connections: int, requests: int
             time.sleep(0.2)
         if keep is not None and dumps:
             shutil.copy(dumps[0], keep)
-        sent = requests if h2_streams else (requests // connections) * connections
+        sent = requests_sent(requests, connections, h2_streams)
         return sum(_total_instructions(dump) for dump in dumps) / sent
 
 

@@ -11,7 +11,6 @@ for each function. bench.instructions gives the total, C code included.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import runpy
@@ -25,7 +24,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from bench.harness import REPO, Proc, free_port, start_nginx_backend
-from bench.instructions import BROWSER, REQUEST, h2load, load
+from bench.instructions import BROWSER, REQUEST, driver, requests_sent
 from bench.targets import lbproxy_argv, lbproxy_config
 
 START, STOP = signal.SIGUSR2, signal.SIGPWR     # lbproxy handles neither
@@ -74,14 +73,7 @@ def measure(workdir: Path, log: str, connections: int, requests: int, request: b
         port = free_port()
         config = lbproxy_config(port, [backend.port],
                                 global_={"log": {"access": str(workdir / "access.log"), "format": log}})
-        if h2_streams:
-            config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "h2c": True}]
-
-            def run(count: int) -> None:
-                h2load(port, connections, h2_streams, count)
-        else:
-            def run(count: int) -> None:
-                asyncio.run(load(port, connections, count, request))
+        run = driver(config, port, connections, request, h2_streams)
         argv = lbproxy_argv(workdir, config)
         proxy = stack.enter_context(Proc("lbproxy", [argv[0], "-m", "bench.opcodes", "--child", str(out),
                                                      "--", *argv[3:]], workdir))
@@ -93,7 +85,7 @@ def measure(workdir: Path, log: str, connections: int, requests: int, request: b
         deadline = time.monotonic() + 10
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-    sent = requests if h2_streams else (requests // connections) * connections
+    sent = requests_sent(requests, connections, h2_streams)
     rows = [line.split("\t") for line in out.read_text().splitlines()]
     return [(int(ops) / sent, int(calls) / sent, where) for ops, calls, where in rows]
 

@@ -29,6 +29,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,22 +91,42 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class OneShot:
+    """A request on a connection of its own, read to the end (the server closes)."""
+    answer: bytes
+    version: str | None = None               # over TLS: what was negotiated
+    resumed: bool = False                    # the offered session was taken
+    session: ssl.SSLSession | None = None    # to offer on the next connection
+
+
+def one_shot(port: int, request: bytes, context: ssl.SSLContext | None = None,
+             session: ssl.SSLSession | None = None) -> OneShot:
+    """`request` (which says `Connection: close`) on a new connection, over TLS with
+    `context`, offering `session` as wrk does on each reconnection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            (raw if context is None else context.wrap_socket(
+                raw, server_hostname="localhost", session=session)) as conn:
+        conn.sendall(request)
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):  # to the end: TLS 1.3 tickets follow the handshake
+                answer += chunk
+        except ssl.SSLEOFError:               # closed without close_notify
+            pass
+        if context is None:
+            return OneShot(answer)
+        return OneShot(answer, conn.version(), conn.session_reused, conn.session)
+
+
 def session_probe(port: int) -> str:
     """What a client gets: the TLS version, and whether a second connection that offers
-    the first one's session resumes it (as wrk does on each reconnection)."""
-    context = client_context()
-    session = None
-    for _ in range(2):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-            try:
-                while tls.recv(65536):       # to the end: TLS 1.3 tickets come after the handshake
-                    pass
-            except ssl.SSLEOFError:          # closed without close_notify
-                pass
-            version, resumed, session = tls.version(), tls.session_reused, tls.session
-    return f"{version}, {'resumes sessions' if resumed else 'does not resume sessions'}"
+    the first one's session resumes it."""
+    request = b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    context = client_context()                 # a session is offered within its context
+    first = one_shot(port, request, context)
+    second = one_shot(port, request, context, first.session)
+    return f"{second.version}, {'resumes sessions' if second.resumed else 'does not resume sessions'}"
 
 
 def report(bench: Bench, args: argparse.Namespace, command: str, info: dict[str, str]) -> Report:
