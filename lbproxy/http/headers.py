@@ -17,6 +17,7 @@ X_FORWARDED_FOR = 7
 X_FORWARDED_PROTO = 8
 X_FORWARDED_HOST = 9
 EXPECT = 10
+PROXY_CONNECTION = 11  # dropped like HOP; llhttp reads it as Connection (client.py)
 
 # Response headers (codes for UpstreamProtocol.on_header): framing and hop-by-hop.
 RESPONSE_SPECIAL: dict[bytes, int] = {
@@ -48,6 +49,7 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"x-forwarded-host": X_FORWARDED_HOST,
     b"expect": EXPECT,
     b"http2-settings": HOP,    # belongs to an h2c upgrade, which is never passed on
+    b"proxy-connection": PROXY_CONNECTION,
 }
 
 

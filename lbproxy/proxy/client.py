@@ -31,7 +31,8 @@ import httptools
 
 from lbproxy.http.answers import STATUS_LINES, Answer, error_answer, status_line
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST,
-                                  PLAIN_REQUEST_HEADERS, REQUEST_SPECIAL, TRANSFER_ENCODING,
+                                  PLAIN_REQUEST_HEADERS, PROXY_CONNECTION, REQUEST_SPECIAL,
+                                  TRANSFER_ENCODING,
                                   UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
                                   connection_header, is_token_list_chunked, upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
@@ -354,7 +355,10 @@ class ClientProtocol:
             if not (frontend.x_forwarded_proto if code == X_FORWARDED_PROTO
                     else frontend.x_forwarded_host):
                 exchange.hparts.extend((name, b": ", value, b"\r\n"))
-        # keep-alive, proxy-connection, te, trailer, http2-settings: hop-by-hop, dropped
+        elif code == PROXY_CONNECTION:      # dropped, but its tokens count for llhttp
+            if exchange.connection is None:
+                exchange.connection = ()
+        # keep-alive, te, trailer, http2-settings: hop-by-hop, dropped
 
     def on_headers_complete(self) -> None:
         if self.priming:
@@ -363,15 +367,20 @@ class ClientProtocol:
         parser = self.parser
         frontend = self.frontend
         method = exchange.method_b = parser.get_method()
-        version = parser.get_http_version()
-        if version != "1.1":
-            if version != "1.0":            # HTTP/0.9-style lines, HTTP/2.0 over HTTP/1
-                self._reject_in_parser(505 if version >= "2" else 400)
-            exchange.http11 = False
-            exchange.expect_continue = False    # RFC 9110 §10.1.1: no 100 for HTTP/1.0
+        keep_alive = parser.should_keep_alive()
+        # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps any but 1.1 alive only for
+        # a `Connection` or `Proxy-Connection: keep-alive`: without either header, keep-alive
+        # means HTTP/1.1, and the version need not be asked (formatting it costs ~1 µs)
+        if not (keep_alive and exchange.connection is None):
+            version = parser.get_http_version()
+            if version != "1.1":
+                if version != "1.0":            # HTTP/0.9-style lines, HTTP/2.0 over HTTP/1
+                    self._reject_in_parser(505 if version >= "2" else 400)
+                exchange.http11 = False
+                exchange.expect_continue = False    # RFC 9110 §10.1.1: no 100 for HTTP/1.0
         # HTTP/1.0 keeps alive only with `Connection: keep-alive` (llhttp also takes the
         # obsolete Proxy-Connection for Connection: where they differ, the connection closes)
-        exchange.keep_alive = parser.should_keep_alive() and (
+        exchange.keep_alive = keep_alive and (
             exchange.http11 or (exchange.connection is not None
                                 and b"keep-alive" in exchange.connection))
         exchange.is_head = method == b"HEAD"

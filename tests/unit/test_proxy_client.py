@@ -78,6 +78,26 @@ def test_response_without_length_is_chunked_for_http11_and_closes_for_http10(pla
     assert b"connection: close\r\n\r\nabc" in old.received()
 
 
+@pytest.mark.parametrize("head, http11, keep_alive", [
+    (b"GET / HTTP/1.1\r\nHost: h\r\n", True, True),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n", True, False),
+    (b"GET / HTTP/1.0\r\n", False, False),
+    (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n", False, True),
+    # llhttp takes Proxy-Connection as Connection; we do not: HTTP/1.0, and it closes
+    (b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n", False, False),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n", True, False),
+])
+def test_version_and_keep_alive_of_a_request(plane, head, http11, keep_alive):
+    """The version is asked of the parser only when keep-alive does not already say 1.1."""
+    client = plane.connect()
+    client.send(head + b"\r\n")
+    exchange = client.protocol.current
+    assert (exchange.http11, exchange.keep_alive) == (http11, keep_alive)
+    upstream, _ = plane.pool("app1").open()
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    assert (b"connection: close" in client.received()) == (not keep_alive)
+
+
 def test_expect_100_continue(plane):
     client = plane.connect()
     client.send(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
