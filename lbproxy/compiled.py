@@ -19,6 +19,7 @@ from importlib.util import find_spec, spec_from_file_location
 
 # The modules setup.py compiles: those with a .pxd (tests/unit/test_compiled.py checks it).
 MODULES = (
+    "lbproxy.backends.backend",
     "lbproxy.backends.server",
     "lbproxy.balance.base",
     "lbproxy.balance.leastconn",

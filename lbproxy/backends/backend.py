@@ -90,21 +90,8 @@ class Backend:
         checked = config.health_check is not None
         moved: list[Server] = []         # weight, maxconn or backup changed
         regrouped: list[Server] = []     # backup changed
-
-        def reconcile(server: Server) -> None:
-            server_config = wanted.pop(server.name, None)
-            if server_config is None:
-                if not server.dynamic:
-                    self.remove_server(server, drain=config.timeouts.server)
-                return
-            backup, before = server.backup, (server.weight, server.maxconn)
-            self._update_server(server, server_config)
-            if server.backup != backup:
-                regrouped.append(server)
-            elif (server.weight, server.maxconn) != before:
-                moved.append(server)
-
-        yield from each(list(self.servers), reconcile)
+        yield from each(list(self.servers),
+                        lambda server: self._reconcile(server, wanted, moved, regrouped))
         added = yield from mapped(list(wanted.values()),
                                   lambda server_config: self._join(server_config, up=not checked,
                                                                    dynamic=False))
@@ -123,6 +110,22 @@ class Backend:
         for server in added:
             self._notify(server, "added")
         self._notify(None, "reload")
+
+    def _reconcile(self, server: Server, wanted: dict[str, ServerConfig],
+                   moved: list[Server], regrouped: list[Server]) -> None:
+        """A reload meets `server`: updated from its config (taken out of `wanted`) and
+        noted if it moved in or between its balancers, or drained if the config dropped it."""
+        server_config = wanted.pop(server.name, None)
+        if server_config is None:
+            if not server.dynamic:
+                self.remove_server(server, drain=self.server_timeout)
+            return
+        backup, before = server.backup, (server.weight, server.maxconn)
+        self._update_server(server, server_config)
+        if server.backup != backup:
+            regrouped.append(server)
+        elif (server.weight, server.maxconn) != before:
+            moved.append(server)
 
     def _update_server(self, server: Server, config: ServerConfig) -> None:
         """New settings for an existing server; a new address, TLS or connection setting
@@ -200,10 +203,15 @@ class Backend:
             if server is not None:
                 return server
         server = self.balancer.pick(request, avoid)
-        if server is None and self.backup_balancer.servers and not any(
-                s.usable for s in self.balancer.servers):
-            server = self.backup_balancer.pick(request, avoid)
+        if server is None and self.backup_balancer.servers:
+            server = self._backup(request, avoid)
         return server
+
+    def _backup(self, request: RequestInfo, avoid: Server | None) -> Server | None:
+        """A backup server, when no normal server is usable."""
+        if any(server.usable for server in self.balancer.servers):
+            return None
+        return self.backup_balancer.pick(request, avoid)
 
     def tick(self, now: float) -> None:
         """Called by the sweeper (through the dispatcher): step slowstart ramps."""

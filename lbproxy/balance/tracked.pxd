@@ -1,5 +1,6 @@
 # C types for tracked.py when Cython compiles it (setup.py); the .py is the implementation.
 
+from lbproxy.backends.server cimport Server
 from lbproxy.balance.base cimport Balancer
 
 
@@ -12,6 +13,7 @@ cdef class Tracked(Balancer):
     cdef public dict _slots, _parked
     cdef public long long _order
 
+    cpdef pick(self, request, Server avoid=*)
     cpdef _place(self, Slot slot)
     cpdef _remove(self, Slot slot)
     cpdef _next(self)

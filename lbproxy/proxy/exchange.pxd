@@ -1,5 +1,6 @@
 # C types for exchange.py when Cython compiles it (setup.py); the .py is the implementation.
 
+from lbproxy.backends.backend cimport Backend
 from lbproxy.backends.server cimport Server
 from lbproxy.proxy.dispatch cimport Dispatcher
 from lbproxy.proxy.request cimport Request
@@ -9,7 +10,8 @@ cdef class Exchange(Request):
     cdef public object frontend, body, trailers, sink, caching, cache_status
     cdef public object rules_left, waiting, unique_id
     cdef public Dispatcher dispatcher
-    cdef public object backend, upstream, connecting, sticky_id
+    cdef public Backend backend
+    cdef public object upstream, connecting, sticky_id
     cdef public Server server
     cdef public object request_head, termination, error, tracked
     cdef public long long body_buffered, body_size, resp_bytes
