@@ -30,6 +30,7 @@ MODULES = (
     "lbproxy.proxy.client",
     "lbproxy.proxy.dispatch",
     "lbproxy.proxy.exchange",
+    "lbproxy.proxy.frontend",
     "lbproxy.proxy.h2client",
     "lbproxy.proxy.request",
     "lbproxy.proxy.upstream",

@@ -28,6 +28,7 @@ from lbproxy.routing.actions import ANSWERED, CONTINUE, SUSPENDED, AuthRequest, 
 
 if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
+    from lbproxy.proxy.frontend import Frontend
     from lbproxy.proxy.upstream import UpstreamProtocol
 
 ALLOW_CACHE_SIZE = 10_000       # allow answers kept per action; the oldest go first
@@ -76,20 +77,21 @@ def _copy(exchange: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
     exchange.request_head = None
 
 
-class AuthFrontend:
+def auth_frontend(frontend: Frontend) -> Frontend:
     """What the subrequest's exchange sees as its frontend: the real one's forwarding
-    settings, and nothing that would count or log it as a client's request."""
-
-    def __init__(self, frontend: object) -> None:
-        self.name = frontend.name
-        self.state = frontend.state
-        self.x_forwarded_for = frontend.x_forwarded_for
-        self.x_forwarded_proto = frontend.x_forwarded_proto
-        self.x_forwarded_host = frontend.x_forwarded_host
-        self.response_rules = ()
-        self.access_log = None
-        self.responses = [0] * 6
-        self.bytes_out = 0
+    settings, and nothing that would count or log it as a client's request (a Frontend,
+    as the exchange wants, made without a config)."""
+    auth = type(frontend).__new__(type(frontend))
+    auth.name = frontend.name
+    auth.state = frontend.state
+    auth.x_forwarded_for = frontend.x_forwarded_for
+    auth.x_forwarded_proto = frontend.x_forwarded_proto
+    auth.x_forwarded_host = frontend.x_forwarded_host
+    auth.response_rules = ()
+    auth.access_log = None
+    auth.responses = [0] * 6
+    auth.bytes_out = 0
+    return auth
 
 
 class AuthCall:
@@ -100,7 +102,7 @@ class AuthCall:
         self.check = check
         self.key = key
         client = exchange.downstream
-        self.frontend = AuthFrontend(exchange.frontend)
+        self.frontend = auth_frontend(exchange.frontend)
         self.state = client.state
         self.time = client.time
         self.src, self.src_b, self.src_port = client.src, client.src_b, client.src_port

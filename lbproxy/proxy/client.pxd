@@ -2,11 +2,13 @@
 
 from lbproxy.http.headers cimport connection_header
 from lbproxy.proxy.exchange cimport Exchange
+from lbproxy.proxy.frontend cimport Frontend
 
 
 cdef class ClientProtocol:
     # global
-    cdef public object frontend, state, time
+    cdef public Frontend frontend
+    cdef public object state, time
     cdef public list timeouts
     # per connection
     cdef public object transport, flow, parser, src, src_b, ssl_fc_sni

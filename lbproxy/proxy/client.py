@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import httptools
@@ -41,6 +40,7 @@ from lbproxy.http2.frames import PREFACE
 from lbproxy.proxy.downstream import hold, release
 from lbproxy.proxy.exchange import Exchange
 from lbproxy.proxy.flow import HELD, PIPELINE, FlowControl
+from lbproxy.proxy.phases import BODY, HEAD, IDLE, NEW, TUNNEL, WAITING, Phase
 from lbproxy.proxy.proxy_protocol import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from lbproxy.proxy.tls import sni_of
 
@@ -48,27 +48,6 @@ if TYPE_CHECKING:
     from lbproxy.proxy.frontend import Frontend
     from lbproxy.proxy.upstream import UpstreamProtocol
 
-
-class Phase(IntEnum):
-    NEW = 0
-    IDLE = 1
-    HEAD = 2
-    BODY = 3
-    WAITING = 4
-    TUNNEL = 5
-
-
-NEW, IDLE, HEAD, BODY, WAITING, TUNNEL = Phase
-
-
-def phase_timeouts(frontend: Frontend) -> list[float]:
-    """The timeout of each phase, indexed by Phase (0: none); TUNNEL's is the client's,
-    raised to the server's when the tunnel starts."""
-    timeouts = [0.0] * len(Phase)
-    timeouts[NEW] = timeouts[HEAD] = frontend.timeout_http_request
-    timeouts[IDLE] = frontend.timeout_keep_alive
-    timeouts[BODY] = timeouts[TUNNEL] = frontend.timeout_client
-    return timeouts
 
 # Bytes held after an Upgrade request before reading pauses: what the client may send
 # before the 101 arrives (a WebSocket client's first frames).

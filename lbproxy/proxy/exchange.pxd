@@ -3,11 +3,13 @@
 from lbproxy.backends.backend cimport Backend
 from lbproxy.backends.server cimport Server
 from lbproxy.proxy.dispatch cimport Dispatcher
+from lbproxy.proxy.frontend cimport Frontend
 from lbproxy.proxy.request cimport Request
 
 
 cdef class Exchange(Request):
-    cdef public object frontend, body, trailers, sink, caching, cache_status
+    cdef public Frontend frontend
+    cdef public object body, trailers, sink, caching, cache_status
     cdef public object rules_left, waiting, unique_id
     cdef public Dispatcher dispatcher
     cdef public Backend backend

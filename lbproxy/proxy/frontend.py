@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from lbproxy.config.schema import FrontendConfig
 from lbproxy.extensions import PluginFailed
 from lbproxy.http.addresses import parse_ip
-from lbproxy.proxy.client import ClientProtocol, phase_timeouts
+from lbproxy.proxy.client import ClientProtocol
 from lbproxy.proxy.compression import Compression
+from lbproxy.proxy.phases import phase_timeouts
 from lbproxy.proxy.plugin_call import answer_failed
 from lbproxy.proxy.request_id import RequestIds
 from lbproxy.routing.actions import ANSWERED, SUSPENDED, FrontendRules, RequestRule
