@@ -31,13 +31,20 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
     b"upgrade": UPGRADE,
 }
 
-# The same names as servers usually write them, so that a header costs one dict lookup
-# without lower-casing it; a name missed here is lower-cased only when its length is one
-# of the special names' lengths.
-RESPONSE_SPECIAL_AS_SENT: dict[bytes, int] = {
-    **RESPONSE_SPECIAL, b"TE": HOP,
-    **{b"-".join(part.capitalize() for part in name.split(b"-")): code
-       for name, code in RESPONSE_SPECIAL.items()}}
+
+def _as_sent(special: dict[bytes, int]) -> dict[bytes, int]:
+    """`special` with each name also as peers usually write it (Title-Case, and TE), so
+    that a header costs one dict lookup without lower-casing it; a name missed there is
+    lower-cased only when its length is one of the special names' lengths."""
+    as_sent = dict(special)
+    for name, code in special.items():
+        as_sent[b"-".join(part.capitalize() for part in name.split(b"-"))] = code
+    if b"te" in special:
+        as_sent[b"TE"] = special[b"te"]
+    return as_sent
+
+
+RESPONSE_SPECIAL_AS_SENT = _as_sent(RESPONSE_SPECIAL)
 RESPONSE_SPECIAL_LENGTHS = frozenset(len(name) for name in RESPONSE_SPECIAL)
 
 # Request headers (codes for ClientProtocol.on_header): the same, plus what we rewrite.
@@ -51,6 +58,8 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"http2-settings": HOP,    # belongs to an h2c upgrade, which is never passed on
     b"proxy-connection": PROXY_CONNECTION,
 }
+REQUEST_SPECIAL_AS_SENT = _as_sent(REQUEST_SPECIAL)
+REQUEST_SPECIAL_LENGTHS = frozenset(len(name) for name in REQUEST_SPECIAL)
 
 
 def _spellings(*names: str) -> frozenset[bytes]:

@@ -4,6 +4,10 @@ from lbproxy.http.headers cimport connection_header
 from lbproxy.proxy.exchange cimport Exchange
 from lbproxy.proxy.frontend cimport Frontend
 
+# the header tables on_header consults, typed so that lookups are direct C calls
+cdef frozenset PLAIN_REQUEST_HEADERS, REQUEST_SPECIAL_LENGTHS
+cdef dict REQUEST_SPECIAL, REQUEST_SPECIAL_AS_SENT
+
 
 cdef class ClientProtocol:
     # global

@@ -31,6 +31,7 @@ import httptools
 from lbproxy.http.answers import STATUS_LINES, Answer, error_answer, status_line
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST,
                                   PLAIN_REQUEST_HEADERS, PROXY_CONNECTION, REQUEST_SPECIAL,
+                                  REQUEST_SPECIAL_AS_SENT, REQUEST_SPECIAL_LENGTHS,
                                   TRANSFER_ENCODING,
                                   UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
                                   connection_header, is_token_list_chunked, upgrade_protocols)
@@ -301,7 +302,9 @@ class ClientProtocol:
         if name in PLAIN_REQUEST_HEADERS:   # the most common names, as clients send them
             exchange.hparts.extend((name, b": ", value, b"\r\n"))
             return
-        code = REQUEST_SPECIAL.get(name.lower())
+        code = REQUEST_SPECIAL_AS_SENT.get(name)
+        if code is None and len(name) in REQUEST_SPECIAL_LENGTHS:
+            code = REQUEST_SPECIAL.get(name.lower())
         if code is None:
             exchange.hparts.extend((name, b": ", value, b"\r\n"))
         elif code == HOST:

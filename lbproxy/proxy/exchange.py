@@ -67,7 +67,7 @@ class Exchange(Request):
     )
 
     def __init__(self, downstream: Downstream) -> None:
-        Request.__init__(self, downstream)      # not super(): a measurable cost per request
+        self._init_request(downstream)
         self.frontend = downstream.frontend
         self.body: list[bytes] | tuple[()] = ()   # a list once there is a body
         self.body_buffered = 0

@@ -1,5 +1,7 @@
 # C types for frontend.py when Cython compiles it (setup.py); the .py is the implementation.
 
+from lbproxy.proxy.request cimport Request
+
 cdef class Frontend:
     cdef public object name, state, config, access_log, trusted_proxies
     cdef public object request_rules, response_rules, dispatchers, use_backend
@@ -16,3 +18,4 @@ cdef class Frontend:
     cdef object __weakref__
 
     cpdef route(self, exchange, rules=*)
+    cpdef list forwarded_parts(self, Request request)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from lbproxy.proxy.exchange import Exchange
     from lbproxy.proxy.h2client import H2ClientProtocol
     from lbproxy.proxy.listener import Listener
+    from lbproxy.proxy.request import Request
     from lbproxy.proxy.state import ProxyState
     from lbproxy.runtime.accesslog import AccessLog
 
@@ -134,6 +135,24 @@ class Frontend:
             answer_failed(exchange)
             return None
         return self.default_backend
+
+    def forwarded_parts(self, request: Request) -> list[bytes]:
+        """X-Forwarded-For/-Proto/-Host as this frontend adds them, as header quadruples:
+        the client address appended to what the request carried, the scheme, the host."""
+        downstream = request.downstream
+        parts: list[bytes] = []
+        if self.x_forwarded_for:
+            if request.xff_b is None:
+                parts.extend((b"x-forwarded-for", b": ", downstream.src_b, b"\r\n"))
+            else:
+                parts.extend((b"x-forwarded-for", b": ", request.xff_b + b", " + downstream.src_b,
+                              b"\r\n"))
+        if self.x_forwarded_proto:
+            parts.extend((b"x-forwarded-proto", b": ", b"https" if downstream.ssl_fc else b"http",
+                          b"\r\n"))
+        if self.x_forwarded_host and request.host_b is not None:
+            parts.extend((b"x-forwarded-host", b": ", request.host_b, b"\r\n"))
+        return parts
 
     def is_trusted(self, ip: str) -> bool:
         """Whether `ip` is one of forwarded.trusted_proxies (whose X-Forwarded-For we believe)."""

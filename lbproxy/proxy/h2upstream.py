@@ -33,7 +33,6 @@ from lbproxy.http2.messages import CONNECTION_SPECIFIC, Header
 from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.exchange import BODY_BUFFER_LIMIT
 from lbproxy.proxy.flow import CLIENT_SLOW
-from lbproxy.proxy.request import forwarded_parts
 
 if TYPE_CHECKING:
     from lbproxy.backends.server import Server
@@ -490,7 +489,7 @@ def request_headers(exchange: Exchange, pool: H2ServerPool) -> list[Header]:
     headers = [(b":method", exchange.method_b), (b":scheme", pool.scheme),
                (b":authority", authority), (b":path", exchange.url_b)]
     extra_hop = exchange.extra_hop
-    parts = exchange.hparts + forwarded_parts(exchange)
+    parts = exchange.hparts + exchange.frontend.forwarded_parts(exchange)
     for i in range(0, len(parts), 4):
         name = parts[i].lower()
         if name == b"host" or name in CONNECTION_SPECIFIC or (extra_hop and name in extra_hop):

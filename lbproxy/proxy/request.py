@@ -20,26 +20,6 @@ if TYPE_CHECKING:
 HeaderEdit = Callable[["Request", list[bytes]], list[bytes]]
 
 
-def forwarded_parts(request: Request) -> list[bytes]:
-    """X-Forwarded-For/-Proto/-Host as the frontend adds them, as header quadruples: the
-    client address appended to what the request carried, the scheme, the host."""
-    downstream = request.downstream
-    frontend = downstream.frontend
-    parts: list[bytes] = []
-    if frontend.x_forwarded_for:
-        if request.xff_b is None:
-            parts.extend((b"x-forwarded-for", b": ", downstream.src_b, b"\r\n"))
-        else:
-            parts.extend((b"x-forwarded-for", b": ", request.xff_b + b", " + downstream.src_b,
-                          b"\r\n"))
-    if frontend.x_forwarded_proto:
-        parts.extend((b"x-forwarded-proto", b": ", b"https" if downstream.ssl_fc else b"http",
-                      b"\r\n"))
-    if frontend.x_forwarded_host and request.host_b is not None:
-        parts.extend((b"x-forwarded-host", b": ", request.host_b, b"\r\n"))
-    return parts
-
-
 class Request:
     __slots__ = (
         "downstream", "method_b", "url_b", "http11", "keep_alive", "hparts", "host_b",
@@ -48,6 +28,11 @@ class Request:
     )
 
     def __init__(self, downstream: Downstream) -> None:
+        self._init_request(downstream)
+
+    def _init_request(self, downstream: Downstream) -> None:
+        """The fields before anything is parsed (a method, which Exchange's __init__ calls
+        in C when compiled, where Request.__init__ would be a call through Python)."""
         self.downstream = downstream
         self.method_b = b""
         self.url_b = b""

@@ -2,7 +2,6 @@
 
 from lbproxy.http.headers cimport connection_header
 from lbproxy.proxy.exchange cimport Exchange
-from lbproxy.proxy.request cimport forwarded_parts
 
 cdef class UpstreamProtocol
 

@@ -28,7 +28,6 @@ from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, PLAIN_RESPONSE_HEA
 from lbproxy.http.termination import RESPONSE_HEAD_TOO_LARGE
 from lbproxy.proxy.connect import connect_to
 from lbproxy.proxy.flow import FlowControl
-from lbproxy.proxy.request import forwarded_parts
 from lbproxy.proxy.tls import client_context, server_hostname
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ def request_head(exchange: Exchange) -> bytes:
         parts.append(b"transfer-encoding: chunked\r\n")
     elif exchange.length >= 0:
         parts.extend((b"content-length: ", b"%d" % exchange.length, b"\r\n"))
-    parts.extend(forwarded_parts(exchange))
+    parts.extend(exchange.frontend.forwarded_parts(exchange))
     parts.append(b"\r\n")
     return b"".join(parts)
 
