@@ -103,6 +103,7 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bodies", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=5.0, quick=2.0, output=RESULTS / "bodies.md", warmup=2.0, runs=3)
+    throughput.add_rounds_option(parser)
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(CHOICES)}")
     args = parser.parse_args(argv)
     args.targets = choose(parser, args.targets, CHOICES, "target")
@@ -114,10 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with Session.open("bench.bodies", argv) as run:   # raises the fd limit, which the children inherit
         backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend, SIZES)
-        bench = Bench(throughput.schedule(args, run.cpus), [], run.cpus, backend, run.workdir)
-        for name in args.targets:
-            run.step(name)
-            bench.run_target(name)
+        bench = Bench(throughput.schedule(args, run.cpus), [], run.cpus, backend, run.workdir,
+                      rounds=args.rounds)
+        bench.run_rounds(run, args.targets)
     report(bench, run.command, run.info).publish(args.output)
 
 

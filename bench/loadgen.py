@@ -175,7 +175,12 @@ class Runs:
 
     runs: list[LoadResult]
     cpu_us: list[list[float]]
-    warmup: LoadResult | None = None
+    warmups: tuple[LoadResult, ...] = ()
+
+    def joined(self, other: Runs) -> Runs:
+        """These runs and `other`'s: the same load measured again, in a later round."""
+        return Runs(self.runs + other.runs, [mine + theirs for mine, theirs in zip(self.cpu_us, other.cpu_us)],
+                    self.warmups + other.warmups)
 
     def cpu(self, tree: int = 0) -> Spread:
         return Spread.of(self.cpu_us[tree])
@@ -203,7 +208,7 @@ class Runs:
     @property
     def replies(self) -> int:
         """Replies completed in the runs and the warm-up."""
-        return sum(run.requests for run in self.runs) + (self.warmup.requests if self.warmup else 0)
+        return sum(run.requests for run in self.runs + list(self.warmups))
 
 
 def measure(url: str, connections: int, schedule: Schedule, watched: Sequence[Proc],
@@ -214,7 +219,7 @@ def measure(url: str, connections: int, schedule: Schedule, watched: Sequence[Pr
     metered = [run_metered(url, connections, schedule.duration, schedule.cpus, schedule.tool, watched, variety)
                for _ in range(schedule.runs)]
     return Runs([load for load, _ in metered], [list(tree) for tree in zip(*(cpu for _, cpu in metered))],
-                warmup)
+                (warmup,) if warmup else ())
 
 
 def parse_wrk(text: str) -> LoadResult:

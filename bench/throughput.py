@@ -58,8 +58,10 @@ class Bench:
     backend: Backend
     workdir: Path
     tls: Tls | None = None
+    rounds: int = 1
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    log_lines: dict[str, int] = field(default_factory=dict)   # access log lines written, by target
 
     def run_target(self, name: str) -> None:
         if name == "direct":
@@ -81,15 +83,25 @@ class Bench:
         for connections in self.connections:
             self.measure_load(name, str(connections), self.url(port), connections, proxy, schedule=schedule)
         if name == LOGGING and proxy is not None:
-            self._note_log(name, proxy)
+            self.log_lines[name] = self.log_lines.get(name, 0) + proxy.stdout_path.read_bytes().count(b"\n")
 
-    def _note_log(self, name: str, proxy: Proc) -> None:
-        """Say how many access log lines it wrote: a log that drops lines under load would be cheap."""
-        lines = proxy.stdout_path.read_bytes().count(b"\n")
-        replies = sum(row.measured.replies for row in self.rows if row.target == name)
-        self.notes.append(f"**{name}** wrote {lines:,} access log lines to its stdout (a file) for the {replies:,} "
-                          "replies wrk counted, warm-ups included (the start check and the requests cut off at "
-                          "the end of each run are logged, not counted).")
+    def log_notes(self) -> list[str]:
+        """How many access log lines each logging target wrote: a log that drops lines under load
+        would be cheap."""
+        return [f"**{name}** wrote {lines:,} access log lines to its stdout (a file) for the "
+                f"{sum(row.measured.replies for row in self.rows if row.target == name):,} replies wrk counted, "
+                "warm-ups included (the start check and the requests cut off at the end of each run are "
+                "logged, not counted)." for name, lines in self.log_lines.items()]
+
+    def run_rounds(self, session: Session, targets: list[str]) -> None:
+        """Every target in turn, `rounds` times over, each round's runs joining the earlier
+        ones: a drift of the machine's speed then touches every target alike, where one
+        target's runs all in a row would catch it alone."""
+        for round_number in range(1, self.rounds + 1):
+            for name in targets:
+                session.step(name if self.rounds == 1 else f"{name}, round {round_number} of {self.rounds}")
+                self.run_target(name)
+        self.notes[:] = dict.fromkeys(self.notes)        # a round's notes repeat the first's
 
     def measure_load(self, name: str, load: str, url: str, connections: int, proxy: Proc | None,
                      variety: Variety = PLAIN, schedule: Schedule | None = None) -> None:
@@ -98,7 +110,15 @@ class Bench:
             if proxy is not None and (code := proxy.exit_code()) is not None:
                 raise RuntimeError(f"{name} exited with status {code} during an earlier load")
             measured = measure(url, connections, schedule or self.schedule, [proxy] if proxy else [], variety)
-            self.rows.append(Row(name, load, measured))
+            self.add(Row(name, load, measured))
+
+    def add(self, row: Row) -> None:
+        """A measured load, joined to its runs of earlier rounds."""
+        for index, earlier in enumerate(self.rows):
+            if (earlier.target, earlier.load) == (row.target, row.load):
+                self.rows[index] = replace(earlier, measured=earlier.measured.joined(row.measured))
+                return
+        self.rows.append(row)
 
     def url(self, port: int, path: str = "/") -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}{path}"
@@ -127,12 +147,20 @@ class Bench:
         """The measuring, for a report's intro."""
         schedule = self.schedule
         tool = "`wrk -t1`" if schedule.tool == "wrk" else "`bench.loadgen` (wrk not installed)"
+        rounds = (f"; the targets ran one after the other {self.rounds} times over, and each figure is over all "
+                  f"{self.rounds * schedule.runs} runs" if self.rounds > 1 else "")
         return (f"Load from {tool}; per target and load a {schedule.warmup:g} s warm-up, then {schedule.runs} "
-                f"runs of {schedule.duration:g} s. Backend: {self.backend_text}. {self.cpus.describe()} "
+                f"runs of {schedule.duration:g} s{rounds}. Backend: {self.backend_text}. {self.cpus.describe()} "
                 "CPU µs/req is utime+stime of the proxy's process tree over a run divided by the replies: the "
                 "median of the runs, their range (min–max) "
                 f"and the median over {REFERENCE}'s for the same load. rps, p50 and p99 are medians of the runs; "
                 "errors (socket errors, timeouts over 5 s, non-2xx/3xx replies) are summed.")
+
+
+def add_rounds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the targets one after the other this many times over, each figure over all "
+                        "rounds (default 1): on a machine whose speed drifts, compare with 3 or more")
 
 
 def schedule(args: argparse.Namespace, cpus: Cpus) -> Schedule:
@@ -150,7 +178,7 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
          bench.describe() + " proxy CPU: the share of its core the proxy used (median)."],
         ["target", "conns", "rps", "p50 ms", "p99 ms", "CPU µs/req", "min–max", "× HAProxy", "proxy CPU",
          "errors"],
-        "lrrrrrrrrr", notes=bench.notes, info=info)
+        "lrrrrrrrrr", notes=bench.notes + bench.log_notes(), info=info)
     for row in bench.rows:
         busy = f"{row.measured.busy().median:.0%}" if row.measured.cpu_us else "–"
         page.rows.append([row.target, row.load, *bench.figures(row), busy, str(row.measured.errors)])
@@ -160,6 +188,7 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=5.0, quick=2.0, output=RESULTS / "throughput.md", warmup=2.0, runs=3)
+    add_rounds_option(parser)
     parser.add_argument("--connections", default="50,500", help="comma-separated (default 50,500)")
     parser.add_argument("--backend", choices=["nginx", "demo"], default="nginx",
                         help="demo: the Python demo backend instead, the easy case where it, not the proxy, "
@@ -177,10 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     with Session.open("bench.throughput", argv) as run:
         backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend) if args.backend == "nginx" \
             else start_backends(run.stack, run.workdir, [0.0], run.cpus.backend)[0]
-        bench = Bench(schedule(args, run.cpus), args.connections, run.cpus, backend, run.workdir)
-        for name in args.targets:
-            run.step(name)
-            bench.run_target(name)
+        bench = Bench(schedule(args, run.cpus), args.connections, run.cpus, backend, run.workdir,
+                      rounds=args.rounds)
+        bench.run_rounds(run, args.targets)
     report(bench, run.command, run.info).publish(args.output)
 
 

@@ -163,6 +163,7 @@ def plot(bench: Bench) -> Any:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.tls", description=__doc__.split("\n")[0])
     add_common_options(parser, duration=5.0, quick=2.0, output=RESULTS / "tls.md", warmup=2.0, runs=3)
+    throughput.add_rounds_option(parser)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--key", choices=KEYS, default="ec256", help="certificate key type (default ec256)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(CHOICES)}")
@@ -177,10 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     with Session.open("bench.tls", argv) as run:
         backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend)
         tls = make_certificate(run.workdir, args.key)
-        bench = Bench(throughput.schedule(args, run.cpus), [args.connections], run.cpus, backend, run.workdir, tls)
-        for name in args.targets:
-            run.step(name)
-            bench.run_target(name)
+        bench = Bench(throughput.schedule(args, run.cpus), [args.connections], run.cpus, backend, run.workdir, tls,
+                      rounds=args.rounds)
+        bench.run_rounds(run, args.targets)
     report(bench, args, run.command, run.info).publish(args.output, plot(bench))
 
 

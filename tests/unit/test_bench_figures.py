@@ -3,12 +3,16 @@ what a load generator is asked to send. Nothing here runs a load or measures tim
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from bench.loadgen import LoadResult, Runs, Variety
+from bench.harness import Cpus
+from bench.loadgen import LoadResult, Runs, Schedule, Variety
 from bench.report import Spread, times
 from bench.targets import PROXIES
+from bench.throughput import Bench, Row
 
 
 def result(rps: float, p99_ms: float = 1.0, errors: int = 0) -> LoadResult:
@@ -34,7 +38,7 @@ def test_times_divides_by_the_reference_or_says_there_is_none():
 
 def test_repeated_runs_give_the_median_cpu_and_load_and_the_sum_of_errors():
     runs = [result(10_000, 8.0), result(14_000, 6.0, errors=2), result(12_000, 9.0, errors=1)]
-    measured = Runs(runs, [[80.0, 70.0, 75.0]], warmup=result(1_000))
+    measured = Runs(runs, [[80.0, 70.0, 75.0]], warmups=(result(1_000),))
     assert measured.cpu() == Spread(75.0, 70.0, 80.0)
     assert measured.rps.median == 12_000
     assert measured.p99_ms == 8.0
@@ -42,6 +46,26 @@ def test_repeated_runs_give_the_median_cpu_and_load_and_the_sum_of_errors():
     assert measured.replies == 5 * (10_000 + 14_000 + 12_000 + 1_000)   # 5 s runs; the warm-up's count too
     # 80 µs × 10k/s = 0.8 of a core, 70 × 14k = 0.98, 75 × 12k = 0.9
     assert measured.busy() == pytest.approx(Spread(0.9, 0.8, 0.98))
+
+
+def test_a_later_round_joins_its_runs_and_warm_up_to_the_earlier_ones():
+    first = Runs([result(10_000), result(14_000)], [[80.0, 70.0]], warmups=(result(1_000),))
+    later = Runs([result(12_000)], [[90.0]], warmups=(result(2_000),))
+    joined = first.joined(later)
+    assert joined.cpu() == Spread(80.0, 70.0, 90.0)
+    assert joined.rps.median == 12_000
+    assert joined.replies == 5 * (10_000 + 14_000 + 12_000 + 1_000 + 2_000)
+
+
+def test_rounds_merge_a_targets_rows_and_keep_the_order_of_first_appearance():
+    bench = Bench(Schedule(1.0, 1, 0.0, "wrk", None), [50], Cpus("1", "0", "0"), None, Path("."),
+                  rounds=2)
+    for cpu in (20.0, 30.0):
+        bench.add(Row("lbproxy", "50", Runs([result(10_000)], [[cpu]])))
+        bench.add(Row("haproxy", "50", Runs([result(10_000)], [[cpu / 2]])))
+    assert [row.target for row in bench.rows] == ["lbproxy", "haproxy"]
+    assert bench.rows[0].measured.cpu_us == [[20.0, 30.0]]
+    assert bench.reference_cpu("50") == 12.5
 
 
 def test_an_upload_is_passed_to_the_builtin_client():
