@@ -1,8 +1,10 @@
 """Header names the proxy treats specially, as small integer codes.
 
-The request and response parsers look each lower-cased name up once in these maps; every
-name not in them is passed through untouched. The most common names, as clients and
-servers write them, are known not to be special and are relayed after one set lookup.
+The request and response parsers look each name up in these maps, as sent (the special
+names in lower case and Title-Case) and lower-cased only when its length is a special
+name's; every name not in them is passed through untouched. The most common names, as
+clients and servers write them, are known not to be special and are relayed after one
+set lookup.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ HOST = 1
 CONTENT_LENGTH = 2
 TRANSFER_ENCODING = 3
 CONNECTION = 4
-HOP = 5                # hop-by-hop, dropped: keep-alive, proxy-connection, te, trailer
+HOP = 5                # hop-by-hop, dropped: keep-alive, te, trailer (and proxy-connection)
 UPGRADE = 6
 X_FORWARDED_FOR = 7
 X_FORWARDED_PROTO = 8

@@ -9,8 +9,8 @@ inside it. Parser callbacks stay small: they fill the Exchange; dispatch happens
 each parse, so a request whose body turns out malformed in the same packet never
 reaches a server.
 
-The connection's phases and their timeouts (`phase_timeouts`; `_enter` moves between
-them, `timed_out` says what a timeout means in each):
+The connection's phases and their timeouts (lbproxy/proxy/phases.py; `_enter` moves
+between them, `timed_out` says what a timeout means in each):
 
     NEW      accepted, nothing received      http_request    timeout: close quietly
     IDLE     between requests                http_keep_alive timeout: close quietly

@@ -27,12 +27,9 @@ class Request:
         "upgrade_b", "connection", "forwarded_src", "http2", "te_trailers",
     )
 
-    def __init__(self, downstream: Downstream) -> None:
-        self._init_request(downstream)
-
     def _init_request(self, downstream: Downstream) -> None:
-        """The fields before anything is parsed (a method, which Exchange's __init__ calls
-        in C when compiled, where Request.__init__ would be a call through Python)."""
+        """The fields before anything is parsed, set by Exchange's __init__ (a method that,
+        compiled, it calls in C, where a base class's __init__ is a call through Python)."""
         self.downstream = downstream
         self.method_b = b""
         self.url_b = b""

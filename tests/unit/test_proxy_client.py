@@ -98,6 +98,16 @@ def test_version_and_keep_alive_of_a_request(plane, head, http11, keep_alive):
     assert (b"connection: close" in client.received()) == (not keep_alive)
 
 
+@pytest.mark.parametrize("head", [b"GET / HTTP/2.0\r\nHost: h\r\nConnection: keep-alive\r\n",
+                                  b"GET / HTTP/2.0\r\nHost: h\r\nProxy-Connection: keep-alive\r\n"])
+def test_http_2_0_kept_alive_is_still_refused(plane, head):
+    """llhttp keeps such a request alive: the version must still be asked, and refused."""
+    client = plane.connect()
+    client.send(head + b"\r\n")
+    assert client.received().startswith(b"HTTP/1.1 505 ")
+    assert not plane.pool("app1").waiting
+
+
 def test_expect_100_continue(plane):
     client = plane.connect()
     client.send(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
