@@ -12,7 +12,7 @@ bench.throughput, and is driven by `wrk -t1` (or bench.loadgen) with each load i
 
 Each load: a warm-up, then `--runs` runs; CPU µs per request as median, range and × HAProxy.
 
-    python -m bench.bodies [--quick] [--duration 5] [--runs 3] [--targets lbproxy,haproxy,nginx,caddy]
+    python -m bench.bodies [--quick] [--duration 5] [--runs 3] [--rounds 1] [--targets lbproxy,haproxy,nginx,caddy]
 
 Writes bench/results/bodies.md.
 """
@@ -20,7 +20,8 @@ Writes bench/results/bodies.md.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from bench import throughput
 from bench.harness import Proc, Session, add_common_options, choose, resolve_loadgen, start_nginx_backend
@@ -60,8 +61,11 @@ SIZES = sorted({load.body_bytes for load in LOADS if load.path.startswith("/byte
 BY_NAME = {load.name: load for load in LOADS}
 
 
+@dataclass
 class Bench(throughput.Bench):
     """bench.throughput's per-target start (pinned, checked, failures noted), measuring `LOADS` instead."""
+
+    limit_warnings: Counter[tuple[str, str]] = field(default_factory=Counter)   # (target, warning): times
 
     def measure_target(self, name: str, port: int, proxy: Proc | None) -> None:
         assert proxy is not None, "bodies has no direct target"
@@ -70,13 +74,16 @@ class Bench(throughput.Bench):
         self._note_limits(name, proxy)
 
     def _note_limits(self, name: str, proxy: Proc) -> None:
-        """Say so when the proxy logged that it ran out of connections (its errors come from that)."""
+        """Count the times the proxy logged that it ran out of connections (its errors come from that)."""
         log = proxy.stderr_path.read_text(errors="replace")
         for warning in LIMIT_WARNINGS:
-            if (count := log.count(warning)) > 0:
-                self.notes.append(f"**{name}** logged \"{warning}\" {count} times: its generated config's "
-                                  "connection limit (bench/targets.py) is too small for 5000 clients plus their "
-                                  "upstream connections, so it closed keep-alive connections under load")
+            self.limit_warnings[name, warning] += log.count(warning)
+
+    def limit_notes(self) -> list[str]:
+        return [f"**{name}** logged \"{warning}\" {count} times: its generated config's connection limit "
+                "(bench/targets.py) is too small for 5000 clients plus their upstream connections, so it closed "
+                "keep-alive connections under load"
+                for (name, warning), count in self.limit_warnings.items() if count]
 
 
 def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
@@ -92,7 +99,7 @@ def report(bench: Bench, command: str, info: dict[str, str]) -> Report:
          "file while the client reads slower than the backend writes; the others stream.",
          bench.describe()],
         ["target", "load", "rps", "MB/s", "p50 ms", "p99 ms", "CPU µs/req", "min–max", "× HAProxy", "errors"],
-        "llrrrrrrrr", notes=bench.notes, info=info)
+        "llrrrrrrrr", notes=bench.notes + bench.limit_notes(), info=info)
     for row in bench.rows:
         rps, *figures = bench.figures(row)
         megabytes = row.measured.rps.median * BY_NAME[row.load].body_bytes / 1e6

@@ -207,7 +207,7 @@ class Runs:
 
     @property
     def replies(self) -> int:
-        """Replies completed in the runs and the warm-up."""
+        """Replies completed in the runs and the warm-ups."""
         return sum(run.requests for run in self.runs + list(self.warmups))
 
 

@@ -15,7 +15,7 @@ CPU" is the share of its core the proxy used: near 100 % the proxy is the bottle
 below, the load generator or the backend is, and the CPU per request of an event loop
 that wakes up for fewer requests at a time is inflated.
 
-    python -m bench.throughput [--quick] [--duration 5] [--runs 3] [--warmup 2] [--connections 50,500]
+    python -m bench.throughput [--quick] [--duration 5] [--runs 3] [--rounds 1] [--warmup 2] [--connections 50,500]
         [--targets direct,lbproxy,lbproxy-default,haproxy,nginx,caddy,naive-aiohttp] [--backend nginx|demo]
 
 Writes the Markdown table to stdout and to bench/results/throughput.md. bench.bodies and
@@ -147,8 +147,8 @@ class Bench:
         """The measuring, for a report's intro."""
         schedule = self.schedule
         tool = "`wrk -t1`" if schedule.tool == "wrk" else "`bench.loadgen` (wrk not installed)"
-        rounds = (f"; the targets ran one after the other {self.rounds} times over, and each figure is over all "
-                  f"{self.rounds * schedule.runs} runs" if self.rounds > 1 else "")
+        rounds = (f"; the targets ran one after the other {self.rounds} times over (a warm-up in each round), "
+                  f"and each figure is over all {self.rounds * schedule.runs} runs" if self.rounds > 1 else "")
         return (f"Load from {tool}; per target and load a {schedule.warmup:g} s warm-up, then {schedule.runs} "
                 f"runs of {schedule.duration:g} s{rounds}. Backend: {self.backend_text}. {self.cpus.describe()} "
                 "CPU µs/req is utime+stime of the proxy's process tree over a run divided by the replies: the "
@@ -157,8 +157,15 @@ class Bench:
                 "errors (socket errors, timeouts over 5 s, non-2xx/3xx replies) are summed.")
 
 
+def positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return number
+
+
 def add_rounds_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=positive, default=1,
                         help="run the targets one after the other this many times over, each figure over all "
                         "rounds (default 1): on a machine whose speed drifts, compare with 3 or more")
 

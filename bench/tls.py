@@ -16,7 +16,7 @@ both `wrk -t1` (or the built-in client) on the backend's CPU while the proxy has
 - keep-alive: the handshakes happen once, then requests reuse the connections; rps
   and CPU/request show the cost of record encryption on top of proxying.
 
-    python -m bench.tls [--quick] [--duration 5] [--runs 3] [--connections 50] [--key ec256|rsa2048]
+    python -m bench.tls [--quick] [--duration 5] [--runs 3] [--rounds 1] [--connections 50] [--key ec256|rsa2048]
                         [--targets lbproxy,haproxy,nginx,caddy]
 
 Writes bench/results/tls.md and tls.png.
