@@ -5,8 +5,9 @@ does not. This runs lbproxy under valgrind's callgrind in front of the fast ngin
 warms it up, zeroes the counters, sends a fixed number of keep-alive requests from
 `connections` concurrent clients (or, with `--close`, each on a new connection; with
 `--tls`, over TLS, resuming sessions as wrk does), and divides the instructions counted
-(user space only: the interpreter, uvloop, httptools; not the kernel) by the requests. Use it to compare two
-versions of the hot path on a busy machine; use bench.throughput for what a user sees.
+(user space only: the interpreter, uvloop, httptools; not the kernel) by the requests.
+`--haproxy` counts HAProxy the same way, for comparison. Use it to compare two versions of
+the hot path on a busy machine; use bench.throughput for what a user sees.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import Proc, free_port, start_nginx_backend
-from bench.targets import lbproxy_argv, lbproxy_config
+from bench.targets import haproxy_command, lbproxy_argv, lbproxy_config
 from bench.tls import client_context, make_certificate, one_shot
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
@@ -124,11 +125,12 @@ def requests_sent(requests: int, connections: int, h2_streams: int = 0) -> int:
 
 def measure(workdir: Path, config_changes: dict, connections: int, requests: int, warmup: int,
             keep: Path | None = None, request: bytes = REQUEST, h2_streams: int = 0,
-            close: bool = False, tls: bool = False) -> float:
+            close: bool = False, tls: bool = False, haproxy: bool = False) -> float:
     """Instructions per request for lbproxy with `config_changes` (keys of lbproxy_config);
     `keep`: where to copy the counts, for callgrind_annotate; `h2_streams`: HTTP/2 (h2c,
     with h2load's requests) with this many streams per connection instead of HTTP/1.1;
-    `close`: each request on a new connection; `tls`: TLS to the proxy."""
+    `close`: each request on a new connection; `tls`: TLS to the proxy; `haproxy`: HAProxy
+    (bench.throughput's configuration) instead of lbproxy, for comparison."""
     with ExitStack() as stack:
         backend = start_nginx_backend(stack, workdir, None)
         port = free_port()
@@ -138,8 +140,9 @@ def measure(workdir: Path, config_changes: dict, connections: int, requests: int
                      client_context() if tls else None)
         out = workdir / "callgrind.out"
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                *lbproxy_argv(workdir, config)]
-        proxy = stack.enter_context(Proc("lbproxy", argv, workdir))
+                *(haproxy_command(workdir, port, [backend.port], certificate) if haproxy
+                  else lbproxy_argv(workdir, config))]
+        proxy = stack.enter_context(Proc("haproxy" if haproxy else "lbproxy", argv, workdir))
         proxy.wait_for_port(port, START_TIMEOUT)
         run(warmup)
         for old in workdir.glob("callgrind.out.*"):
@@ -173,9 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls", action="store_true",
                         help="TLS to the proxy (ECDSA P-256); with --close a handshake per request, "
                              "resuming the previous session as wrk does")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="count HAProxy instead (bench.throughput's configuration), for comparison")
     args = parser.parse_args(argv)
     if args.h2 and (args.close or args.tls):
         sys.exit("--h2 is h2c on keep-alive connections: not with --close or --tls")
+    if args.haproxy and (args.h2 or args.log != "off"):
+        sys.exit("--haproxy measures HTTP/1.1 with no access log: not with --h2 or --log")
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     if args.h2 and not shutil.which("h2load"):
@@ -185,11 +192,12 @@ def main(argv: list[str] | None = None) -> None:
         log = {"access": str(workdir / "access.log"), "format": args.log}
         per_request = measure(workdir, {"global_": {"log": log}}, args.connections, args.requests, args.warmup,
                               args.keep, BROWSER if args.browser else REQUEST, args.h2, args.close,
-                              args.tls)
+                              args.tls, args.haproxy)
     sent = (f"HTTP/2 x {args.h2} streams (h2load's request)" if args.h2 else
             f"{'browser' if args.browser else '3-header'} requests"
             f"{' over TLS' if args.tls else ''}{', each on a new connection' if args.close else ''}")
-    print(f"lbproxy, access log {args.log}, {sent}, {args.connections} connections: "
+    print(f"{'haproxy' if args.haproxy else f'lbproxy, access log {args.log}'}, {sent}, "
+          f"{args.connections} connections: "
           f"{per_request:,.0f} instructions per request")
 
 
