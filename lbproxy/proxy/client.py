@@ -32,8 +32,8 @@ from lbproxy.http.answers import STATUS_LINES, Answer, error_answer, status_line
 from lbproxy.http.headers import (CONNECTION, CONTENT_LENGTH, EXPECT, HOST,
                                   PLAIN_REQUEST_HEADERS, PROXY_CONNECTION, REQUEST_SPECIAL,
                                   REQUEST_SPECIAL_AS_SENT, REQUEST_SPECIAL_LENGTHS,
-                                  TRANSFER_ENCODING,
-                                  UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+                                  TRANSFER_ENCODING, UPGRADE, X_FORWARDED_FOR, X_FORWARDED_HOST,
+                                  X_FORWARDED_PROTO,
                                   connection_header, is_token_list_chunked, upgrade_protocols)
 from lbproxy.http.target import BadTarget, same_host, split_absolute
 from lbproxy.http.termination import CLIENT_TIMEOUT, REFUSALS
