@@ -34,13 +34,18 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
 }
 
 
+def _title_case(name: bytes) -> bytes:
+    """`content-length` -> `Content-Length`: a header name as most peers write it."""
+    return b"-".join(part.capitalize() for part in name.split(b"-"))
+
+
 def _as_sent(special: dict[bytes, int]) -> dict[bytes, int]:
     """`special` with each name also as peers usually write it (Title-Case, and TE), so
     that a header costs one dict lookup without lower-casing it; a name missed there is
     lower-cased only when its length is one of the special names' lengths."""
     as_sent = dict(special)
     for name, code in special.items():
-        as_sent[b"-".join(part.capitalize() for part in name.split(b"-"))] = code
+        as_sent[_title_case(name)] = code
     if b"te" in special:
         as_sent[b"TE"] = special[b"te"]
     return as_sent
@@ -66,8 +71,8 @@ REQUEST_SPECIAL_LENGTHS = frozenset(len(name) for name in REQUEST_SPECIAL)
 
 def _spellings(*names: str) -> frozenset[bytes]:
     """Each name lower-case and Title-Case, as bytes."""
-    return frozenset(spelling for name in names for spelling in (
-        name.encode(), "-".join(part.capitalize() for part in name.split("-")).encode()))
+    return frozenset(spelling for name in names
+                     for spelling in (name.encode(), _title_case(name.encode())))
 
 
 # Header names that are never special, as browsers, curl, HTTP libraries and servers send
