@@ -57,7 +57,8 @@ def extensions() -> list:
     built = []
     for pxd in sorted((here / "lbproxy").rglob("*.pxd")):
         source = str(pxd.with_suffix(".py").relative_to(here))
-        try:       # each on its own: a module Cython rejects stays Python, not the others
+        try:       # each on its own; one Cython rejects makes them all run as Python
+                   # (lbproxy/compiled.py: they import each other's C types)
             built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True,
                                build_dir="build/cython")   # its C: not package data
         except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)

@@ -1,17 +1,19 @@
 """The compiled accelerator: which modules run as C extensions, and the switch back to Python.
 
 setup.py compiles each module of the request path that has a Cython .pxd beside it
-(MODULES) from its unchanged .py source, when Cython and a C compiler are there. At
-import, a compiled module is used unless LBPROXY_NO_EXTENSIONS is set (to anything but
-"" or "0": then every module loads from its .py) or its .py or .pxd is newer than the
-compiled file in a source checkout (edited since the last build: the source runs, never
-stale code; an installed wheel's files all carry the time they were unpacked, so there
-the compiled file is always taken). A finder placed first on sys.meta_path makes that
+(MODULES) from its unchanged .py source, when Cython and a C compiler are there. The
+compiled modules import each other's C types, so they run all compiled or all as Python:
+at import, the compiled files are used unless LBPROXY_NO_EXTENSIONS is set (to anything
+but "" or "0"), one of MODULES has none (its build failed), or, in a source checkout, one
+is older than its .py or .pxd (edited since the last build: the sources run, never stale
+code; an installed wheel's files all carry the time they were unpacked, so there the
+compiled files are always taken). A finder placed first on sys.meta_path makes that
 choice for lbproxy's modules only.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
@@ -49,10 +51,38 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
+def _built(base: str) -> float:
+    """When the compiled file of the module at `base` (its path without a suffix) was
+    made; 0 when there is none."""
+    return max((_mtime(base + suffix) for suffix in EXTENSION_SUFFIXES), default=0.0)
+
+
+def _stale(base: str, built: float) -> bool:
+    """In a checkout, the module's .py or .pxd was edited after it was compiled."""
+    return CHECKOUT and built < max(_mtime(base + ".py"), _mtime(base + ".pxd"))
+
+
+def complete(root: str) -> bool:
+    """Whether every module of MODULES under `root` (the directory holding the lbproxy
+    package) has a compiled file that is not stale."""
+    for module in MODULES:
+        base = os.path.join(root, *module.split("."))
+        built = _built(base)
+        if not built or _stale(base, built):
+            return False
+    return True
+
+
+@functools.cache
+def _complete_here() -> bool:
+    return complete(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 class SourceWhenStale:
-    """A meta path finder: an lbproxy module's .py when compiled modules are disabled or,
-    in a checkout, the compiled file is older than its sources; otherwise it leaves the
-    choice to the default finders (which take the compiled file first)."""
+    """A meta path finder: an lbproxy module's .py when compiled modules are disabled,
+    when the compiled set is not complete (see the module's text) or, in a checkout, the
+    module's own compiled file is older than its sources; otherwise it leaves the choice
+    to the default finders (which take the compiled file first)."""
 
     @staticmethod
     def find_spec(fullname: str, path: list[str] | None,
@@ -62,12 +92,11 @@ class SourceWhenStale:
         name = fullname.rpartition(".")[2]
         for entry in path:
             base = os.path.join(entry, name)
-            built = max((_mtime(base + suffix) for suffix in EXTENSION_SUFFIXES), default=0.0)
+            built = _built(base)
             if not built:
                 continue                    # not compiled here (a package, or elsewhere)
-            source = base + ".py"
-            if DISABLED or (CHECKOUT and built < max(_mtime(source), _mtime(base + ".pxd"))):
-                return spec_from_file_location(fullname, source)
+            if DISABLED or _stale(base, built) or not _complete_here():
+                return spec_from_file_location(fullname, base + ".py")
             return None
         return None
 

@@ -75,9 +75,11 @@ def test_each_module_can_be_the_first_imported():
 @pytest.fixture
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory holding module `m`'s sources (its compiled file is up to each test),
-    compiled modules enabled whatever this run's environment says, in a checkout."""
+    compiled modules enabled whatever this run's environment says, in a checkout whose
+    compiled set is complete."""
     monkeypatch.setattr(compiled, "DISABLED", False)
     monkeypatch.setattr(compiled, "CHECKOUT", True)
+    monkeypatch.setattr(compiled, "_complete_here", lambda: True)
     (tmp_path / "m.py").write_text("")
     (tmp_path / "m.pxd").write_text("")
     return tmp_path
@@ -103,6 +105,37 @@ def test_a_compiled_module_older_than_its_sources_gives_way_to_the_py(package, e
     _age(package / ("m.pxd" if edited == "m.py" else "m.py"), 20)
     spec = compiled.SourceWhenStale.find_spec("lbproxy.m", [str(package)])
     assert spec is not None and spec.origin == str(package / "m.py")
+
+
+def test_a_fresh_module_gives_way_to_its_py_when_the_compiled_set_is_not_complete(
+        package, monkeypatch):
+    """The compiled modules import each other's C types: all of them run compiled or none."""
+    for source in ("m.py", "m.pxd"):
+        _age(package / source, 10)
+    (package / f"m{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    monkeypatch.setattr(compiled, "_complete_here", lambda: False)
+    spec = compiled.SourceWhenStale.find_spec("lbproxy.m", [str(package)])
+    assert spec is not None and spec.origin == str(package / "m.py")
+
+
+def test_the_compiled_set_is_complete_with_every_module_built_after_its_sources(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "CHECKOUT", True)
+    bases = [tmp_path.joinpath(*module.split(".")) for module in compiled.MODULES]
+    for base in bases:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".py", ".pxd"):
+            base.with_suffix(suffix).write_text("")
+            _age(base.with_suffix(suffix), 10)
+        base.with_suffix(EXTENSION_SUFFIXES[0]).write_bytes(b"")
+    assert compiled.complete(str(tmp_path))
+    edited = bases[-1].with_suffix(".py")
+    edited.write_text("# edited after the build\n")
+    assert not compiled.complete(str(tmp_path))
+    monkeypatch.setattr(compiled, "CHECKOUT", False)      # a wheel: times say nothing
+    assert compiled.complete(str(tmp_path))
+    bases[0].with_suffix(EXTENSION_SUFFIXES[0]).unlink()  # a module whose build failed
+    assert not compiled.complete(str(tmp_path))
 
 
 def test_outside_a_checkout_the_compiled_module_is_taken_whatever_the_times(package,
