@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DIRECTIVES = {
@@ -61,6 +61,18 @@ def extensions() -> list:
                    # (lbproxy/compiled.py: they import each other's C types)
             built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True,
                                build_dir="build/cython")   # its C: not package data
+        except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)
+            _skip(exc)
+    # Compiled only, with no .py twin: TLS termination calling libssl (the one Python's ssl
+    # module runs on, linked by its file name so that no OpenSSL headers are needed).
+    # Without it TLS binds use asyncio's TLS (lbproxy/proxy/tls_layer.pyx).
+    tls_layer = Path("lbproxy", "proxy", "tls_layer.pyx")
+    if (here / tls_layer).exists():
+        try:
+            built += cythonize([Extension("lbproxy.proxy.tls_layer", [str(tls_layer)],
+                                          libraries=[":libssl.so.3", ":libcrypto.so.3"])],
+                               compiler_directives=DIRECTIVES, quiet=True,
+                               build_dir="build/cython")
         except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)
             _skip(exc)
     return built

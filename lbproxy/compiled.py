@@ -8,7 +8,9 @@ but "" or "0"), one of MODULES has none (its build failed), or, in a source chec
 is older than its .py or .pxd (edited since the last build: the sources run, never stale
 code; an installed wheel's files all carry the time they were unpacked, so there the
 compiled files are always taken). A finder placed first on sys.meta_path makes that
-choice for lbproxy's modules only.
+choice for lbproxy's modules only. A module compiled from a .pyx, with no .py to fall back
+on (lbproxy.proxy.tls_layer), is not found at all when disabled or stale: its callers
+then do without it.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def _built(base: str) -> float:
 
 
 def _stale(base: str, built: float) -> bool:
-    """In a checkout, the module's .py or .pxd was edited after it was compiled."""
-    return CHECKOUT and built < max(_mtime(base + ".py"), _mtime(base + ".pxd"))
+    """In a checkout, the module's .py, .pxd or .pyx was edited after it was compiled."""
+    return CHECKOUT and built < max(_mtime(base + suffix) for suffix in (".py", ".pxd", ".pyx"))
 
 
 def complete(root: str) -> bool:
@@ -95,6 +97,10 @@ class SourceWhenStale:
             built = _built(base)
             if not built:
                 continue                    # not compiled here (a package, or elsewhere)
+            if not os.path.exists(base + ".py"):    # compiled only (lbproxy.proxy.tls_layer)
+                if DISABLED or _stale(base, built):
+                    raise ModuleNotFoundError(f"{fullname} is disabled or stale", name=fullname)
+                return None
             if DISABLED or _stale(base, built) or not _complete_here():
                 return spec_from_file_location(fullname, base + ".py")
             return None

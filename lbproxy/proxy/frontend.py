@@ -181,9 +181,10 @@ class Frontend:
 
     @property
     def tls_handshake_failures(self) -> int:
-        """TLS handshakes that failed (or are under way): asyncio drops a failed handshake
-        silently, before the protocol hears of the connection, so it shows only as an
-        accepted connection that was never made."""
+        """TLS handshakes that failed (or are under way): a failed handshake is dropped
+        before the protocol hears of the connection (by asyncio's TLS or by
+        lbproxy/proxy/tls_layer.pyx), so it shows only as an accepted connection that was
+        never made."""
         return self.accepted - self.connections_total
 
     # connection limits: at maxconn the listeners pause and clients wait in the backlog

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 
 from lbproxy.config.schema import Address
+from lbproxy.proxy.tls import HANDSHAKE_TIMEOUT, c_termination
 
 BACKLOG = 4096   # connections over maxconn wait here
 
@@ -51,24 +52,31 @@ class Listener:
         self.ssl_context = ssl_context
         self.server: asyncio.AbstractServer | None = None
         self._resuming: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tls_layer: Callable[..., asyncio.Protocol] | None = None   # set by start()
 
     @property
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()[:2]
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
+        # TLS in C where it is built, else asyncio's (lbproxy/proxy/tls.py)
+        self.tls_layer = c_termination() if self.ssl_context is not None else None
         dup = self.sock.dup()
         try:
-            self.server = await loop.create_server(self._protocol, sock=dup, backlog=BACKLOG,
-                                                   ssl=self.ssl_context)
+            self.server = await loop.create_server(
+                self._protocol, sock=dup, backlog=BACKLOG,
+                ssl=self.ssl_context if self.tls_layer is None else None)
         except BaseException:
             dup.close()
             raise
 
     def _protocol(self) -> asyncio.Protocol:
         # Looked up per connection, so a reload can hand the socket to a new frontend.
-        return self.factory()
+        if self.tls_layer is None:
+            return self.factory()
+        return self.tls_layer(self.ssl_context, self.factory(), self.loop, HANDSHAKE_TIMEOUT)
 
     async def restart(self, ssl_context: ssl.SSLContext | None) -> None:
         """Serve the same socket with another TLS context (reload); the backlog waits."""

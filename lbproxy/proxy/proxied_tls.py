@@ -20,6 +20,7 @@ from lbproxy.proxy.listener import Listener
 from lbproxy.proxy.proxy_protocol import (V2_FIXED_LENGTH, V2_MAX_LENGTH, ProxyProtocolError,
                                           parse_proxy_header)
 from lbproxy.proxy.state import OUT_OF_FDS
+from lbproxy.proxy.tls import HANDSHAKE_TIMEOUT, c_termination
 
 if TYPE_CHECKING:
     from lbproxy.proxy.client import ClientProtocol
@@ -102,10 +103,14 @@ class _HeaderReader:
             self.conn.close()
             return
         self.protocol.behind_proxy(header)
-        protocol = self.protocol
-        task = self.loop.create_task(self.loop.connect_accepted_socket(
-            lambda: protocol, self.conn, ssl=self.ssl_context))
-        task.add_done_callback(_handshake_done)
+        protocol, context, loop = self.protocol, self.ssl_context, self.loop
+        layer = c_termination()          # TLS in C where it is built, else asyncio's
+        if layer is None:
+            accepted = loop.connect_accepted_socket(lambda: protocol, self.conn, ssl=context)
+        else:
+            accepted = loop.connect_accepted_socket(
+                lambda: layer(context, protocol, loop, HANDSHAKE_TIMEOUT), self.conn)
+        loop.create_task(accepted).add_done_callback(_handshake_done)
 
     def _give_up(self) -> None:
         self._stop_watching()

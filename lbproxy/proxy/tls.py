@@ -18,6 +18,8 @@ SNI callback (two dict lookups).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import ssl
 from collections.abc import Callable
@@ -29,6 +31,7 @@ TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLS
 # Client-initiated renegotiation costs the server a handshake per request: a known DoS.
 SERVER_OPTIONS = (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
                   | ssl.OP_NO_RENEGOTIATION)
+HANDSHAKE_TIMEOUT = 60.0         # seconds, asyncio's default for its TLS servers
 _SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
 
 SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
@@ -63,6 +66,18 @@ def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
     default = contexts[0]
     default.sni_callback = _sni_selector(exact, wildcard)
     return default
+
+
+@functools.cache
+def c_termination() -> Callable[..., asyncio.Protocol] | None:
+    """The protocol class that terminates TLS in C (lbproxy/proxy/tls_layer.pyx), called
+    as `(context, app, loop, HANDSHAKE_TIMEOUT)`; None where it is not built or not usable
+    with this Python: asyncio's TLS then does the work."""
+    try:
+        from lbproxy.proxy.tls_layer import TLSLayer, layout_holds
+    except ImportError:       # not built (no compiler, no libssl.so.3) or disabled
+        return None
+    return TLSLayer if layout_holds() else None
 
 
 def sni_of(ssl_object: ssl.SSLObject | None) -> str | None:

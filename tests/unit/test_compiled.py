@@ -19,6 +19,7 @@ import pytest
 import lbproxy
 from lbproxy import compiled
 from lbproxy.proxy.client import ClientProtocol
+from lbproxy.proxy.tls import c_termination
 from lbproxy.proxy.upstream import UpstreamProtocol
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,9 +41,11 @@ def test_the_expected_variant_runs():
     if os.environ.get("LBPROXY_NO_EXTENSIONS", "") not in ("", "0"):
         assert lbproxy.accelerated is False
         assert all(path.endswith(".py") for path in files.values()), files
+        assert c_termination() is None              # TLS binds use asyncio's TLS
     elif os.environ.get("LBPROXY_EXPECT_COMPILED"):
         assert lbproxy.accelerated is True, files
         assert not any(path.endswith(".py") for path in files.values()), files
+        assert c_termination() is not None          # TLS terminated in C
     else:          # a development checkout, built or not: the flag says what was loaded
         assert lbproxy.accelerated == all(not path.endswith(".py") for path in files.values())
 
@@ -159,6 +162,25 @@ def test_the_switch_gives_the_py_even_when_the_build_is_fresh(package, monkeypat
     monkeypatch.setattr(compiled, "DISABLED", True)
     spec = compiled.SourceWhenStale.find_spec("lbproxy.m", [str(package)])
     assert spec is not None and spec.origin == str(package / "m.py")
+
+
+def test_a_module_compiled_from_a_pyx_is_not_found_when_disabled_or_stale(tmp_path,
+                                                                          monkeypatch):
+    """It has no .py to fall back on (lbproxy.proxy.tls_layer): its callers do without."""
+    monkeypatch.setattr(compiled, "DISABLED", False)
+    monkeypatch.setattr(compiled, "CHECKOUT", True)
+    (tmp_path / "m.pyx").write_text("")
+    _age(tmp_path / "m.pyx", 10)
+    built = tmp_path / f"m{EXTENSION_SUFFIXES[0]}"
+    built.write_bytes(b"")
+    assert compiled.SourceWhenStale.find_spec("lbproxy.m", [str(tmp_path)]) is None
+    monkeypatch.setattr(compiled, "DISABLED", True)
+    with pytest.raises(ModuleNotFoundError):
+        compiled.SourceWhenStale.find_spec("lbproxy.m", [str(tmp_path)])
+    monkeypatch.setattr(compiled, "DISABLED", False)
+    _age(built, 20)                                     # the .pyx edited since the build
+    with pytest.raises(ModuleNotFoundError):
+        compiled.SourceWhenStale.find_spec("lbproxy.m", [str(tmp_path)])
 
 
 def test_modules_never_compiled_and_other_packages_are_left_alone(package):

@@ -1,0 +1,217 @@
+"""TLS termination: what a client sees of it through the proxy (both variants), and the
+compiled layer that does it without asyncio's TLS (lbproxy/proxy/tls_layer.pyx) on its
+own, under the cases a proxy meets: flow control, close_notify either way, garbage and
+a handshake that never ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import select
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import trustme
+import uvloop
+
+from lbproxy.proxy.tls import c_termination
+from tests.harness import Reader, connect, simple_config, wait_for
+from tests.loop_thread import LoopThread
+
+PAYLOAD = bytes(range(256)) * 16384          # 4 MiB
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(context)
+    return context
+
+
+def tls_connect(port: int, ca: trustme.CA) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    # ragged EOFs raise: a clean end must come with close_notify
+    return client_context(ca).wrap_socket(raw, server_hostname="localhost",
+                                          suppress_ragged_eofs=False)
+
+
+# --- through the proxy --------------------------------------------------------------------
+
+def test_keep_alive_pipelining_and_a_large_upload_over_tls(ca, tmp_path, backends, proxy):
+    (app,) = backends(1)
+    cert = ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "c.key"))
+    config = simple_config([app.port])
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
+        "certificates": [{"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "c.key")}]}}]
+    p = proxy(config)
+    with tls_connect(p.port, ca) as sock:
+        reader = Reader(sock)
+        for _ in range(5):
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reader.read_response().status == 200
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n" * 3)      # one record, three
+        assert [reader.read_response().status for _ in range(3)] == [200, 200, 200]
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(PAYLOAD) + PAYLOAD)
+        response = reader.read_response()
+        assert response.status == 200
+        assert hashlib.sha256(PAYLOAD).hexdigest().encode() in response.body
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reader.read_response().status == 200
+        assert sock.recv(1) == b""               # close_notify, then the FIN
+    assert p.engine.frontends["web"].tls_handshake_failures == 0
+
+
+# --- the compiled layer on its own ----------------------------------------------------------
+
+compiled_only = pytest.mark.skipif(c_termination() is None,
+                                   reason="the compiled TLS layer is not built here")
+
+
+class Recorder(asyncio.Protocol):
+    """The client protocol under the layer: records what it hears and echoes data back;
+    with `pause` it stops reading after each read and resumes on the next loop turn."""
+
+    def __init__(self, pause: bool = False) -> None:
+        self.events: list[str] = []
+        self.received = 0
+        self.pause = pause
+        self.paused = False
+        self.read_while_paused = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport              # type: ignore[assignment]
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.read_while_paused |= self.paused
+        self.received += len(data)
+        if data == b"bye":
+            self.transport.write(b"bye!")
+            self.transport.close()
+            return
+        self.transport.write(data)
+        if self.pause:
+            self.paused = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("lost")
+        self.transport = None
+
+
+class LayerServer(LoopThread):
+    """The layer serving Recorders on uvloop, as the proxy's listeners use it."""
+
+    def __init__(self, context: ssl.SSLContext, timeout: float = 10.0, pause: bool = False):
+        super().__init__()
+        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve()), daemon=True)
+        self.context, self.timeout, self.pause = context, timeout, pause
+        self.apps: list[Recorder] = []
+
+    async def listen(self):
+        loop = asyncio.get_running_loop()
+        layer = c_termination()
+
+        def accept() -> asyncio.Protocol:
+            self.apps.append(Recorder(self.pause))
+            return layer(self.context, self.apps[-1], loop, self.timeout)
+
+        server = await loop.create_server(accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+
+        async def close() -> None:
+            server.close()
+        return close
+
+
+def exchange(sock: ssl.SSLSocket, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send `payload` while reading what comes back until as much came, in one thread (an
+    SSL object must not be used by two threads at once)."""
+    sock.setblocking(False)
+    view, sent, received = memoryview(payload), 0, bytearray()
+    deadline = time.monotonic() + timeout
+    while len(received) < len(payload) and time.monotonic() < deadline:
+        readable, writable, _ = select.select([sock], [sock] if sent < len(payload) else [],
+                                              [], 0.5)
+        if writable:
+            with contextlib.suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent += sock.send(view[sent:sent + 65536])
+        while readable or sock.pending():
+            readable = []
+            try:
+                received += sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+    sock.setblocking(True)
+    return bytes(received)
+
+
+@compiled_only
+def test_megabytes_both_ways_while_the_protocol_pauses_reading(ca):
+    with LayerServer(server_context(ca), pause=True) as server:
+        with tls_connect(server.port, ca) as sock:
+            assert exchange(sock, PAYLOAD) == PAYLOAD
+            (app,) = server.apps
+            assert app.received == len(PAYLOAD) and not app.read_while_paused
+            assert app.events == ["made"]
+
+
+@compiled_only
+def test_close_notify_either_way(ca):
+    with LayerServer(server_context(ca)) as server:
+        with tls_connect(server.port, ca) as sock:      # the server closes
+            sock.sendall(b"bye")
+            assert sock.recv(10) == b"bye!"
+            assert sock.recv(10) == b""                 # not ragged: close_notify came
+        wait_for(lambda: server.apps[0].events == ["made", "lost"])
+        with tls_connect(server.port, ca) as sock:      # the client closes
+            sock.sendall(b"hello")
+            assert sock.recv(10) == b"hello"
+            sock.unwrap()                               # sends close_notify, waits for ours
+        wait_for(lambda: server.apps[1].events == ["made", "eof", "lost"])
+
+
+@compiled_only
+def test_garbage_and_stalled_handshakes_are_dropped_unheard(ca):
+    with LayerServer(server_context(ca), timeout=0.3) as server:
+        with connect(server.port) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")     # not TLS
+            assert Reader(sock).closed()
+        with connect(server.port) as sock:
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01")              # half a ClientHello
+            assert Reader(sock).closed()                           # the timeout ends it
+        with connect(server.port) as sock:                         # nothing at all
+            assert Reader(sock).closed()
+        wait_for(lambda: len(server.apps) == 3)
+        assert all(app.events == [] for app in server.apps)
+        with tls_connect(server.port, ca) as sock:                 # others are served
+            sock.sendall(b"hi")
+            assert sock.recv(10) == b"hi"
