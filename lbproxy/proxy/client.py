@@ -66,7 +66,7 @@ class Rejected(Exception):
 class ClientProtocol:
     """An asyncio Protocol (without the base class, so that Cython can compile it)."""
 
-    def __init__(self, frontend: Frontend, h2c: bool = False) -> None:
+    def __init__(self, frontend: Frontend, h2c: bool = False, port: int = 0) -> None:
         # global
         self.frontend = frontend
         self.state = frontend.state
@@ -81,7 +81,7 @@ class ClientProtocol:
         self.src = ""
         self.src_b = b""
         self.src_port = 0
-        self.dst_port = 0
+        self.dst_port = port     # the bind's: no getsockname() per connection
         self.ssl_fc = False
         self.ssl_fc_sni: str | None = None
         self.phase = NEW
@@ -124,9 +124,6 @@ class ClientProtocol:
         if peer:
             self.src = peer[0]
             self.src_port = peer[1]
-        sock = transport.get_extra_info("sockname")
-        if sock:
-            self.dst_port = sock[1]
         self.src_b = self.src.encode()
         self.peer_trusted = self.frontend.is_trusted(self.src)
         if self.proxied is not None:

@@ -173,11 +173,12 @@ class Frontend:
                 return candidate
         return None
 
-    def protocol(self, h2c: bool = False) -> ClientProtocol:
+    def protocol(self, h2c: bool = False, port: int = 0) -> ClientProtocol:
         """A new connection's protocol: HTTP/1.1, which hands the connection over to
-        HTTP/2 when TLS chose h2 or (`h2c` binds) the client preface arrives."""
+        HTTP/2 when TLS chose h2 or (`h2c` binds) the client preface arrives. `port` is
+        the bind's, the connection's local port."""
         self.accepted += 1
-        return ClientProtocol(self, h2c)
+        return ClientProtocol(self, h2c, port)
 
     @property
     def tls_handshake_failures(self) -> int:

@@ -183,12 +183,14 @@ class Engine:
             if listener is not None and type(listener) is not kind:
                 listener.pause()            # its socket goes on under the other kind
                 listener, sock = None, listener.sock
+            # a connection's local port is the bind's: given, not asked of each socket
+            port = (sock if listener is None else listener.sock).getsockname()[1]
+            factory = partial(frontend.protocol, bind.config.h2c, port)
             if listener is None:
-                listener = kind(sock, partial(frontend.protocol, bind.config.h2c),
-                                bind.context)
+                listener = kind(sock, factory, bind.context)
                 await listener.start()
             else:
-                listener.factory = partial(frontend.protocol, bind.config.h2c)
+                listener.factory = factory
                 if self._listener_tls.get(key) != bind.config.tls:
                     await listener.restart(bind.context)
             self._listener_tls[key] = bind.config.tls

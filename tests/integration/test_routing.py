@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from tests.harness import get, request, simple_config
+from tests.harness import free_port, get, request, simple_config
 
 
 def two_backends(api_port: int, app_port: int, **frontend) -> dict:
@@ -104,6 +105,24 @@ def test_header_rules_both_ways(backends, proxy):
     assert response.header("x-served-by") == "app1"
     assert response.header("x-error") is None
     assert get(p.port, "/status/503").header("x-error") == "yes"
+
+
+def test_dst_port_is_the_port_of_the_bind_each_client_reached(backends, proxy):
+    (app,) = backends(1)
+    config = simple_config([app.port], http_request=[
+        {"set_header": {"name": "X-Dst", "value": "%[dst_port]"}}])
+    ports = [free_port(), free_port()]
+    config["frontends"]["web"]["bind"] = [f"127.0.0.1:{port}" for port in ports]
+    p = proxy(config)
+    for port in ports:
+        assert echo_headers(get(port, "/echo"))["x-dst"] == str(port)
+    config["frontends"]["web"]["http_request"].append(     # a reload keeps the listeners
+        {"set_header": {"name": "X-Reloaded", "value": "1"}})
+    p.rewrite(config)
+    assert asyncio.run_coroutine_threadsafe(p.engine.reload(), p.loop).result(5) == []
+    for port in ports:
+        headers = echo_headers(get(port, "/echo"))
+        assert (headers["x-dst"], headers["x-reloaded"]) == (str(port), "1")
 
 
 def test_set_path_and_replace_path(backends, proxy):
