@@ -34,6 +34,7 @@ MODULES = (
     "lbproxy.proxy.client",
     "lbproxy.proxy.dispatch",
     "lbproxy.proxy.exchange",
+    "lbproxy.proxy.flow",
     "lbproxy.proxy.frontend",
     "lbproxy.proxy.h2client",
     "lbproxy.proxy.request",
