@@ -296,13 +296,14 @@ cdef class TLSLayer:
                 self.app.data_received(PyBytes_FromStringAndSize(read_buffer, filled))
             if error == 0:
                 continue                          # the chunk filled up: more may be there
+            if self.closing:                      # the protocol closed while reading
+                return
             if error == SSL_ERROR_WANT_READ:
                 self._flush()                     # a KeyUpdate's answer, if any
                 return
             if error == SSL_ERROR_ZERO_RETURN:    # close_notify: the client is done
-                if not self.closing:
-                    self.app.eof_received()
-                    self.close()
+                self.app.eof_received()
+                self.close()
                 return
             self.closing = True                   # a bad record: the alert, then the end
             self._flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import select
 import socket
 import ssl
@@ -215,3 +216,7 @@ def test_garbage_and_stalled_handshakes_are_dropped_unheard(ca):
         with tls_connect(server.port, ca) as sock:                 # others are served
             sock.sendall(b"hi")
             assert sock.recv(10) == b"hi"
+            os.write(sock.fileno(), b"\x17\x03\x03\x00\x05hello")    # a forged record
+            with pytest.raises(ssl.SSLError):                      # the alert, then the end
+                sock.recv(10)
+        wait_for(lambda: server.apps[3].events == ["made", "lost"])
