@@ -18,7 +18,7 @@ cdef class ClientProtocol:
     cdef public object transport, flow, parser, src, src_b, ssl_fc_sni
     cdef public bint closed, write_paused, ssl_fc, peer_trusted, h2c, priming, chunked_out
     cdef public int src_port, dst_port, phase, reject_status
-    cdef public double deadline
+    cdef public double deadline, linger_end
     cdef public long long unparsed, head_left, headers_left
     cdef public Exchange refused, parsing, current, upgrading
     cdef public object pipeline, entries, proxy_header, proxied, held, tunnel, body_head

@@ -18,6 +18,13 @@ between them, `timed_out` says what a timeout means in each):
     BODY     receiving a request body        client (each read restarts it): 408 or cut
     WAITING  request received, answering     none here (the server side has its own)
     TUNNEL   after a 101: raw bytes          max(client, server), each read restarts it
+
+A connection closed while the client is still sending (a request refused, or answered by
+the server, before its end) lingers, as nginx's does: closed with input unread, the kernel
+would answer the client with a reset that can destroy the response before the client
+reads it. So the response is followed by a FIN (where the transport can half-close), and
+what the client still sends is read and dropped, never parsed, until it closes too, is
+quiet for LINGER seconds, or LINGER_MAX has passed.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ if TYPE_CHECKING:
 # Bytes held after an Upgrade request before reading pauses: what the client may send
 # before the 101 arrives (a WebSocket client's first frames).
 HELD_LIMIT = 64 * 1024
+LINGER = 2.0           # seconds of quiet that end a lingering close
+LINGER_MAX = 10.0      # seconds a lingering close lasts at most
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -111,6 +120,7 @@ class ClientProtocol:
         # declined, a new parser is primed with this head so that it parses that body
         self.body_head: bytes | None = None
         self.priming = False
+        self.linger_end = 0.0                    # > 0: closing, input read and dropped
         # per response: bytes for the client, written in one call by flush()
         self.out: list[bytes] = []
         self.chunked_out = False
@@ -153,6 +163,9 @@ class ClientProtocol:
 
     def data_received(self, data: bytes) -> None:
         self.frontend.bytes_in += len(data)
+        if self.linger_end:
+            self.deadline = min(self.time() + LINGER, self.linger_end)
+            return
         if self.tunnel is not None:
             self.tunnel.tunnel_data(data)
             self.deadline = self.time() + self.tunnel_timeout
@@ -255,7 +268,10 @@ class ClientProtocol:
 
     def timed_out(self) -> None:
         phase = self.phase
-        if phase == NEW or phase == IDLE or phase == TUNNEL:
+        if self.linger_end:
+            if self.transport is not None:
+                self.transport.close()      # the lingering close is over
+        elif phase == NEW or phase == IDLE or phase == TUNNEL:
             self.close()                    # nothing was asked: close quietly
         elif phase == HEAD or (phase == BODY and (self.current is None
                                                   or self.current.status == 0)):
@@ -539,8 +555,21 @@ class ClientProtocol:
 
     def close(self) -> None:
         transport = self.transport
-        if transport is not None:
+        if transport is None or self.linger_end:
+            return
+        if self.phase == HEAD or self.phase == BODY:    # the client is still sending
+            self._linger(transport)
+        else:
             transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after what the client still sends (the module's text)."""
+        now = self.time()
+        self.linger_end = now + LINGER_MAX
+        self.deadline = now + LINGER
+        self.flow.clear()                   # reading may be paused: it must go on
+        if transport.can_write_eof():
+            transport.write_eof()
 
     # refusing bad requests
 

@@ -37,6 +37,7 @@ class FakeTransport:
         self.reading = True
         self.closed = False
         self.aborted = False
+        self.eof = False
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
@@ -64,6 +65,13 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """A lingering close's FIN: the client protocol reads on, then closes."""
+        self.eof = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.extra.get(name, default)
