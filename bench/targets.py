@@ -194,10 +194,13 @@ PROXIES: dict[str, Target] = {
 
 
 def nginx_backend_argv(workdir: Path, port: int, sizes: Sequence[int] = ()) -> list[str]:
-    """nginx as a fast backend: a fixed ~100-byte 200 for every request (whatever its method;
-    a request body of any size is read and dropped), keep-alive without a request limit, so
-    that a proxy in front of it, not the backend, is what is measured. For each of `sizes`,
-    `GET /bytes/N` answers N bytes from a file (sendfile, Content-Length)."""
+    """nginx as a fast backend: a fixed ~100-byte 200 for every request (whatever its method),
+    keep-alive without a request limit, so that a proxy in front of it, not the backend, is
+    what is measured. For each of `sizes`, `GET /bytes/N` answers N bytes from a file
+    (sendfile, Content-Length). `POST /upload` reads the whole body before it answers (nginx
+    proxies it, buffered in memory, to its own `/`): a `return` answers at once and drops the
+    body as it comes, an early answer after which a proxy may drop the connection instead
+    of carrying the rest of the upload."""
     files = workdir / "backend-bytes"
     files.mkdir(exist_ok=True)
     for size in sizes:
@@ -206,6 +209,8 @@ def nginx_backend_argv(workdir: Path, port: int, sizes: Sequence[int] = ()) -> l
         workdir, "nginx-backend",
         f"  sendfile on;\n  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests {NO_LIMIT};\n"
         f"    location /bytes/ {{ alias {files}/; }}\n"
+        "    location = /upload { client_max_body_size 0; client_body_buffer_size 16m;\n"
+        f"      proxy_pass http://127.0.0.1:{port}/; }}\n"
         '    location / { return 200 "hello from nginx: a fixed answer of about one hundred '
         'bytes, so that the proxy is measured\\n"; }\n  }\n', connections=20000)
 
