@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import trustme
 
 from lbproxy.demo.backend import BackendThread
 from tests.harness import ProxyThread
 
 pytest_plugins = ["tests.redis_server"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority the TLS tests' clients trust (trustme)."""
+    return trustme.CA()
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import trustme
 import uvloop
 import yaml
 
@@ -37,6 +39,17 @@ def write_config(config: dict | str, directory: str | None = None) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(config if isinstance(config, str) else yaml.safe_dump(config))
     return path
+
+
+def cert_files(ca: trustme.CA, directory: Path, *names: str) -> dict:
+    """A certificate of `ca` for `names` and its key, written to `directory`: a bind's
+    `certificates` entry."""
+    cert = ca.issue_cert(*names)
+    stem = names[0].replace("*", "star")
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return {"cert": str(cert_path), "key": str(key_path)}
 
 
 def free_port() -> int:

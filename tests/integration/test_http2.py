@@ -12,18 +12,12 @@ import subprocess
 
 import httpx
 import pytest
-import trustme
 from hyperframe.frame import HeadersFrame
 
 from tests.h2raw import RawH2, request_headers
 from tests.harness import Reader, connect, free_port, simple_config, wait_for
 
 PROTOCOL_ERROR, REFUSED_STREAM, ENHANCE_YOUR_CALM, NO_ERROR = 0x1, 0x7, 0xB, 0x0
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture

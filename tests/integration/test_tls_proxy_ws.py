@@ -15,21 +15,7 @@ import uvloop
 from aiohttp import web
 
 from tests.h2raw import RawH2
-from tests.harness import Reader, connect, get, request, simple_config, wait_for
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def cert_files(ca: trustme.CA, tmp_path, *names: str) -> dict:
-    cert = ca.issue_cert(*names)
-    stem = names[0].replace("*", "star")
-    cert_path, key_path = tmp_path / f"{stem}.pem", tmp_path / f"{stem}.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    return {"cert": str(cert_path), "key": str(key_path)}
+from tests.harness import Reader, cert_files, connect, get, request, simple_config, wait_for
 
 
 def tls_get(port: int, ca: trustme.CA, sni: str | None, path: str = "/echo"):

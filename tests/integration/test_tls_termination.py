@@ -20,15 +20,10 @@ import trustme
 import uvloop
 
 from lbproxy.proxy.tls import c_termination
-from tests.harness import Reader, connect, simple_config, wait_for
+from tests.harness import Reader, cert_files, connect, simple_config, wait_for
 from tests.loop_thread import LoopThread
 
 PAYLOAD = bytes(range(256)) * 16384          # 4 MiB
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 def client_context(ca: trustme.CA) -> ssl.SSLContext:
@@ -54,13 +49,10 @@ def tls_connect(port: int, ca: trustme.CA) -> ssl.SSLSocket:
 
 def test_keep_alive_pipelining_and_a_large_upload_over_tls(ca, tmp_path, backends, proxy):
     (app,) = backends(1)
-    cert = ca.issue_cert("localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "c.key"))
     config = simple_config([app.port])
     port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
     config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
-        "certificates": [{"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "c.key")}]}}]
+        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
     p = proxy(config)
     with tls_connect(p.port, ca) as sock:
         reader = Reader(sock)
