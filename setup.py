@@ -54,25 +54,22 @@ def extensions() -> list:
         _skip("Cython is not installed")
         return []
     here = Path(__file__).resolve().parent
-    built = []
-    for pxd in sorted((here / "lbproxy").rglob("*.pxd")):
-        source = str(pxd.with_suffix(".py").relative_to(here))
-        try:       # each on its own; one Cython rejects makes them all run as Python
-                   # (lbproxy/compiled.py: they import each other's C types)
-            built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True,
-                               build_dir="build/cython")   # its C: not package data
-        except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)
-            _skip(exc)
+    # each module on its own: one Cython rejects makes them all run as Python
+    # (lbproxy/compiled.py: they import each other's C types)
+    sources: list = [str(pxd.with_suffix(".py").relative_to(here))
+                     for pxd in sorted((here / "lbproxy").rglob("*.pxd"))]
     # Compiled only, with no .py twin: TLS termination calling libssl (the one Python's ssl
     # module runs on, linked by its file name so that no OpenSSL headers are needed).
     # Without it TLS binds use asyncio's TLS (lbproxy/proxy/tls_layer.pyx).
     tls_layer = Path("lbproxy", "proxy", "tls_layer.pyx")
     if (here / tls_layer).exists():
+        sources.append([Extension("lbproxy.proxy.tls_layer", [str(tls_layer)],
+                                  libraries=[":libssl.so.3", ":libcrypto.so.3"])])
+    built = []
+    for source in sources:
         try:
-            built += cythonize([Extension("lbproxy.proxy.tls_layer", [str(tls_layer)],
-                                          libraries=[":libssl.so.3", ":libcrypto.so.3"])],
-                               compiler_directives=DIRECTIVES, quiet=True,
-                               build_dir="build/cython")
+            built += cythonize(source, compiler_directives=DIRECTIVES, quiet=True,
+                               build_dir="build/cython")   # its C: not package data
         except Exception as exc:  # noqa: BLE001 (whatever fails, pure Python installs)
             _skip(exc)
     return built
