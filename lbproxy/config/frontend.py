@@ -19,12 +19,12 @@ from lbproxy.config.fields import (Conv, Dropped, Section, boolean, choice, conv
                                    readable_file, section, size, string_map, text, token,
                                    tuple_of, uri_path)
 from lbproxy.config.nodes import Node
-from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS_VERSIONS, AclConfig, Address,
-                                   AuthCacheArgs, AuthRequestArgs, BindConfig, BindTLSConfig,
-                                   CertConfig, DefaultsConfig, DenyArgs, ForwardedConfig,
-                                   FrontendConfig, HeaderArgs, Http2Config, LimitsConfig,
-                                   RedirectArgs, ReplacePathArgs, ReturnArgs, RuleConfig,
-                                   TrackArgs, UniqueIdConfig, UseBackendConfig)
+from lbproxy.config.schema import (ALPN_PROTOCOLS, TLS13_CIPHERSUITES, TLS_VERSIONS, AclConfig,
+                                   Address, AuthCacheArgs, AuthRequestArgs, BindConfig,
+                                   BindTLSConfig, CertConfig, DefaultsConfig, DenyArgs,
+                                   ForwardedConfig, FrontendConfig, HeaderArgs, Http2Config,
+                                   LimitsConfig, RedirectArgs, ReplacePathArgs, ReturnArgs,
+                                   RuleConfig, TrackArgs, UniqueIdConfig, UseBackendConfig)
 from lbproxy.extensions import ACTIONS, PluginAction
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -71,6 +71,8 @@ _BIND_TLS = section(BindTLSConfig, {
                              allow_empty=False),
     "min_version": choice("TLS version", TLS_VERSIONS),
     "ciphers": nonempty,
+    "ciphersuites": tuple_of(choice("TLS 1.3 cipher suite", TLS13_CIPHERSUITES), single=True,
+                             allow_empty=False),
     "alpn": tuple_of(choice("ALPN protocol", ALPN_PROTOCOLS), single=True, allow_empty=False),
 })
 

@@ -29,6 +29,10 @@ ALPN_PROTOCOLS = ("h2", "http/1.1")
 SERVER_STATES = ("ready", "drain", "maint")
 TLS_VERIFY = ("required", "none")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+TLS13_CIPHERSUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                      "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_CCM_SHA256",
+                      "TLS_AES_128_CCM_8_SHA256")
+TLS13_DEFAULT_SUITES = TLS13_CIPHERSUITES[:3]     # AES-128-GCM first: lbproxy/proxy/tls.py
 TABLE_TYPES = ("ip", "ipv6", "string", "integer")
 STORE_RATES = ("http_req_rate", "http_err_rate", "conn_rate")      # need a period: NAME(10s)
 STORE_COUNTERS = ("http_req_cnt", "http_err_cnt", "conn_cur", "conn_cnt")
@@ -140,6 +144,7 @@ class BindTLSConfig:
     certificates: tuple[CertConfig, ...]
     min_version: str = "TLSv1.2"
     ciphers: str | None = None
+    ciphersuites: tuple[str, ...] = TLS13_DEFAULT_SUITES   # TLS 1.3, preferred first
     alpn: tuple[str, ...] = ("h2", "http/1.1")
 
 

@@ -4,7 +4,17 @@ OpenSSL takes the certificate from the SSL context, and the one supported way to
 during a handshake is the SNI callback replacing `ssl_object.context` (SSL_set_SSL_CTX). So
 each certificate gets its own context, all configured alike (after the switch OpenSSL reads
 some settings, such as ALPN selection, from the new context), and the first one, the
-default, carries the callback.
+default, carries the callback. Certificates for the same names with keys of different types
+(an RSA and an ECDSA one) share a context instead, where OpenSSL keeps one per key type and
+serves ECDSA to every client that accepts it (its signature algorithms come first in the
+server's order), RSA to the others, as HAProxy does with such pairs.
+
+TLS 1.3 cipher suites go AES-128-GCM first by default (`TLS13_DEFAULT_SUITES`: Go's and
+Mozilla's order, and TLS 1.3's mandatory suite) where OpenSSL puts AES-256-GCM-SHA384 first:
+that one's key schedule runs on SHA-384, which x86 computes in software where it has
+instructions for SHA-256, and AES-256 takes 14 rounds per block to AES-128's 10. ChaCha20
+still goes to clients that list it first (phones without AES instructions). The ssl module
+has no call for TLS 1.3 suites, so `_set_ciphersuites` calls OpenSSL's through ctypes.
 
 The ssl module offers no way to read the SNI a client sent once the handshake is over, so
 the callback records it on the `ssl.SSLObject` itself, the object uvloop and asyncio both
@@ -18,19 +28,25 @@ SNI callback (two dict lookups).
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
+import ctypes
 import functools
 import ipaddress
 import ssl
+import sys
 from collections.abc import Callable
 
 from lbproxy.config.errors import ConfigError
-from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
+from lbproxy.config.schema import TLS13_DEFAULT_SUITES, BindTLSConfig, CertConfig, ServerTLSConfig
 
 TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+# OpenSSL's SSL_OP_PRIORITIZE_CHACHA (no name in the ssl module): with the server's order,
+# ChaCha20 all the same for a client that lists it first
+_OP_PRIORITIZE_CHACHA = 1 << 21
 # Client-initiated renegotiation costs the server a handshake per request: a known DoS.
 SERVER_OPTIONS = (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-                  | ssl.OP_NO_RENEGOTIATION)
+                  | ssl.OP_NO_RENEGOTIATION | _OP_PRIORITIZE_CHACHA)
 HANDSHAKE_TIMEOUT = 60.0         # seconds, asyncio's default for its TLS servers
 _SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
 
@@ -44,20 +60,36 @@ def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
     certificate is reported at once in one ConfigError.
     """
     # imported here: cryptography costs 8 MB, and only binds with certificates need it
-    from lbproxy.proxy.certificates import certificate_names
+    from lbproxy.proxy.certificates import read_certificate
 
     problems: list[str] = []
-    names = [certificate_names(pair, f"{where}.certificates[{i}]", problems)
-             for i, pair in enumerate(config.certificates)]
+    # one context per certificate, except that one of each key type goes in per set of names
+    groups: list[tuple[tuple[str, ...], dict[str, tuple[CertConfig, str]]]] = []
+    by_names: dict[frozenset[str], list[dict[str, tuple[CertConfig, str]]]] = {}
+    for i, pair in enumerate(config.certificates):
+        pair_where = f"{where}.certificates[{i}]"
+        names, key_type = read_certificate(pair, pair_where, problems)
+        alike = by_names.setdefault(frozenset(names), [])
+        pairs = next((pairs for pairs in alike if key_type not in pairs), None)
+        if pairs is None:
+            pairs = {}
+            alike.append(pairs)
+            groups.append((names, pairs))
+        pairs[key_type] = (pair, pair_where)
     if config.ciphers is not None and not _ciphers_valid(config.ciphers):
         problems.append(f"{where}.ciphers: no cipher matches '{config.ciphers}'")
+    suites = ":".join(config.ciphersuites)
+    if config.ciphersuites != TLS13_DEFAULT_SUITES and not _set_ciphersuites(
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), suites):
+        problems.append(f"{where}.ciphersuites: this Python's ssl module cannot be given "
+                        f"TLS 1.3 cipher suites")
     if problems:
         raise ConfigError(problems)
-    contexts = [_termination_context(config, pair, f"{where}.certificates[{i}]")
-                for i, pair in enumerate(config.certificates)]
+    contexts = [_termination_context(config, suites, list(pairs.values()))
+                for _, pairs in groups]
     exact: dict[str, ssl.SSLContext] = {}
     wildcard: dict[str, ssl.SSLContext] = {}     # "example.com" for "*.example.com"
-    for context, dns_names in zip(contexts, names):
+    for context, (dns_names, _) in zip(contexts, groups):
         for name in dns_names:
             if name.startswith("*."):
                 wildcard.setdefault(name[2:], context)   # setdefault: the first listed wins
@@ -130,19 +162,58 @@ def server_hostname(config: ServerTLSConfig, address_host: str) -> str | None:
 
 # --- termination ----------------------------------------------------------------------------
 
-def _termination_context(config: BindTLSConfig, pair: CertConfig, where: str) -> ssl.SSLContext:
-    """A server context with `pair` loaded and the bind's versions, ciphers and ALPN."""
+def _termination_context(config: BindTLSConfig, suites: str,
+                         pairs: list[tuple[CertConfig, str]]) -> ssl.SSLContext:
+    """A server context with `pairs` loaded (each at its "FILE:LINE: key.path", each of
+    another key type), the bind's versions, ciphers and ALPN, and TLS 1.3 `suites`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[config.min_version]
     context.options |= SERVER_OPTIONS
     if config.ciphers is not None:
         context.set_ciphers(config.ciphers)
+    _set_ciphersuites(context, suites)    # the default where it can, or checked by server_context
     context.set_alpn_protocols(list(config.alpn))
-    try:
-        context.load_cert_chain(pair.cert, pair.key)
-    except OSError as exc:   # certificate_names accepted the files but OpenSSL does not
-        raise ConfigError([f"{where}: cannot load {pair.cert}: {exc}"]) from None
+    for pair, where in pairs:
+        try:
+            context.load_cert_chain(pair.cert, pair.key)
+        except OSError as exc:   # read_certificate accepted the files but OpenSSL does not
+            raise ConfigError([f"{where}: cannot load {pair.cert}: {exc}"]) from None
     return context
+
+
+@functools.cache
+def _ciphersuites_call() -> Callable[[int, bytes], int] | None:
+    """OpenSSL's SSL_CTX_set_ciphersuites from the libssl the ssl module runs on, or None
+    where it cannot be reached: another Python (the context's SSL_CTX* is found by CPython's
+    layout, `_ssl_ctx_of`) or no such symbol."""
+    if not (3, 11) <= sys.version_info[:2] <= (3, 14):
+        return None
+    try:
+        library = ctypes.CDLL(_ssl.__file__)   # its libssl's symbols resolve through it
+        call = library.SSL_CTX_set_ciphersuites
+        options = library.SSL_CTX_get_options
+    except (OSError, AttributeError):
+        return None
+    call.argtypes, call.restype = [ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int
+    options.argtypes, options.restype = [ctypes.c_void_p], ctypes.c_uint64
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    probe.options |= SERVER_OPTIONS
+    if options(_ssl_ctx_of(probe)) != probe.options:
+        return None
+    return call
+
+
+def _ssl_ctx_of(context: ssl.SSLContext) -> int:
+    """The SSL_CTX* of `context`: CPython's PySSLContext holds it right after the object
+    header (3.7 to 3.14)."""
+    return ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value or 0
+
+
+def _set_ciphersuites(context: ssl.SSLContext, suites: str) -> bool:
+    """Order `context`'s TLS 1.3 cipher suites as `suites` ("A:B:C"); False where that
+    cannot be done (OpenSSL's order then stays)."""
+    call = _ciphersuites_call()
+    return call is not None and call(_ssl_ctx_of(context), suites.encode()) == 1
 
 
 def _ciphers_valid(ciphers: str) -> bool:

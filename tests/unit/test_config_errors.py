@@ -63,7 +63,8 @@ CASES = {
             servers: [{name: a, address: ":1", state: drained, tls: {verify: optional}}]
         stick_tables: {t: {type: ipv4, size: 1, expire: 1s}}
         frontends:
-          web: {bind: {address: ":443", tls: {certificates: [{cert: c, key: k}], min_version: TLSv1.1}}}
+          web: {bind: {address: ":443", tls: {certificates: [{cert: c, key: k}], min_version: TLSv1.1,
+                                              ciphersuites: [TLS_AES_256_GCM_SHA386]}}}
         """, ["lb.yaml:1: global.log.format: unknown log format 'jsn' (did you mean 'json'?)",
               "lb.yaml:4: backends.app.hash_type: unknown hash type 'consistant' "
               "(did you mean 'consistent'?)",
@@ -86,7 +87,9 @@ CASES = {
               "lb.yaml:12: frontends.web.bind.tls.certificates[0].key: cannot read $DIR/k: "
               "No such file or directory",
               "lb.yaml:12: frontends.web.bind.tls.min_version: unknown TLS version 'TLSv1.1' "
-              "(did you mean 'TLSv1.3'?)"]),
+              "(did you mean 'TLSv1.3'?)",
+              "lb.yaml:13: frontends.web.bind.tls.ciphersuites[0]: unknown TLS 1.3 cipher suite "
+              "'TLS_AES_256_GCM_SHA386' (did you mean 'TLS_AES_256_GCM_SHA384'?)"]),
     "dangling backend": ("""\
         frontends:
           web:

@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
-from lbproxy.proxy.tls import client_context, server_context, server_hostname, sni_of
+from lbproxy.proxy.tls import (_set_ciphersuites, client_context, server_context, server_hostname,
+                               sni_of)
 
 WHERE = "conf/a.yaml:7: frontends.web.bind[1].tls"
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -31,6 +32,7 @@ class Handshake:
     peer: bytes            # DER of the certificate the client received
     sni: str | None        # sni_of() on the server side's transport
     alpn: str | None
+    cipher: str
 
 
 async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext,
@@ -50,7 +52,7 @@ async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext,
                                                   server_hostname=hostname)
         ssl_object = writer.get_extra_info("ssl_object")
         result = Handshake(ssl_object.getpeercert(binary_form=True), await seen,
-                           ssl_object.selected_alpn_protocol())
+                           ssl_object.selected_alpn_protocol(), ssl_object.cipher()[0])
         writer.close()
         return result
     finally:
@@ -155,6 +157,29 @@ def test_exact_name_wins_over_wildcard(ca: trustme.CA, pair: Callable[..., CertC
     assert handshake(context, any_certificate(), "www.example.test").peer == der(wild)
 
 
+def test_ecdsa_is_served_where_the_client_takes_it_beside_rsa(
+        ca: trustme.CA, pair: Callable[..., CertConfig]) -> None:
+    """An RSA and an ECDSA certificate for the same names, in either order: ECDSA to a
+    client that accepts it, RSA to one that only takes RSA; also after an SNI switch."""
+    rsa_cert = ca.issue_cert("a.test", key_type=trustme.KeyType.RSA)
+    ecdsa_cert = ca.issue_cert("a.test")
+    other = ca.issue_cert("other.test")
+    rsa_only = any_certificate(maximum=ssl.TLSVersion.TLSv1_2)
+    rsa_only.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+    for certificates in [(pair(rsa_cert), pair(ecdsa_cert)), (pair(ecdsa_cert), pair(rsa_cert)),
+                         (pair(other), pair(rsa_cert), pair(ecdsa_cert))]:
+        context = server_context(BindTLSConfig(certificates), WHERE)
+        assert handshake(context, any_certificate(), "a.test").peer == der(ecdsa_cert)
+        assert handshake(context, rsa_only, "a.test").peer == der(rsa_cert)
+
+
+def test_two_certificates_of_one_key_type_stay_apart(ca: trustme.CA,
+                                                     pair: Callable[..., CertConfig]) -> None:
+    first, second = ca.issue_cert("a.test"), ca.issue_cert("a.test")
+    context = server_context(BindTLSConfig((pair(first), pair(second))), WHERE)
+    assert handshake(context, any_certificate(), "a.test").peer == der(first)
+
+
 def test_subject_cn_is_used_without_san(tmp_path: Path, ca: trustme.CA,
                                         pair: Callable[..., CertConfig]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -198,6 +223,20 @@ def test_alpn_and_ciphers_apply_after_an_sni_switch(ca: trustme.CA,
     assert server_refusal(context, client, "b.test") is None
     client.set_ciphers("ECDHE+CHACHA20")
     assert server_refusal(context, client, "b.test") == "NO_SHARED_CIPHER"
+
+
+def test_tls13_prefers_aes128_and_chacha20_for_clients_that_put_it_first(
+        ca: trustme.CA, pair: Callable[..., CertConfig]) -> None:
+    certificates = (pair(ca.issue_cert("a.test")),)
+    context = server_context(BindTLSConfig(certificates), WHERE)
+    client = any_certificate()     # OpenSSL's order: AES-256 first
+    assert handshake(context, client, "a.test").cipher == "TLS_AES_128_GCM_SHA256"
+    assert _set_ciphersuites(client, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384")
+    assert handshake(context, client, "a.test").cipher == "TLS_CHACHA20_POLY1305_SHA256"
+    chosen = server_context(BindTLSConfig(certificates, ciphersuites=("TLS_AES_256_GCM_SHA384",)),
+                            WHERE)
+    assert handshake(chosen, any_certificate(), "a.test", asyncio.new_event_loop).cipher \
+        == "TLS_AES_256_GCM_SHA384"
 
 
 # --- configuration errors -------------------------------------------------------------------
@@ -293,3 +332,14 @@ def test_verify_none_accepts_any_certificate_and_still_sends_sni(
 ])
 def test_server_hostname(sni: str | None, host: str, expected: str | None) -> None:
     assert server_hostname(ServerTLSConfig(sni=sni), host) == expected
+
+
+def test_suites_that_cannot_be_set_are_an_error_unless_left_at_the_default(
+        ca: trustme.CA, pair: Callable[..., CertConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lbproxy.proxy.tls._ciphersuites_call", lambda: None)  # another Python
+    certificates = (pair(ca.issue_cert("a.test")),)
+    assert handshake(server_context(BindTLSConfig(certificates), WHERE), any_certificate(),
+                     "a.test").cipher == "TLS_AES_256_GCM_SHA384"      # OpenSSL's order
+    assert errors(lambda: server_context(
+        BindTLSConfig(certificates, ciphersuites=("TLS_AES_256_GCM_SHA384",)), WHERE)) == [
+        f"{WHERE}.ciphersuites: this Python's ssl module cannot be given TLS 1.3 cipher suites"]
