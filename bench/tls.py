@@ -11,13 +11,14 @@ both `wrk -t1` (or the built-in client) on the backend's CPU while the proxy has
   offers it again, so every handshake after a connection's first resumes where the target
   issues tickets (all four do): TLS 1.3 resumption still makes an ECDHE key exchange, a
   TLS 1.2 one does not, so nginx is told to speak TLS 1.3 as the others do. Before the
-  loads, two connections from Python's ssl check what each target negotiates and whether
-  it resumes; the notes say;
+  loads, two connections from Python's ssl check what each target negotiates (version,
+  cipher suite) and whether it resumes; the notes say. Each target keeps its own TLS 1.3
+  suite order unless `--suites` gives one to all (all but Caddy, whose order is Go's);
 - keep-alive: the handshakes happen once, then requests reuse the connections; rps
   and CPU/request show the cost of record encryption on top of proxying.
 
     python -m bench.tls [--quick] [--duration 5] [--runs 3] [--rounds 1] [--connections 50] [--key ec256|rsa2048]
-                        [--targets lbproxy,haproxy,nginx,caddy]
+                        [--suites TLS_AES_128_GCM_SHA256] [--targets lbproxy,haproxy,nginx,caddy]
 
 Writes bench/results/tls.md and tls.png.
 """
@@ -25,6 +26,7 @@ Writes bench/results/tls.md and tls.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import ipaddress
 import socket
@@ -96,6 +98,7 @@ class OneShot:
     """A request on a connection of its own, read to the end (the server closes)."""
     answer: bytes
     version: str | None = None               # over TLS: what was negotiated
+    cipher: str | None = None
     resumed: bool = False                    # the offered session was taken
     session: ssl.SSLSession | None = None    # to offer on the next connection
 
@@ -116,7 +119,7 @@ def one_shot(port: int, request: bytes, context: ssl.SSLContext | None = None,
             pass
         if context is None:
             return OneShot(answer)
-        return OneShot(answer, conn.version(), conn.session_reused, conn.session)
+        return OneShot(answer, conn.version(), conn.cipher()[0], conn.session_reused, conn.session)
 
 
 def session_probe(port: int) -> str:
@@ -126,7 +129,8 @@ def session_probe(port: int) -> str:
     context = client_context()                 # a session is offered within its context
     first = one_shot(port, request, context)
     second = one_shot(port, request, context, first.session)
-    return f"{second.version}, {'resumes sessions' if second.resumed else 'does not resume sessions'}"
+    return (f"{second.version}, {second.cipher}, "
+            f"{'resumes sessions' if second.resumed else 'does not resume sessions'}")
 
 
 def report(bench: Bench, args: argparse.Namespace, command: str, info: dict[str, str]) -> Report:
@@ -137,7 +141,10 @@ def report(bench: Bench, args: argparse.Namespace, command: str, info: dict[str,
          f"self-signed {key} certificate for every target, plain HTTP keep-alive to nginx. Handshakes: "
          "`Connection: close` on every request, so rps = TLS handshakes per second; wrk offers each "
          "connection's previous session again, so they are resumptions where a target allows it (notes "
-         "below; TLS 1.3 resumption still makes an ECDHE key exchange).", bench.describe()],
+         "below; TLS 1.3 resumption still makes an ECDHE key exchange). TLS 1.3 cipher suites: "
+         + (f"`{args.suites}` preferred by every target but Caddy (Go's order cannot be set)" if args.suites
+            else "each target's own order (the notes say which suite a client with OpenSSL's default order "
+                 "gets)") + ".", bench.describe()],
         ["target", "load", "rps", "p50 ms", "p99 ms", "CPU µs/req", "min–max", "× HAProxy", "errors"],
         "llrrrrrrr", notes=bench.notes, info={**info, "cryptography": package_version("cryptography")})
     for row in bench.rows:
@@ -166,6 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     throughput.add_rounds_option(parser)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--key", choices=KEYS, default="ec256", help="certificate key type (default ec256)")
+    parser.add_argument("--suites", help="TLS 1.3 cipher suites every target prefers (A:B); default: each "
+                        "target's own order (lbproxy and Caddy AES-128-GCM first, HAProxy and nginx AES-256)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated from {','.join(CHOICES)}")
     args = parser.parse_args(argv)
     args.targets = choose(parser, args.targets, CHOICES, "target")
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with Session.open("bench.tls", argv) as run:
         backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend)
-        tls = make_certificate(run.workdir, args.key)
+        tls = dataclasses.replace(make_certificate(run.workdir, args.key), suites=args.suites)
         bench = Bench(throughput.schedule(args, run.cpus), [args.connections], run.cpus, backend, run.workdir, tls,
                       rounds=args.rounds)
         bench.run_rounds(run, args.targets)
