@@ -13,8 +13,9 @@ TLS 1.3 cipher suites go AES-128-GCM first by default (`TLS13_DEFAULT_SUITES`: G
 Mozilla's order, and TLS 1.3's mandatory suite) where OpenSSL puts AES-256-GCM-SHA384 first:
 that one's key schedule runs on SHA-384, which x86 computes in software where it has
 instructions for SHA-256, and AES-256 takes 14 rounds per block to AES-128's 10. ChaCha20
-still goes to clients that list it first (phones without AES instructions). The ssl module
-has no call for TLS 1.3 suites, so `_set_ciphersuites` calls OpenSSL's through ctypes.
+still goes to clients that list it first (phones without AES instructions). Every context
+gets the run's session ticket keys, so that tickets stay good across reloads and workers;
+the ssl module has no call for either, lbproxy/proxy/openssl_ctx.py does both.
 
 The ssl module offers no way to read the SNI a client sent once the handshake is over, so
 the callback records it on the `ssl.SSLObject` itself, the object uvloop and asyncio both
@@ -28,17 +29,15 @@ SNI callback (two dict lookups).
 
 from __future__ import annotations
 
-import _ssl
 import asyncio
-import ctypes
 import functools
 import ipaddress
 import ssl
-import sys
 from collections.abc import Callable
 
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import TLS13_DEFAULT_SUITES, BindTLSConfig, CertConfig, ServerTLSConfig
+from lbproxy.proxy.openssl_ctx import set_ciphersuites, share_ticket_keys
 
 TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 # OpenSSL's SSL_OP_PRIORITIZE_CHACHA (no name in the ssl module): with the server's order,
@@ -53,11 +52,12 @@ _SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
 SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
 
 
-def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
+def server_context(config: BindTLSConfig, where: str, address: str = "") -> ssl.SSLContext:
     """The context to listen with: the first certificate's, switching to another by SNI.
 
     `where` is the "FILE:LINE: key.path" of the `tls` section; every problem with every
-    certificate is reported at once in one ConfigError.
+    certificate is reported at once in one ConfigError. `address` is the bind's: its
+    session tickets are good on that address only.
     """
     # imported here: cryptography costs 8 MB, and only binds with certificates need it
     from lbproxy.proxy.certificates import read_certificate
@@ -79,13 +79,13 @@ def server_context(config: BindTLSConfig, where: str) -> ssl.SSLContext:
     if config.ciphers is not None and not _ciphers_valid(config.ciphers):
         problems.append(f"{where}.ciphers: no cipher matches '{config.ciphers}'")
     suites = ":".join(config.ciphersuites)
-    if config.ciphersuites != TLS13_DEFAULT_SUITES and not _set_ciphersuites(
+    if config.ciphersuites != TLS13_DEFAULT_SUITES and not set_ciphersuites(
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), suites):
         problems.append(f"{where}.ciphersuites: this Python's ssl module cannot be given "
                         f"TLS 1.3 cipher suites")
     if problems:
         raise ConfigError(problems)
-    contexts = [_termination_context(config, suites, list(pairs.values()))
+    contexts = [_termination_context(config, suites, address, list(pairs.values()))
                 for _, pairs in groups]
     exact: dict[str, ssl.SSLContext] = {}
     wildcard: dict[str, ssl.SSLContext] = {}     # "example.com" for "*.example.com"
@@ -162,16 +162,18 @@ def server_hostname(config: ServerTLSConfig, address_host: str) -> str | None:
 
 # --- termination ----------------------------------------------------------------------------
 
-def _termination_context(config: BindTLSConfig, suites: str,
+def _termination_context(config: BindTLSConfig, suites: str, address: str,
                          pairs: list[tuple[CertConfig, str]]) -> ssl.SSLContext:
     """A server context with `pairs` loaded (each at its "FILE:LINE: key.path", each of
-    another key type), the bind's versions, ciphers and ALPN, and TLS 1.3 `suites`."""
+    another key type), the bind's versions, ciphers and ALPN, TLS 1.3 `suites` and the
+    session ticket keys of `address`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[config.min_version]
     context.options |= SERVER_OPTIONS
     if config.ciphers is not None:
         context.set_ciphers(config.ciphers)
-    _set_ciphersuites(context, suites)    # the default where it can, or checked by server_context
+    set_ciphersuites(context, suites)    # the default where it can, or checked by server_context
+    share_ticket_keys(context, address)
     context.set_alpn_protocols(list(config.alpn))
     for pair, where in pairs:
         try:
@@ -179,41 +181,6 @@ def _termination_context(config: BindTLSConfig, suites: str,
         except OSError as exc:   # read_certificate accepted the files but OpenSSL does not
             raise ConfigError([f"{where}: cannot load {pair.cert}: {exc}"]) from None
     return context
-
-
-@functools.cache
-def _ciphersuites_call() -> Callable[[int, bytes], int] | None:
-    """OpenSSL's SSL_CTX_set_ciphersuites from the libssl the ssl module runs on, or None
-    where it cannot be reached: another Python (the context's SSL_CTX* is found by CPython's
-    layout, `_ssl_ctx_of`) or no such symbol."""
-    if not (3, 11) <= sys.version_info[:2] <= (3, 14):
-        return None
-    try:
-        library = ctypes.CDLL(_ssl.__file__)   # its libssl's symbols resolve through it
-        call = library.SSL_CTX_set_ciphersuites
-        options = library.SSL_CTX_get_options
-    except (OSError, AttributeError):
-        return None
-    call.argtypes, call.restype = [ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int
-    options.argtypes, options.restype = [ctypes.c_void_p], ctypes.c_uint64
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    probe.options |= SERVER_OPTIONS
-    if options(_ssl_ctx_of(probe)) != probe.options:
-        return None
-    return call
-
-
-def _ssl_ctx_of(context: ssl.SSLContext) -> int:
-    """The SSL_CTX* of `context`: CPython's PySSLContext holds it right after the object
-    header (3.7 to 3.14)."""
-    return ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value or 0
-
-
-def _set_ciphersuites(context: ssl.SSLContext, suites: str) -> bool:
-    """Order `context`'s TLS 1.3 cipher suites as `suites` ("A:B:C"); False where that
-    cannot be done (OpenSSL's order then stays)."""
-    call = _ciphersuites_call()
-    return call is not None and call(_ssl_ctx_of(context), suites.encode()) == 1
 
 
 def _ciphers_valid(ciphers: str) -> bool:

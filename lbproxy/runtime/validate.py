@@ -80,7 +80,7 @@ def bind_contexts(frontend: FrontendConfig) -> tuple[list[ssl.SSLContext | None]
             contexts.append(None)
             continue
         try:
-            contexts.append(server_context(bind.tls, f"{bind.where}.tls"))
+            contexts.append(server_context(bind.tls, f"{bind.where}.tls", str(bind.address)))
         except ConfigError as exc:
             errors.extend(exc.errors)
             contexts.append(None)

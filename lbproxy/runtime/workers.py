@@ -30,6 +30,7 @@ import tempfile
 from lbproxy.admin.fanout import FanoutServer
 from lbproxy.config.errors import ListenError
 from lbproxy.config.schema import Config
+from lbproxy.proxy.openssl_ctx import TICKET_SECRET_ENV, ticket_secret
 from lbproxy.runtime.control import ready_path, remove_pidfile, write_pidfile
 from lbproxy.runtime.health_share import HealthShare
 from lbproxy.runtime.worker_client import WorkerClient
@@ -100,9 +101,11 @@ class Supervisor:
         ready = ready_path(self.control, index)
         if os.path.exists(ready):
             os.unlink(ready)
+        # one TLS session ticket secret for all, so that tickets are good on every worker
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lbproxy", "run", "-c", self.path,
-            "--worker-index", str(index), "--control-dir", self.control)
+            "--worker-index", str(index), "--control-dir", self.control,
+            env={**os.environ, TICKET_SECRET_ENV: ticket_secret().hex()})
         self.procs[index] = proc
         return proc
 

@@ -6,11 +6,14 @@ import base64
 import json
 import os
 import signal
+import socket
+import ssl
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import free_port, get, request, simple_config, wait_for, write_config
+from tests.harness import (cert_files, free_port, get, request, simple_config, wait_for,
+                           write_config)
 from tests.process import LbproxyProcess
 
 AUTH = "Basic " + base64.b64encode(b"admin:pw").decode()
@@ -41,13 +44,13 @@ def worker_pids(supervisor: int) -> list[int]:
 def worker_json(supervisor: int, index: int, path: str = "/api/backends/app") -> dict:
     """Backend app (or another API `path`) as worker `index` itself sees it, asked on its
     private socket (found from the worker's command line)."""
-    import socket
-
     from tests.harness import Reader
 
-    pid = worker_pids(supervisor)[0]
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        argv = f.read().split(b"\0")
+    for pid in worker_pids(supervisor):     # the workers, not a reload's config check
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if b"--control-dir" in argv:
+            break
     control = argv[argv.index(b"--control-dir") + 1].decode()
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(os.path.join(control, f"worker-{index}.sock"))
@@ -136,11 +139,60 @@ def test_sighup_reloads_every_worker(backends, tmp_path):
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
         lb.signal(signal.SIGHUP)
-        wait_for(lambda: all(worker_weight(lb.pid, index) == 9 for index in (0, 1)), timeout=10)
+        wait_for(lambda: workers_weigh(lb.pid, 9), timeout=10)
         assert get(port).status == 200
         lb.signal(signal.SIGTERM)
         assert lb.wait() == 0
 
 
-def worker_weight(supervisor: int, index: int) -> int:
-    return worker_json(supervisor, index)["servers"][0]["weight"]
+def workers_weigh(supervisor: int, weight: int) -> bool:
+    """Whether both workers give server 0 `weight` (reloaded); False while they reload
+    (the check's process gone, a worker's socket not yet there)."""
+    try:
+        return all(worker_json(supervisor, index)["servers"][0]["weight"] == weight
+                   for index in (0, 1))
+    except OSError:
+        return False
+
+
+def resumed_connections(port: int, client: ssl.SSLContext, count: int,
+                        session: ssl.SSLSession | None) -> tuple[int, ssl.SSLSession | None]:
+    """`count` connections, each on a new source port and offering the previous one's TLS
+    session (as wrk and browsers do); how many resumed it, and the last session."""
+    resumed = 0
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                client.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while conn.recv(65536):      # to the end: TLS 1.3 tickets come after the handshake
+                pass
+            resumed += conn.session_reused
+            session = conn.session
+    return resumed, session
+
+
+def test_tls_sessions_resume_on_every_worker_and_across_a_reload(backends, tmp_path, ca):
+    """The workers share their session ticket keys, and keep them through a reload: with
+    keys of their own, a client whose new connection lands on the other worker (about
+    half of them) would get a full handshake."""
+    import yaml
+
+    (app,) = backends(1)
+    config = simple_config([app.port])
+    config["global"] = {"workers": 2, "log": {"format": "off"}}
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
+        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    path = write_config(config, str(tmp_path))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
+        wait_for(lambda: len(worker_pids(lb.pid)) == 2)
+        _, session = resumed_connections(port, client, 1, None)
+        assert resumed_connections(port, client, 30, session)[0] == 30
+        config["backends"]["app"]["servers"][0]["weight"] = 9
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        lb.signal(signal.SIGHUP)
+        wait_for(lambda: workers_weigh(lb.pid, 9), timeout=10)
+        assert resumed_connections(port, client, 30, session)[0] == 30

@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from lbproxy.config.errors import ConfigError
 from lbproxy.config.schema import BindTLSConfig, CertConfig, ServerTLSConfig
-from lbproxy.proxy.tls import (_set_ciphersuites, client_context, server_context, server_hostname,
-                               sni_of)
+from lbproxy.proxy.openssl_ctx import set_ciphersuites
+from lbproxy.proxy.tls import client_context, server_context, server_hostname, sni_of
 
 WHERE = "conf/a.yaml:7: frontends.web.bind[1].tls"
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -231,7 +231,7 @@ def test_tls13_prefers_aes128_and_chacha20_for_clients_that_put_it_first(
     context = server_context(BindTLSConfig(certificates), WHERE)
     client = any_certificate()     # OpenSSL's order: AES-256 first
     assert handshake(context, client, "a.test").cipher == "TLS_AES_128_GCM_SHA256"
-    assert _set_ciphersuites(client, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384")
+    assert set_ciphersuites(client, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384")
     assert handshake(context, client, "a.test").cipher == "TLS_CHACHA20_POLY1305_SHA256"
     chosen = server_context(BindTLSConfig(certificates, ciphersuites=("TLS_AES_256_GCM_SHA384",)),
                             WHERE)
@@ -336,10 +336,48 @@ def test_server_hostname(sni: str | None, host: str, expected: str | None) -> No
 
 def test_suites_that_cannot_be_set_are_an_error_unless_left_at_the_default(
         ca: trustme.CA, pair: Callable[..., CertConfig], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lbproxy.proxy.tls._ciphersuites_call", lambda: None)  # another Python
+    monkeypatch.setattr("lbproxy.proxy.openssl_ctx._libssl", lambda: None)  # another Python
     certificates = (pair(ca.issue_cert("a.test")),)
     assert handshake(server_context(BindTLSConfig(certificates), WHERE), any_certificate(),
                      "a.test").cipher == "TLS_AES_256_GCM_SHA384"      # OpenSSL's order
     assert errors(lambda: server_context(
         BindTLSConfig(certificates, ciphersuites=("TLS_AES_256_GCM_SHA384",)), WHERE)) == [
         f"{WHERE}.ciphersuites: this Python's ssl module cannot be given TLS 1.3 cipher suites"]
+
+
+def _session_after(server: ssl.SSLContext, client: ssl.SSLContext,
+                   session: ssl.SSLSession | None = None) -> tuple[bool, ssl.SSLSession]:
+    """A handshake with `server` through memory BIOs offering `session`: whether it resumed,
+    and the session to offer next (TLS 1.3 tickets come after the handshake, with data)."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    client_side = client.wrap_bio(to_client, to_server, server_hostname="a.test", session=session)
+    for side in (client_side, server_side, client_side, server_side):
+        try:
+            side.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+    server_side.write(b"x")
+    assert client_side.read(1) == b"x"
+    return client_side.session_reused, client_side.session
+
+
+def test_tickets_are_good_across_reloads_and_workers_of_one_bind_only(
+        ca: trustme.CA, pair: Callable[..., CertConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contexts made again for the same address (a reload), or in another process given the
+    same secret (a worker), resume each other's sessions; another bind's do not."""
+    from lbproxy.proxy import openssl_ctx
+
+    config = BindTLSConfig((pair(ca.issue_cert("a.test")),))
+    client = any_certificate()
+    _, session = _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client)
+    assert _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
+    assert not _session_after(server_context(config, WHERE, "127.0.0.1:9443"), client, session)[0]
+
+    monkeypatch.setenv(openssl_ctx.TICKET_SECRET_ENV, openssl_ctx.ticket_secret().hex())
+    openssl_ctx.ticket_secret.cache_clear()                        # as in a worker
+    assert _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
+    monkeypatch.setenv(openssl_ctx.TICKET_SECRET_ENV, "00" * openssl_ctx.TICKET_SECRET_SIZE)
+    openssl_ctx.ticket_secret.cache_clear()                        # another run's secret
+    assert not _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
+    openssl_ctx.ticket_secret.cache_clear()
