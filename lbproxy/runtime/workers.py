@@ -50,6 +50,9 @@ class Supervisor:
         self.count = config.global_.workers
         self.control = ""
         self.procs: list[asyncio.subprocess.Process | None] = [None] * self.count
+        # SIGHUP/SIGUSR1 for a worker still starting wait here until it is ready: before
+        # its handlers are in place they would kill it (and, during the first start, all)
+        self.held: list[set[int] | None] = [set() for _ in range(self.count)]
         self.stopping = asyncio.Event()
         self.workers: WorkerClient | None = None
         self.fanout: FanoutServer | None = None
@@ -101,6 +104,7 @@ class Supervisor:
         ready = ready_path(self.control, index)
         if os.path.exists(ready):
             os.unlink(ready)
+        self.held[index] = set()
         # one TLS session ticket secret for all, so that tickets are good on every worker
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lbproxy", "run", "-c", self.path,
@@ -110,12 +114,17 @@ class Supervisor:
         return proc
 
     async def _ready(self, index: int, proc: asyncio.subprocess.Process) -> bool:
+        """Wait for worker `index` to say it is ready, then give it the signals held."""
         ready = ready_path(self.control, index)
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
         while not os.path.exists(ready):
             if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.02)
+        held = self.held[index] or set()
+        self.held[index] = None
+        for signum in sorted(held):
+            proc.send_signal(signum)
         return True
 
     async def _start_all(self) -> bool:
@@ -145,15 +154,18 @@ class Supervisor:
             if await self._ready(index, proc) and self.health is not None:
                 self.health.forget(index)
 
-    def _forward(self, signum: int) -> None:
-        for proc in self.procs:
-            if proc is not None and proc.returncode is None:
+    def _forward(self, signum: int, hold: bool = True) -> None:
+        """`signum` to every worker; with `hold`, to those still starting once ready."""
+        for proc, held in zip(self.procs, self.held):
+            if hold and held is not None:
+                held.add(signum)
+            elif proc is not None and proc.returncode is None:
                 proc.send_signal(signum)
 
     async def _stop_all(self) -> None:
         for task in self._tasks:
             task.cancel()
-        self._forward(signal.SIGTERM)
+        self._forward(signal.SIGTERM, hold=False)
         waits = [proc.wait() for proc in self.procs if proc is not None]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), STOP_GRACE)

@@ -14,18 +14,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import (cert_files, free_port, get, request, simple_config, wait_for,
                            write_config)
-from tests.process import LbproxyProcess
+from tests.process import LbproxyProcess, port_open
 
 AUTH = "Basic " + base64.b64encode(b"admin:pw").decode()
 
 
-def workers_config(ports: list[int], tmp_path, **backend) -> tuple[str, int, int]:
+def workers_config(ports: list[int], tmp_path, certificate: dict | None = None,
+                   **backend) -> tuple[str, int, int]:
+    """Two workers and the stats page (served once both are ready); TLS on the frontend
+    with `certificate` (cert_files)."""
     config = simple_config(ports, backend=backend)
     config["global"] = {"workers": 2, "log": {"format": "off"}}
     stats_port = free_port()
     config["stats"] = {"bind": f"127.0.0.1:{stats_port}", "admin": True,
                        "auth": {"username": "admin", "password": "pw"}}
     port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    if certificate is not None:
+        config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}",
+                                               "tls": {"certificates": [certificate]}}]
     return write_config(config, str(tmp_path)), port, stats_port
 
 
@@ -145,6 +151,22 @@ def test_sighup_reloads_every_worker(backends, tmp_path):
         assert lb.wait() == 0
 
 
+def test_a_sighup_during_start_waits_for_the_workers(backends, tmp_path):
+    """SIGHUP as soon as the workers exist, before they have their handlers: it must not
+    kill them (which stopped the whole start); each reloads once it is ready."""
+    (app,) = backends(1)
+    path, port, stats_port = workers_config([app.port], tmp_path)
+    with LbproxyProcess("run", "-c", path) as lb:
+        wait_for(lambda: len(worker_pids(lb.pid)) == 2)
+        lb.signal(signal.SIGHUP)
+        wait_for(lambda: port_open(stats_port) or lb.proc.poll() is not None, timeout=15)
+        assert lb.proc.poll() is None
+        assert get(port).status == 200
+        lb.signal(signal.SIGTERM)
+        assert lb.wait() == 0
+        assert lb.proc.stderr.read().decode().count("configuration reloaded") == 2
+
+
 def workers_weigh(supervisor: int, weight: int) -> bool:
     """Whether both workers give server 0 `weight` (reloaded); False while they reload
     (the check's process gone, a worker's socket not yet there)."""
@@ -178,18 +200,14 @@ def test_tls_sessions_resume_on_every_worker_and_across_a_reload(backends, tmp_p
     import yaml
 
     (app,) = backends(1)
-    config = simple_config([app.port])
-    config["global"] = {"workers": 2, "log": {"format": "off"}}
-    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
-    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
-        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
-    path = write_config(config, str(tmp_path))
+    path, port, stats_port = workers_config([app.port], tmp_path,
+                                            cert_files(ca, tmp_path, "localhost"))
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    with LbproxyProcess("run", "-c", path, wait_port=port) as lb:
-        wait_for(lambda: len(worker_pids(lb.pid)) == 2)
+    with LbproxyProcess("run", "-c", path, wait_port=stats_port) as lb:
         _, session = resumed_connections(port, client, 1, None)
         assert resumed_connections(port, client, 30, session)[0] == 30
+        config = yaml.safe_load(open(path))
         config["backends"]["app"]["servers"][0]["weight"] = 9
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
