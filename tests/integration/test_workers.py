@@ -134,18 +134,11 @@ def test_health_checks_run_once_and_reach_every_worker(backends, tmp_path):
 
 
 def test_sighup_reloads_every_worker(backends, tmp_path):
-    import yaml
-
     (app,) = backends(1)
     path, port, stats_port = workers_config([app.port], tmp_path)
     with LbproxyProcess("run", "-c", path, wait_port=stats_port) as lb:
         wait_for(lambda: len(worker_pids(lb.pid)) == 2)
-        config = yaml.safe_load(open(path))
-        config["backends"]["app"]["servers"][0]["weight"] = 9
-        with open(path, "w") as f:
-            yaml.safe_dump(config, f)
-        lb.signal(signal.SIGHUP)
-        wait_for(lambda: workers_weigh(lb.pid, 9), timeout=10)
+        reload_with_weight(lb, path, 9)
         assert get(port).status == 200
         lb.signal(signal.SIGTERM)
         assert lb.wait() == 0
@@ -165,6 +158,18 @@ def test_a_sighup_during_start_waits_for_the_workers(backends, tmp_path):
         lb.signal(signal.SIGTERM)
         assert lb.wait() == 0
         assert lb.proc.stderr.read().decode().count("configuration reloaded") == 2
+
+
+def reload_with_weight(lb: LbproxyProcess, path: str, weight: int) -> None:
+    """Give server 0 `weight` in the file, SIGHUP, and wait until both workers have it."""
+    import yaml
+
+    config = yaml.safe_load(open(path))
+    config["backends"]["app"]["servers"][0]["weight"] = weight
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    lb.signal(signal.SIGHUP)
+    wait_for(lambda: workers_weigh(lb.pid, weight), timeout=10)
 
 
 def workers_weigh(supervisor: int, weight: int) -> bool:
@@ -197,8 +202,6 @@ def test_tls_sessions_resume_on_every_worker_and_across_a_reload(backends, tmp_p
     """The workers share their session ticket keys, and keep them through a reload: with
     keys of their own, a client whose new connection lands on the other worker (about
     half of them) would get a full handshake."""
-    import yaml
-
     (app,) = backends(1)
     path, port, stats_port = workers_config([app.port], tmp_path,
                                             cert_files(ca, tmp_path, "localhost"))
@@ -207,10 +210,5 @@ def test_tls_sessions_resume_on_every_worker_and_across_a_reload(backends, tmp_p
     with LbproxyProcess("run", "-c", path, wait_port=stats_port) as lb:
         _, session = resumed_connections(port, client, 1, None)
         assert resumed_connections(port, client, 30, session)[0] == 30
-        config = yaml.safe_load(open(path))
-        config["backends"]["app"]["servers"][0]["weight"] = 9
-        with open(path, "w") as f:
-            yaml.safe_dump(config, f)
-        lb.signal(signal.SIGHUP)
-        wait_for(lambda: workers_weigh(lb.pid, 9), timeout=10)
+        reload_with_weight(lb, path, 9)
         assert resumed_connections(port, client, 30, session)[0] == 30
