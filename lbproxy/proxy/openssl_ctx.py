@@ -6,7 +6,7 @@ ticket keys, set through OpenSSL's own calls with ctypes.
 PySSLContext holds right after its object header (3.7 to 3.14), from the libssl the ssl
 module itself runs on. That layout is checked once on a throwaway context (the pointer
 found must give back the context's own options) before anything is written through it;
-where the check fails, `available()` is False and contexts keep OpenSSL's defaults.
+where the check fails, contexts keep OpenSSL's defaults.
 
 Session ticket keys: OpenSSL makes random ones per context, so every reload, and every
 worker of `global.workers`, would have its own, and a client resuming a session with a
@@ -69,23 +69,20 @@ def _ssl_ctx_of(context: ssl.SSLContext) -> int:
     return ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value or 0
 
 
-def available() -> bool:
-    """Whether contexts can be given suites and ticket keys in this process."""
-    return _libssl() is not None
-
-
 def set_ciphersuites(context: ssl.SSLContext, suites: str) -> bool:
     """Order `context`'s TLS 1.3 cipher suites as `suites` ("A:B:C"); False where that
     cannot be done (OpenSSL's order then stays)."""
     calls = _libssl()
-    return calls is not None and calls.set_ciphersuites(_ssl_ctx_of(context), suites.encode()) == 1
+    return calls is not None and calls.set_ciphersuites(_ssl_ctx_of(context),
+                                                        suites.encode()) == 1
 
 
 @functools.cache
 def ticket_secret() -> bytes:
-    """This run's secret: the supervisor's (TICKET_SECRET_ENV), else a new one."""
+    """This run's secret: the supervisor's (TICKET_SECRET_ENV, taken out of the environment
+    so that no process started later inherits it), else a new one."""
     try:
-        secret = bytes.fromhex(os.environ.get(TICKET_SECRET_ENV, ""))
+        secret = bytes.fromhex(os.environ.pop(TICKET_SECRET_ENV, ""))
     except ValueError:
         secret = b""
     return secret if len(secret) == TICKET_SECRET_SIZE else os.urandom(TICKET_SECRET_SIZE)

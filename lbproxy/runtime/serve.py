@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from lbproxy.admin.app import AdminServer
 from lbproxy.config.schema import Config
+from lbproxy.proxy.openssl_ctx import ticket_secret
 from lbproxy.runtime.control import WorkerRole, remove_pidfile, write_pidfile
 from lbproxy.runtime.engine import STOP_GRACE, Engine
 from lbproxy.runtime.heap import freeze_started, reloading
@@ -97,6 +98,7 @@ async def serve(config: Config, path: str | None = None,
     ready through the control directory."""
     loop = asyncio.get_running_loop()
     raise_fd_limit()
+    ticket_secret()     # out of the environment before a plugin or a reload could start a process
     try:
         process = ProxyProcess(config, loop, path, worker)   # opens the access log
         await process.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import ssl
 import warnings
 from collections.abc import Callable
@@ -377,6 +378,7 @@ def test_tickets_are_good_across_reloads_and_workers_of_one_bind_only(
     monkeypatch.setenv(openssl_ctx.TICKET_SECRET_ENV, openssl_ctx.ticket_secret().hex())
     openssl_ctx.ticket_secret.cache_clear()                        # as in a worker
     assert _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
+    assert openssl_ctx.TICKET_SECRET_ENV not in os.environ         # not for its children
     monkeypatch.setenv(openssl_ctx.TICKET_SECRET_ENV, "00" * openssl_ctx.TICKET_SECRET_SIZE)
     openssl_ctx.ticket_secret.cache_clear()                        # another run's secret
     assert not _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
