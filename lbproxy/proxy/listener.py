@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable
 
 from lbproxy.config.schema import Address
-from lbproxy.proxy.tls import HANDSHAKE_TIMEOUT, c_termination
+from lbproxy.proxy.tls import c_termination
 
 BACKLOG = 4096   # connections over maxconn wait here
 
@@ -46,7 +46,7 @@ class Listener:
     """One bound socket and the asyncio server currently accepting on it."""
 
     def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float) -> None:
         self.sock = sock
         self.factory = factory
         self.ssl_context = ssl_context
@@ -54,6 +54,9 @@ class Listener:
         self._resuming: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tls_layer: Callable[..., asyncio.Protocol] | None = None   # set by start()
+        # the TLS handshake's bound, the frontend's http_request timeout (a reload sets it
+        # again: asyncio's TLS reads it at start, the C layer per connection)
+        self.handshake_timeout = handshake_timeout
 
     @property
     def address(self) -> tuple[str, int]:
@@ -65,9 +68,11 @@ class Listener:
         self.tls_layer = c_termination() if self.ssl_context is not None else None
         dup = self.sock.dup()
         try:
+            asyncio_tls = self.ssl_context is not None and self.tls_layer is None
             self.server = await loop.create_server(
                 self._protocol, sock=dup, backlog=BACKLOG,
-                ssl=self.ssl_context if self.tls_layer is None else None)
+                ssl=self.ssl_context if asyncio_tls else None,
+                ssl_handshake_timeout=self.handshake_timeout if asyncio_tls else None)
         except BaseException:
             dup.close()
             raise
@@ -76,7 +81,7 @@ class Listener:
         # Looked up per connection, so a reload can hand the socket to a new frontend.
         if self.tls_layer is None:
             return self.factory()
-        return self.tls_layer(self.ssl_context, self.factory(), self.loop, HANDSHAKE_TIMEOUT)
+        return self.tls_layer(self.ssl_context, self.factory(), self.loop, self.handshake_timeout)
 
     async def restart(self, ssl_context: ssl.SSLContext | None) -> None:
         """Serve the same socket with another TLS context (reload); the backlog waits."""

@@ -20,7 +20,7 @@ from lbproxy.proxy.listener import Listener
 from lbproxy.proxy.proxy_protocol import (V2_FIXED_LENGTH, V2_MAX_LENGTH, ProxyProtocolError,
                                           parse_proxy_header)
 from lbproxy.proxy.state import OUT_OF_FDS
-from lbproxy.proxy.tls import HANDSHAKE_TIMEOUT, c_termination
+from lbproxy.proxy.tls import c_termination
 
 if TYPE_CHECKING:
     from lbproxy.proxy.client import ClientProtocol
@@ -104,12 +104,14 @@ class _HeaderReader:
             return
         self.protocol.behind_proxy(header)
         protocol, context, loop = self.protocol, self.ssl_context, self.loop
+        timeout = protocol.frontend.timeout_http_request     # for the handshake too
         layer = c_termination()          # TLS in C where it is built, else asyncio's
         if layer is None:
-            accepted = loop.connect_accepted_socket(lambda: protocol, self.conn, ssl=context)
+            accepted = loop.connect_accepted_socket(lambda: protocol, self.conn, ssl=context,
+                                                    ssl_handshake_timeout=timeout)
         else:
             accepted = loop.connect_accepted_socket(
-                lambda: layer(context, protocol, loop, HANDSHAKE_TIMEOUT), self.conn)
+                lambda: layer(context, protocol, loop, timeout), self.conn)
         loop.create_task(accepted).add_done_callback(_handshake_done)
 
     def _give_up(self) -> None:

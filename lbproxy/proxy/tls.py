@@ -46,7 +46,6 @@ _OP_PRIORITIZE_CHACHA = 1 << 21
 # Client-initiated renegotiation costs the server a handshake per request: a known DoS.
 SERVER_OPTIONS = (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
                   | ssl.OP_NO_RENEGOTIATION | _OP_PRIORITIZE_CHACHA)
-HANDSHAKE_TIMEOUT = 60.0         # seconds, asyncio's default for its TLS servers
 _SNI_ATTRIBUTE = "lbproxy_sni"   # set on the SSLObject by the SNI callback
 
 SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
@@ -103,7 +102,7 @@ def server_context(config: BindTLSConfig, where: str, address: str = "") -> ssl.
 @functools.cache
 def c_termination() -> Callable[..., asyncio.Protocol] | None:
     """The protocol class that terminates TLS in C (lbproxy/proxy/tls_layer.pyx), called
-    as `(context, app, loop, HANDSHAKE_TIMEOUT)`; None where it is not built or not usable
+    as `(context, app, loop, handshake_timeout)`; None where it is not built or not usable
     with this Python: asyncio's TLS then does the work."""
     try:
         from lbproxy.proxy.tls_layer import TLSLayer, layout_holds

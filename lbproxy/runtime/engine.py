@@ -187,10 +187,11 @@ class Engine:
             port = (sock if listener is None else listener.sock).getsockname()[1]
             factory = partial(frontend.protocol, bind.config.h2c, port)
             if listener is None:
-                listener = kind(sock, factory, bind.context)
+                listener = kind(sock, factory, bind.context, frontend.timeout_http_request)
                 await listener.start()
             else:
                 listener.factory = factory
+                listener.handshake_timeout = frontend.timeout_http_request
                 if self._listener_tls.get(key) != bind.config.tls:
                     await listener.restart(bind.context)
             self._listener_tls[key] = bind.config.tls

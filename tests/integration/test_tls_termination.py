@@ -72,6 +72,25 @@ def test_keep_alive_pipelining_and_a_large_upload_over_tls(ca, tmp_path, backend
     assert p.engine.frontends["web"].tls_handshake_failures == 0
 
 
+def test_a_handshake_must_finish_within_http_request(ca, tmp_path, backends, proxy):
+    """A client that connects and stalls in (or before) the handshake holds its slot for
+    the frontend's http_request timeout, not asyncio's 60 s; the bind goes on serving."""
+    (app,) = backends(1)
+    config = simple_config([app.port])
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
+        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    config["frontends"]["web"]["timeouts"] = {"http_request": "300ms"}
+    p = proxy(config)
+    with connect(p.port) as silent, connect(p.port) as stalled:
+        stalled.sendall(b"\x16\x03\x01\x02\x00\x01")              # half a ClientHello
+        assert Reader(silent).closed(timeout=5.0)
+        assert Reader(stalled).closed(timeout=1.0)
+    with tls_connect(p.port, ca) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Reader(sock).read_response().status == 200
+
+
 # --- the compiled layer on its own ----------------------------------------------------------
 
 compiled_only = pytest.mark.skipif(c_termination() is None,
