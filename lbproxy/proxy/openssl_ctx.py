@@ -11,12 +11,16 @@ where the check fails, contexts keep OpenSSL's defaults.
 Session ticket keys: OpenSSL makes random ones per context, so every reload, and every
 worker of `global.workers`, would have its own, and a client resuming a session with a
 ticket from another one gets a full handshake (a signature, the certificate chain sent
-again). Instead each bind's keys derive from one secret per run and the bind's address:
-the secret is made at the first TLS context of the process, or handed down by the
-supervisor to its workers in `TICKET_SECRET_ENV`, so tickets survive reloads and cross
+again). Instead each bind's keys derive from one secret per run, the bind's address and
+the hour: the secret is made at the first TLS context of the process, or handed down by
+the supervisor to its workers in `TICKET_SECRET_ENV`, so tickets survive reloads and cross
 workers as in nginx (keys made before the fork) and HAProxy (one process), while a ticket
-from one bind is no good on another. Like OpenSSL's own keys, the secret lives as long as
-the process (the supervisor's, with workers) and is never written to disk.
+from one bind is no good on another. The keys change every TICKET_KEY_LIFETIME, at the same
+wall-clock moment in every worker (`rotate_ticket_keys`, which the engine calls): a TLS 1.2
+ticket carries its session's master secret, so whoever learns a key can read every
+recorded session resumed with it, and a key that lived as long as the process would put
+months of traffic behind one secret. A ticket from before the change gets a full
+handshake. The secret itself is never written to disk.
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ import hashlib
 import os
 import ssl
 import sys
+import time
+import weakref
 
 TICKET_SECRET_ENV = "LBPROXY_TLS_TICKET_SECRET"   # hex, from the supervisor to its workers
 TICKET_SECRET_SIZE = 32
 TICKET_KEYS_SIZE = 80     # key name 16, HMAC secret 32, AES key 32 (OpenSSL 1.1 and later)
+TICKET_KEY_LIFETIME = 3600.0   # seconds; Cloudflare's rotation, stricter than nginx's (none)
 _SET_TICKET_KEYS = 59     # SSL_CTRL_SET_TLSEXT_TICKET_KEYS
+_now = time.time          # wall clock: workers must agree on the hour
+
+# every context given ticket keys, with its scope, for rotate_ticket_keys (a reload's old
+# contexts drop out by themselves)
+_keyed: weakref.WeakKeyDictionary[ssl.SSLContext, str] = weakref.WeakKeyDictionary()
 
 
 class _LibSSL:
@@ -89,11 +101,36 @@ def ticket_secret() -> bytes:
 
 
 def share_ticket_keys(context: ssl.SSLContext, scope: str) -> bool:
-    """Give `context` the ticket keys of `scope` (its bind's address) in this run; False
-    where that cannot be done (the context then keeps OpenSSL's own, its alone)."""
+    """Give `context` the ticket keys of `scope` (its bind's address) in this run, this
+    hour, and again at each rotation; False where that cannot be done (the context then
+    keeps OpenSSL's own, its alone)."""
+    if _libssl() is None:
+        return False
+    _keyed[context] = scope
+    return _set_ticket_keys(context, scope, _period(_now()))
+
+
+def rotate_ticket_keys() -> None:
+    """Give every context its keys for the present period (see the module's text)."""
+    period = _period(_now())
+    for context, scope in list(_keyed.items()):
+        _set_ticket_keys(context, scope, period)
+
+
+def seconds_to_rotation() -> float:
+    """How long until the keys' next change (a little after it, so that it has come)."""
+    return TICKET_KEY_LIFETIME - _now() % TICKET_KEY_LIFETIME + 0.01
+
+
+def _period(now: float) -> int:
+    return int(now // TICKET_KEY_LIFETIME)
+
+
+def _set_ticket_keys(context: ssl.SSLContext, scope: str, period: int) -> bool:
     calls = _libssl()
     if calls is None:
         return False
-    keys = hashlib.shake_256(ticket_secret() + b"\0" + scope.encode()).digest(TICKET_KEYS_SIZE)
-    buffer = ctypes.create_string_buffer(keys, TICKET_KEYS_SIZE)
-    return calls.ctrl(_ssl_ctx_of(context), _SET_TICKET_KEYS, TICKET_KEYS_SIZE, buffer) == 1
+    material = b"\0".join((ticket_secret(), scope.encode(), str(period).encode()))
+    keys = ctypes.create_string_buffer(hashlib.shake_256(material).digest(TICKET_KEYS_SIZE),
+                                       TICKET_KEYS_SIZE)
+    return calls.ctrl(_ssl_ctx_of(context), _SET_TICKET_KEYS, TICKET_KEYS_SIZE, keys) == 1

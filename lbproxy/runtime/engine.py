@@ -34,6 +34,7 @@ from lbproxy.proxy.cache_store import Cache
 from lbproxy.proxy.dispatch import Dispatcher
 from lbproxy.proxy.frontend import Frontend
 from lbproxy.proxy.listener import Listener, bind_socket
+from lbproxy.proxy.openssl_ctx import rotate_ticket_keys, seconds_to_rotation
 from lbproxy.proxy.proxied_tls import ProxiedTLSListener
 from lbproxy.proxy.state import ProxyState
 from lbproxy.proxy.upstream import make_pool
@@ -101,6 +102,7 @@ class Engine:
         self.around_reload: Callable[[], AbstractContextManager[object]] = nullcontext
         self._reloading = asyncio.Lock()
         self._old_logs_dropped = 0       # lines dropped by access logs a reload replaced
+        self._ticket_rotation: asyncio.Task | None = None
 
     def _add_backend(self, config: BackendConfig) -> Backend:
         """A backend, and the dispatcher that sends it its requests."""
@@ -134,6 +136,13 @@ class Engine:
         for backend in self.backends.values():
             start_watchers(backend, self.active_checks)
         self.state.start()
+        self._ticket_rotation = self.loop.create_task(self._rotate_ticket_keys())
+
+    async def _rotate_ticket_keys(self) -> None:
+        """TLS session ticket keys change every hour, in step with the other workers."""
+        while True:
+            await asyncio.sleep(seconds_to_rotation())
+            rotate_ticket_keys()
 
     def close_listeners(self) -> None:
         """Stop listening at once (a start that failed after the listeners were bound)."""
@@ -343,6 +352,8 @@ class Engine:
         await self.store.close()
         if self.access_log is not None:
             self.access_log.close(LOG_CLOSE_TIMEOUT)
+        if self._ticket_rotation is not None:
+            self._ticket_rotation.cancel()
         await state.close()
 
 

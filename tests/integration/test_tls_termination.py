@@ -91,6 +91,44 @@ def test_a_handshake_must_finish_within_http_request(ca, tmp_path, backends, pro
         assert Reader(sock).read_response().status == 200
 
 
+def test_session_tickets_expire_at_the_hourly_key_change(ca, tmp_path, backends, proxy,
+                                                         monkeypatch):
+    """The proxy changes its ticket keys at each period's end (an hour; a second here): a
+    session from before is not resumed after it, a new one is."""
+    from lbproxy.proxy import openssl_ctx
+
+    monkeypatch.setattr(openssl_ctx, "TICKET_KEY_LIFETIME", 1.0)
+    (app,) = backends(1)
+    config = simple_config([app.port])
+    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
+    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
+        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    p = proxy(config)
+    context = client_context(ca)
+    _, before = one_request(p.port, context)
+    period = int(time.time())
+    wait_for(lambda: time.time() > period + 1.3)           # the next period, keys changed
+    assert not one_request(p.port, context, before)[0]
+    for _ in range(3):                # a new session resumes (unless a period ends between)
+        period = int(time.time())
+        resumed = one_request(p.port, context, one_request(p.port, context)[1])[0]
+        if resumed or int(time.time()) == period:
+            break
+    assert resumed
+
+
+def one_request(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+                ) -> tuple[bool, ssl.SSLSession]:
+    """A request on a new TLS connection offering `session`: whether it was resumed, and
+    the session to offer next."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while conn.recv(65536):          # to the end: TLS 1.3 tickets come after the handshake
+            pass
+        return conn.session_reused, conn.session
+
+
 # --- the compiled layer on its own ----------------------------------------------------------
 
 compiled_only = pytest.mark.skipif(c_termination() is None,

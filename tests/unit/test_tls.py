@@ -369,6 +369,7 @@ def test_tickets_are_good_across_reloads_and_workers_of_one_bind_only(
     same secret (a worker), resume each other's sessions; another bind's do not."""
     from lbproxy.proxy import openssl_ctx
 
+    monkeypatch.setattr(openssl_ctx, "_now", lambda: 1e9)      # no hourly change midway
     config = BindTLSConfig((pair(ca.issue_cert("a.test")),))
     client = any_certificate()
     _, session = _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client)
@@ -383,3 +384,25 @@ def test_tickets_are_good_across_reloads_and_workers_of_one_bind_only(
     openssl_ctx.ticket_secret.cache_clear()                        # another run's secret
     assert not _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, session)[0]
     openssl_ctx.ticket_secret.cache_clear()
+
+
+def test_ticket_keys_change_each_period_alike_everywhere(
+        ca: trustme.CA, pair: Callable[..., CertConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a rotation an old ticket gets a full handshake; a new one is good on a context
+    made in the same period (another worker)."""
+    from lbproxy.proxy import openssl_ctx
+
+    lifetime = openssl_ctx.TICKET_KEY_LIFETIME
+    now = [123_456 * lifetime + 10.0]                 # 10 s into a period
+    monkeypatch.setattr(openssl_ctx, "_now", lambda: now[0])
+    assert openssl_ctx.seconds_to_rotation() == pytest.approx(lifetime - 10.0, abs=0.1)
+    config = BindTLSConfig((pair(ca.issue_cert("a.test")),))
+    client = any_certificate()
+    context = server_context(config, WHERE, "127.0.0.1:8443")
+    _, old = _session_after(context, client)
+    assert _session_after(context, client, old)[0]
+    now[0] += lifetime
+    openssl_ctx.rotate_ticket_keys()
+    assert not _session_after(context, client, old)[0]
+    _, new = _session_after(context, client)
+    assert _session_after(server_context(config, WHERE, "127.0.0.1:8443"), client, new)[0]
