@@ -47,12 +47,18 @@ def tls_connect(port: int, ca: trustme.CA) -> ssl.SSLSocket:
 
 # --- through the proxy --------------------------------------------------------------------
 
-def test_keep_alive_pipelining_and_a_large_upload_over_tls(ca, tmp_path, backends, proxy):
-    (app,) = backends(1)
-    config = simple_config([app.port])
+def tls_config(servers: list[int], ca: trustme.CA, tmp_path) -> dict:
+    """simple_config with TLS on its bind (a certificate for localhost from `ca`)."""
+    config = simple_config(servers)
     port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
     config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
         "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    return config
+
+
+def test_keep_alive_pipelining_and_a_large_upload_over_tls(ca, tmp_path, backends, proxy):
+    (app,) = backends(1)
+    config = tls_config([app.port], ca, tmp_path)
     p = proxy(config)
     with tls_connect(p.port, ca) as sock:
         reader = Reader(sock)
@@ -76,10 +82,7 @@ def test_a_handshake_must_finish_within_http_request(ca, tmp_path, backends, pro
     """A client that connects and stalls in (or before) the handshake holds its slot for
     the frontend's http_request timeout, not asyncio's 60 s; the bind goes on serving."""
     (app,) = backends(1)
-    config = simple_config([app.port])
-    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
-    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
-        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    config = tls_config([app.port], ca, tmp_path)
     config["frontends"]["web"]["timeouts"] = {"http_request": "300ms"}
     p = proxy(config)
     with connect(p.port) as silent, connect(p.port) as stalled:
@@ -99,10 +102,7 @@ def test_session_tickets_expire_at_the_hourly_key_change(ca, tmp_path, backends,
 
     monkeypatch.setattr(openssl_ctx, "TICKET_KEY_LIFETIME", 1.0)
     (app,) = backends(1)
-    config = simple_config([app.port])
-    port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
-    config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
-        "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
+    config = tls_config([app.port], ca, tmp_path)
     p = proxy(config)
     context = client_context(ca)
     _, before = one_request(p.port, context)
