@@ -164,6 +164,9 @@ def test_proxy_protocol_before_tls(ca, tmp_path, backends, proxy, header):
         assert Reader(sock).closed()
     with connect(p.port) as sock:                 # nothing at all: closed after http_request
         assert Reader(sock).closed(timeout=3)
+    with connect(p.port) as sock:                 # a header, then no handshake: the same
+        sock.sendall(header)
+        assert Reader(sock).closed(timeout=3)
     assert p.call(lambda: p.engine.frontends["web"].rejected) == 2
     assert app.stats.requests == 2
     config["frontends"]["web"]["accept_proxy"] = False       # a reload changes the kind
