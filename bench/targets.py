@@ -192,6 +192,21 @@ def naive_command(workdir: Path, port: int, servers: list[int], tls: Tls | None 
             "--upstream", f"http://127.0.0.1:{servers[0]}"]
 
 
+def _tls_layer() -> str | None:
+    from lbproxy.proxy.tls import c_termination
+    return None if c_termination() is not None else "lbproxy's C TLS layer is not built (pip install -e .)"
+
+
+def responder_command(workdir: Path, port: int, servers: list[int], tls: Tls | None = None) -> list[str]:
+    """Not a proxy: lbproxy's loop and TLS layer answering by themselves (bench/tls_responder.py)."""
+    argv = [sys.executable, "-m", "bench.tls_responder", "--port", str(port)]
+    if tls:
+        argv += ["--cert", str(tls.cert), "--key", str(tls.key)]
+        if tls.suites:
+            argv += ["--suites", tls.suites]
+    return argv
+
+
 PROXIES: dict[str, Target] = {
     "lbproxy": Target("lbproxy", _always, lbproxy_command, tls=True),
     "lbproxy-default": Target("lbproxy-default", _always, lbproxy_default_command, tls=True),
@@ -200,6 +215,8 @@ PROXIES: dict[str, Target] = {
     "caddy": Target("caddy", _binary("caddy"), caddy_command, tls=True),
     "naive-aiohttp": Target("naive-aiohttp", _always, naive_command),
 }
+# Not a proxy, a floor for bench.tls: lbproxy's loop and TLS layer answering by themselves.
+TLS_RESPONDER = Target("tls-responder", _tls_layer, responder_command, tls=True)
 
 
 def nginx_backend_argv(workdir: Path, port: int, sizes: Sequence[int] = ()) -> list[str]:

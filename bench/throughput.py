@@ -32,7 +32,7 @@ from bench.harness import (Backend, Cpus, Proc, Session, add_common_options, cho
                            resolve_loadgen, start_backends, start_checked, start_nginx_backend)
 from bench.loadgen import PLAIN, Runs, Schedule, Variety, measure
 from bench.report import RESULTS, Report, now_utc, times
-from bench.targets import PROXIES, Tls
+from bench.targets import PROXIES, Target, Tls
 
 TARGETS = ["direct", *PROXIES]
 REFERENCE = "haproxy"          # the "× HAProxy" column divides by its CPU per request
@@ -59,6 +59,7 @@ class Bench:
     workdir: Path
     tls: Tls | None = None
     rounds: int = 1
+    known: dict[str, Target] = field(default_factory=lambda: dict(PROXIES))   # by name
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     log_lines: dict[str, int] = field(default_factory=dict)   # access log lines written, by target
@@ -67,7 +68,7 @@ class Bench:
         if name == "direct":
             self.measure_target(name, self.backend.port, None)
             return
-        target = PROXIES[name]
+        target = self.known[name]
         if reason := target.missing():
             self.notes.append(f"**{name}** skipped: {reason}")
             return

@@ -17,8 +17,11 @@ both `wrk -t1` (or the built-in client) on the backend's CPU while the proxy has
 - keep-alive: the handshakes happen once, then requests reuse the connections; rps
   and CPU/request show the cost of record encryption on top of proxying.
 
+A fifth target, `tls-responder` (bench/tls_responder.py), is not a proxy: lbproxy's loop
+and TLS layer answering each request themselves, the floor under lbproxy's figures.
+
     python -m bench.tls [--quick] [--duration 5] [--runs 3] [--rounds 1] [--connections 50] [--key ec256|rsa2048]
-                        [--suites TLS_AES_128_GCM_SHA256] [--targets lbproxy,haproxy,nginx,caddy]
+                        [--suites TLS_AES_128_GCM_SHA256] [--targets lbproxy,haproxy,nginx,caddy,tls-responder]
 
 Writes bench/results/tls.md and tls.png.
 """
@@ -45,10 +48,12 @@ from bench.harness import (Proc, Session, add_common_options, choose, package_ve
                            start_nginx_backend)
 from bench.loadgen import Variety
 from bench.report import RESULTS, Report, now_utc
-from bench.targets import PROXIES, Tls
+from bench.targets import PROXIES, TLS_RESPONDER, Tls
 
-CHOICES = [name for name, target in PROXIES.items() if target.tls]
-TARGETS = ["lbproxy", "haproxy", "nginx", "caddy"]
+KNOWN = {**{name: target for name, target in PROXIES.items() if target.tls},
+         TLS_RESPONDER.name: TLS_RESPONDER}
+CHOICES = list(KNOWN)
+TARGETS = ["lbproxy", "haproxy", "nginx", "caddy", TLS_RESPONDER.name]
 LOADS = {"handshakes (Connection: close)": Variety(close=True), "keep-alive": Variety()}
 KEYS = ("ec256", "rsa2048")
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         backend = start_nginx_backend(run.stack, run.workdir, run.cpus.backend)
         tls = dataclasses.replace(make_certificate(run.workdir, args.key), suites=args.suites)
         bench = Bench(throughput.schedule(args, run.cpus), [args.connections], run.cpus, backend, run.workdir, tls,
-                      rounds=args.rounds)
+                      rounds=args.rounds, known=KNOWN)
         bench.run_rounds(run, args.targets)
     report(bench, args, run.command, run.info).publish(args.output, plot(bench))
 
