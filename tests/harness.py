@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -50,6 +51,19 @@ def cert_files(ca: trustme.CA, directory: Path, *names: str) -> dict:
     cert.cert_chain_pems[0].write_to_path(str(cert_path))
     cert.private_key_pem.write_to_path(str(key_path))
     return {"cert": str(cert_path), "key": str(key_path)}
+
+
+def tls_request(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+                ) -> tuple[bool, ssl.SSLSession]:
+    """`GET /` with `Connection: close` on a new TLS connection to localhost offering
+    `session` (as wrk and browsers do): whether it was resumed, and the session to offer
+    next."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while conn.recv(65536):          # to the end: TLS 1.3 tickets come after the handshake
+            pass
+        return conn.session_reused, conn.session
 
 
 def free_port() -> int:

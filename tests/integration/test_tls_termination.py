@@ -20,7 +20,7 @@ import trustme
 import uvloop
 
 from lbproxy.proxy.tls import c_termination
-from tests.harness import Reader, cert_files, connect, simple_config, wait_for
+from tests.harness import Reader, cert_files, connect, simple_config, tls_request, wait_for
 from tests.loop_thread import LoopThread
 
 PAYLOAD = bytes(range(256)) * 16384          # 4 MiB
@@ -105,28 +105,16 @@ def test_session_tickets_expire_at_the_hourly_key_change(ca, tmp_path, backends,
     config = tls_config([app.port], ca, tmp_path)
     p = proxy(config)
     context = client_context(ca)
-    _, before = one_request(p.port, context)
+    _, before = tls_request(p.port, context)
     period = int(time.time())
     wait_for(lambda: time.time() > period + 1.3)           # the next period, keys changed
-    assert not one_request(p.port, context, before)[0]
+    assert not tls_request(p.port, context, before)[0]
     for _ in range(3):                # a new session resumes (unless a period ends between)
         period = int(time.time())
-        resumed = one_request(p.port, context, one_request(p.port, context)[1])[0]
+        resumed = tls_request(p.port, context, tls_request(p.port, context)[1])[0]
         if resumed or int(time.time()) == period:
             break
     assert resumed
-
-
-def one_request(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
-                ) -> tuple[bool, ssl.SSLSession]:
-    """A request on a new TLS connection offering `session`: whether it was resumed, and
-    the session to offer next."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
-        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        while conn.recv(65536):          # to the end: TLS 1.3 tickets come after the handshake
-            pass
-        return conn.session_reused, conn.session
 
 
 # --- the compiled layer on its own ----------------------------------------------------------

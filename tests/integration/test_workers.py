@@ -13,8 +13,8 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbproxy.proxy.openssl_ctx import TICKET_KEY_LIFETIME
-from tests.harness import (cert_files, free_port, get, request, simple_config, wait_for,
-                           write_config)
+from tests.harness import (cert_files, free_port, get, request, simple_config, tls_request,
+                           wait_for, write_config)
 from tests.process import LbproxyProcess, port_open
 
 AUTH = "Basic " + base64.b64encode(b"admin:pw").decode()
@@ -186,16 +186,11 @@ def workers_weigh(supervisor: int, weight: int) -> bool:
 def resumed_connections(port: int, client: ssl.SSLContext, count: int,
                         session: ssl.SSLSession | None) -> tuple[int, ssl.SSLSession | None]:
     """`count` connections, each on a new source port and offering the previous one's TLS
-    session (as wrk and browsers do); how many resumed it, and the last session."""
+    session; how many resumed it, and the last session."""
     resumed = 0
     for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                client.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            while conn.recv(65536):      # to the end: TLS 1.3 tickets come after the handshake
-                pass
-            resumed += conn.session_reused
-            session = conn.session
+        reused, session = tls_request(port, client, session)
+        resumed += reused
     return resumed, session
 
 
