@@ -2,7 +2,7 @@
 themselves, with no proxying behind.
 
 It terminates TLS exactly as an lbproxy bind does (the same context from
-lbproxy/proxy/tls.py, the C TLS layer of the compiled build on uvloop's TCP transport) and
+lbproxy/proxy/tls.py, the same Listener and so the C TLS server of the compiled build) and
 answers each request head with a fixed reply of about 100 bytes, closing after it when the request
 says `Connection: close`. Set beside lbproxy and HAProxy in bench.tls, it splits lbproxy's
 CPU time per TLS connection into what the loop and the layer cost and what its HTTP path
@@ -19,7 +19,8 @@ import asyncio
 
 import uvloop
 
-from lbproxy.config.schema import TLS13_DEFAULT_SUITES, BindTLSConfig, CertConfig
+from lbproxy.config.schema import TLS13_DEFAULT_SUITES, Address, BindTLSConfig, CertConfig
+from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.tls import c_termination, server_context
 
 # about the size of the nginx backend's answer, and starting as bench's start check expects
@@ -55,18 +56,17 @@ class Responder(asyncio.Protocol):
 
 
 async def serve(port: int, cert: str | None, key: str | None, suites: str | None) -> None:
-    loop = asyncio.get_running_loop()
-    if cert is None or key is None:
-        await loop.create_server(Responder, "127.0.0.1", port, backlog=4096)
-        await asyncio.Event().wait()
-    config = BindTLSConfig((CertConfig(cert, key),), alpn=("http/1.1",),
-                           ciphersuites=tuple(suites.split(":")) if suites else TLS13_DEFAULT_SUITES)
-    context = server_context(config, "tls_responder", f"127.0.0.1:{port}")
-    layer = c_termination()
-    if layer is None:
-        raise SystemExit("the C TLS layer is not built (compiled build needed)")
-    await loop.create_server(lambda: layer(context, Responder(), loop, HANDSHAKE_TIMEOUT),
-                             "127.0.0.1", port, backlog=4096)
+    context = None
+    if cert is not None and key is not None:
+        if c_termination() is None:
+            raise SystemExit("the C TLS layer is not built (compiled build needed)")
+        config = BindTLSConfig((CertConfig(cert, key),), alpn=("http/1.1",),
+                               ciphersuites=tuple(suites.split(":")) if suites
+                               else TLS13_DEFAULT_SUITES)
+        context = server_context(config, "tls_responder", f"127.0.0.1:{port}")
+    listener = Listener(bind_socket(Address("127.0.0.1", port)), Responder, context,
+                        HANDSHAKE_TIMEOUT)
+    await listener.start()
     await asyncio.Event().wait()
 
 

@@ -4,7 +4,9 @@ A Listener serves its socket through an asyncio server built on a `dup()` of it.
 stop accepting (maxconn reached) it closes that server: only the duplicate descriptor
 goes away, the kernel socket and its backlog stay, and new clients wait there as with
 HAProxy's maxconn. Resuming builds a new server on a new duplicate. The same property
-lets a reload keep a socket while it replaces everything else.
+lets a reload keep a socket while it replaces everything else. A TLS bind of the compiled
+build is served by the C TLS server instead (lbproxy/proxy/tls_layer.pyx), which accepts
+on the socket itself and stops by no longer watching it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lbproxy.config.schema import Address
 from lbproxy.proxy.tls import c_termination
+
+if TYPE_CHECKING:
+    from lbproxy.proxy.tls_layer import TLSServer
 
 BACKLOG = 4096   # connections over maxconn wait here
 
@@ -52,10 +58,10 @@ class Listener:
         self.ssl_context = ssl_context
         self.server: asyncio.AbstractServer | None = None
         self._resuming: asyncio.Task | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.tls_layer: Callable[..., asyncio.Protocol] | None = None   # set by start()
+        # the C TLS server of a TLS bind, where it is built (made by start())
+        self.tls_server: TLSServer | None = None
         # the TLS handshake's bound, the frontend's http_request timeout (a reload sets it
-        # again: asyncio's TLS reads it at start, the C layer per connection)
+        # again: asyncio's TLS reads it at start, the C TLS server per connection)
         self.handshake_timeout = handshake_timeout
 
     @property
@@ -63,25 +69,28 @@ class Listener:
         return self.sock.getsockname()[:2]
 
     async def start(self) -> None:
-        self.loop = loop = asyncio.get_running_loop()
-        # TLS in C where it is built, else asyncio's (lbproxy/proxy/tls.py)
-        self.tls_layer = c_termination() if self.ssl_context is not None else None
+        loop = asyncio.get_running_loop()
+        if self._c_tls(loop):
+            self.tls_server.start_accepting()
+            return
         dup = self.sock.dup()
         try:
-            asyncio_tls = self.ssl_context is not None and self.tls_layer is None
             self.server = await loop.create_server(
-                self._protocol, sock=dup, backlog=BACKLOG,
-                ssl=self.ssl_context if asyncio_tls else None,
-                ssl_handshake_timeout=self.handshake_timeout if asyncio_tls else None)
+                self.factory, sock=dup, backlog=BACKLOG, ssl=self.ssl_context,
+                ssl_handshake_timeout=self.handshake_timeout if self.ssl_context else None)
         except BaseException:
             dup.close()
             raise
 
-    def _protocol(self) -> asyncio.Protocol:
-        # Looked up per connection, so a reload can hand the socket to a new frontend.
-        if self.tls_layer is None:
-            return self.factory()
-        return self.tls_layer(self.ssl_context, self.factory(), self.loop, self.handshake_timeout)
+    def _c_tls(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the C TLS server serves this bind (made on first use): TLS in C where
+        it is built, else asyncio's (lbproxy/proxy/tls.py). It reads `ssl_context`,
+        `factory` and `handshake_timeout` from here for each connection."""
+        if self.tls_server is None and self.ssl_context is not None:
+            server_class = c_termination()
+            if server_class is not None:
+                self.tls_server = server_class(loop, self, self.sock)
+        return self.tls_server is not None and self.ssl_context is not None
 
     async def restart(self, ssl_context: ssl.SSLContext | None) -> None:
         """Serve the same socket with another TLS context (reload); the backlog waits."""
@@ -91,7 +100,8 @@ class Listener:
 
     @property
     def accepting(self) -> bool:
-        return self.server is not None or self._resuming is not None
+        return (self.server is not None or self._resuming is not None
+                or (self.tls_server is not None and self.tls_server.accepting))
 
     def pause(self) -> None:
         """Stop accepting; clients queue in the kernel backlog."""
@@ -101,6 +111,8 @@ class Listener:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.tls_server is not None:
+            self.tls_server.stop_accepting()
 
     def resume(self) -> None:
         if not self.accepting and self.sock.fileno() >= 0:
@@ -114,4 +126,6 @@ class Listener:
 
     def close(self) -> None:
         self.pause()
+        if self.tls_server is not None:
+            self.tls_server.close()      # handshakes under way end with the socket
         self.sock.close()

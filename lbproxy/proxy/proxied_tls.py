@@ -4,7 +4,8 @@ before the TLS handshake, in clear, so it must be read from the raw socket first
 asyncio's TLS servers start the handshake on accept, so these binds accept connections
 themselves: each accepted socket is watched until its PROXY header is complete, read with
 MSG_PEEK so that not one byte of the ClientHello behind it is consumed, then exactly the
-header's bytes are taken and the socket is handed to the loop with TLS
+header's bytes are taken and the socket is handed to the C TLS server
+(lbproxy/proxy/tls_layer.pyx) where it is built, else to the loop with asyncio's TLS
 (`connect_accepted_socket`). The client protocol gets the addresses the header carried.
 A socket that sends something else, or nothing within the frontend's `http_request`
 timeout, is closed, as a plain bind with `accept_proxy` does.
@@ -38,8 +39,12 @@ class ProxiedTLSListener(Listener):
         self.accepting_now = False
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        server_class = c_termination()
+        if self.tls_server is None and server_class is not None:
+            self.tls_server = server_class(loop, self)      # adopts sockets, accepts none
         self.accepting_now = True
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
+        loop.add_reader(self.sock.fileno(), self._accept)
 
     @property
     def accepting(self) -> bool:
@@ -67,17 +72,17 @@ class ProxiedTLSListener(Listener):
                     asyncio.get_running_loop().call_later(RETRY_AFTER_EMFILE, self.resume)
                 return
             conn.setblocking(False)
-            _HeaderReader(conn, self.factory(), self.ssl_context)
+            _HeaderReader(conn, self.factory(), self)
 
 
 class _HeaderReader:
     """One accepted socket until its PROXY header is read."""
 
     def __init__(self, conn: socket.socket, protocol: ClientProtocol,
-                 ssl_context: object) -> None:
+                 listener: ProxiedTLSListener) -> None:
         self.conn = conn
         self.protocol = protocol
-        self.ssl_context = ssl_context
+        self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.timer = self.loop.call_later(protocol.frontend.timeout_http_request, self._give_up)
         self.loop.add_reader(conn.fileno(), self._readable)
@@ -103,15 +108,13 @@ class _HeaderReader:
             self.conn.close()
             return
         self.protocol.behind_proxy(header)
-        protocol, context, loop = self.protocol, self.ssl_context, self.loop
-        timeout = protocol.frontend.timeout_http_request     # for the handshake too
-        layer = c_termination()          # TLS in C where it is built, else asyncio's
-        if layer is None:
-            accepted = loop.connect_accepted_socket(lambda: protocol, self.conn, ssl=context,
-                                                    ssl_handshake_timeout=timeout)
-        else:
-            accepted = loop.connect_accepted_socket(
-                lambda: layer(context, protocol, loop, timeout), self.conn)
+        protocol, listener, loop = self.protocol, self.listener, self.loop
+        if listener.tls_server is not None:
+            listener.tls_server.adopt(self.conn.detach(), protocol)
+            return
+        accepted = loop.connect_accepted_socket(
+            lambda: protocol, self.conn, ssl=listener.ssl_context,
+            ssl_handshake_timeout=listener.handshake_timeout)
         loop.create_task(accepted).add_done_callback(_handshake_done)
 
     def _give_up(self) -> None:

@@ -29,7 +29,6 @@ SNI callback (two dict lookups).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import ssl
@@ -100,15 +99,15 @@ def server_context(config: BindTLSConfig, where: str, address: str = "") -> ssl.
 
 
 @functools.cache
-def c_termination() -> Callable[..., asyncio.Protocol] | None:
-    """The protocol class that terminates TLS in C (lbproxy/proxy/tls_layer.pyx), called
-    as `(context, app, loop, handshake_timeout)`; None where it is not built or not usable
-    with this Python: asyncio's TLS then does the work."""
+def c_termination() -> type | None:
+    """The server class that terminates TLS in C (lbproxy/proxy/tls_layer.pyx), made as
+    `TLSServer(loop, source, sock)`; None where it is not built or not usable with this
+    Python: asyncio's TLS then does the work."""
     try:
-        from lbproxy.proxy.tls_layer import TLSLayer, layout_holds
-    except ImportError:       # not built (no compiler, no libssl.so.3) or disabled
+        from lbproxy.proxy.tls_layer import TLSServer, layout_holds
+    except ImportError:       # not built (no compiler, no libssl.so.3, no epoll) or disabled
         return None
-    return TLSLayer if layout_holds() else None
+    return TLSServer if layout_holds() else None
 
 
 def sni_of(ssl_object: ssl.SSLObject | None) -> str | None:

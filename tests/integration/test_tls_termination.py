@@ -19,6 +19,8 @@ import pytest
 import trustme
 import uvloop
 
+from lbproxy.config.schema import Address
+from lbproxy.proxy.listener import Listener, bind_socket
 from lbproxy.proxy.tls import c_termination
 from tests.harness import Reader, cert_files, connect, simple_config, tls_request, wait_for
 from tests.loop_thread import LoopThread
@@ -166,7 +168,7 @@ class Recorder(asyncio.Protocol):
 
 
 class LayerServer(LoopThread):
-    """The layer serving Recorders on uvloop, as the proxy's listeners use it."""
+    """A TLS Listener serving Recorders on uvloop, as the proxy does."""
 
     def __init__(self, context: ssl.SSLContext, timeout: float = 10.0, pause: bool = False):
         super().__init__()
@@ -175,18 +177,18 @@ class LayerServer(LoopThread):
         self.apps: list[Recorder] = []
 
     async def listen(self):
-        loop = asyncio.get_running_loop()
-        layer = c_termination()
-
         def accept() -> asyncio.Protocol:
             self.apps.append(Recorder(self.pause))
-            return layer(self.context, self.apps[-1], loop, self.timeout)
+            return self.apps[-1]
 
-        server = await loop.create_server(accept, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
+        listener = Listener(bind_socket(Address("127.0.0.1", 0)), accept, self.context,
+                            self.timeout)
+        await listener.start()
+        assert listener.tls_server is not None
+        self.port = listener.address[1]
 
         async def close() -> None:
-            server.close()
+            listener.close()
         return close
 
 
