@@ -192,6 +192,13 @@ cdef class TLSServer:
     cdef uint32_t serial             # tells a reused descriptor from the one it was
     cdef object retry
     cdef epoll_event events[POLL_BATCH]
+    # Handshake deadlines: one timer for the earliest of them, not one per connection
+    # (a uvloop timer costs a libuv handle and two Python objects).
+    cdef set handshaking
+    cdef object sweeper
+    cdef double sweep_at
+    # connection_lost calls for the loop's next turn, one callback for all of them
+    cdef list lost
 
     def __init__(self, loop, source, sock=None):
         self.loop = loop
@@ -199,6 +206,8 @@ cdef class TLSServer:
         self.listen_fd = sock.fileno() if sock is not None else -1
         self.poll_fd = -1
         self.connections = {}
+        self.handshaking = set()
+        self.lost = []
 
     @property
     def accepting(self):
@@ -261,7 +270,12 @@ cdef class TLSServer:
                     self.stop_accepting()
                     self.retry = self.loop.call_later(RETRY_AFTER_EMFILE, self._retry)
                 return
-            self._serve(fd, &peer, length, context, factory(), timeout)
+            try:
+                app = factory()
+            except BaseException:
+                close(fd)
+                raise
+            self._serve(fd, &peer, length, context, app, timeout)
 
     def _retry(self):
         self.retry = None
@@ -311,6 +325,50 @@ cdef class TLSServer:
             except Exception as exc:
                 connection.failed(exc)
 
+    cdef int handshake_started(self, TLSConnection connection, double timeout) except -1:
+        connection.deadline = self.loop.time() + timeout
+        self.handshaking.add(connection)
+        if self.sweeper is None or connection.deadline < self.sweep_at:
+            self._sweep_at(connection.deadline)
+        return 0
+
+    cdef _sweep_at(self, double when):
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        self.sweep_at = when
+        self.sweeper = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self):
+        """Drop the connections whose handshake is late; wait for the next deadline."""
+        cdef TLSConnection connection
+        cdef double now = self.loop.time()
+        cdef double earliest = 0
+        self.sweeper = None
+        for connection in list(self.handshaking):
+            if connection.deadline <= now:
+                connection.abort()
+            elif earliest == 0 or connection.deadline < earliest:
+                earliest = connection.deadline
+        if earliest:
+            self._sweep_at(earliest)
+
+    cdef int report_lost(self, TLSConnection connection, exc) except -1:
+        if not self.lost:
+            self.loop.call_soon(self._report_lost)
+        self.lost.append((connection, exc))
+        return 0
+
+    def _report_lost(self):
+        cdef TLSConnection connection
+        lost, self.lost = self.lost, []
+        for connection, exc in lost:
+            try:
+                connection.connection_lost(exc)
+            except Exception as error:
+                self.loop.call_exception_handler({
+                    "message": "protocol.connection_lost() failed on a TLS connection",
+                    "exception": error})
+
     cdef int forget(self, TLSConnection connection) except -1:
         epoll_ctl(self.poll_fd, EPOLL_CTL_DEL, connection.fd, NULL)
         del self.connections[connection.fd]
@@ -345,7 +403,7 @@ cdef class TLSConnection:
     the rest of a chunk the socket took only part of."""
 
     cdef TLSServer server
-    cdef object loop, app, ssl_object, timer, unsent
+    cdef object loop, app, ssl_object, unsent
     cdef SSL *ssl
     cdef BIO *incoming
     cdef BIO *outgoing
@@ -354,6 +412,7 @@ cdef class TLSConnection:
     cdef sockaddr_storage peer
     cdef socklen_t peer_length
     cdef Py_ssize_t high_water, low_water
+    cdef double deadline             # of the handshake
     cdef bint handshaken, closing, reading_paused, writing_paused, resume_scheduled
 
     cdef start(self, context, app, double handshake_timeout):
@@ -363,7 +422,7 @@ cdef class TLSConnection:
         self.incoming = SSL_get_rbio(self.ssl)
         self.outgoing = SSL_get_wbio(self.ssl)
         if handshake_timeout > 0:
-            self.timer = self.loop.call_later(handshake_timeout, self._handshake_expired)
+            self.server.handshake_started(self, handshake_timeout)
 
     # --- the socket -------------------------------------------------------------------------
 
@@ -467,19 +526,18 @@ cdef class TLSConnection:
         self.closing = True
         self.ssl = NULL         # owned by ssl_object, dropped with it
         self.unsent = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.handshaken:
-            self.loop.call_soon(self._connection_lost, exc)
+            self.server.report_lost(self, exc)
         else:
+            self.server.handshaking.discard(self)
             self.ssl_object = self.app = None
         return 0
 
-    def _connection_lost(self, exc):
+    cdef int connection_lost(self, exc) except -1:
         app, self.app = self.app, None
         self.ssl_object = None
         app.connection_lost(exc)
+        return 0
 
     cdef int failed(self, exc) except -1:
         """A callback of the client protocol raised: reported, then the connection is cut
@@ -488,11 +546,6 @@ cdef class TLSConnection:
             "message": "Fatal error: protocol callback failed on a TLS connection",
             "exception": exc, "transport": self, "protocol": self.app})
         return self._finish(exc)
-
-    def _handshake_expired(self):
-        self.timer = None
-        if not self.handshaken:
-            self.abort()
 
     # --- TLS --------------------------------------------------------------------------------
 
@@ -504,9 +557,7 @@ cdef class TLSConnection:
             ERR_clear_error()
         if result == 1:
             self.handshaken = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self.server.handshaking.discard(self)
             self._send()            # our last flight and the session tickets
             self.app.connection_made(self)
         elif error == SSL_ERROR_WANT_READ:

@@ -49,9 +49,10 @@ def tls_connect(port: int, ca: trustme.CA) -> ssl.SSLSocket:
 
 # --- through the proxy --------------------------------------------------------------------
 
-def tls_config(servers: list[int], ca: trustme.CA, tmp_path) -> dict:
-    """simple_config with TLS on its bind (a certificate for localhost from `ca`)."""
-    config = simple_config(servers)
+def tls_config(servers: list[int], ca: trustme.CA, tmp_path, **options) -> dict:
+    """simple_config (with `options`) with TLS on its bind (a certificate for localhost
+    from `ca`)."""
+    config = simple_config(servers, **options)
     port = int(config["frontends"]["web"]["bind"][0].rsplit(":", 1)[1])
     config["frontends"]["web"]["bind"] = [{"address": f"127.0.0.1:{port}", "tls": {
         "certificates": [cert_files(ca, tmp_path, "localhost")]}}]
@@ -96,6 +97,30 @@ def test_a_handshake_must_finish_within_http_request(ca, tmp_path, backends, pro
         assert Reader(sock).read_response().status == 200
 
 
+def test_maxconn_holds_new_tls_clients_in_the_backlog(ca, tmp_path, backends, proxy):
+    """At maxconn the bind stops accepting: a new client's handshake waits in the
+    backlog, and completes as soon as a connection closes."""
+    (app,) = backends(1)
+    p = proxy(tls_config([app.port], ca, tmp_path, maxconn=1))
+    first = tls_connect(p.port, ca)
+    waiting = client_context(ca).wrap_socket(connect(p.port), server_hostname="localhost",
+                                             do_handshake_on_connect=False)
+    try:
+        first.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Reader(first).read_response().status == 200
+        waiting.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            waiting.do_handshake()             # no ServerHello while one is open...
+        first.close()
+        waiting.settimeout(5)
+        waiting.do_handshake()                 # ...and served once it closed
+        waiting.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Reader(waiting).read_response().status == 200
+    finally:
+        first.close()
+        waiting.close()
+
+
 def test_session_tickets_expire_at_the_hourly_key_change(ca, tmp_path, backends, proxy,
                                                          monkeypatch):
     """The proxy changes its ticket keys at each period's end (an hour; a second here): a
@@ -126,8 +151,9 @@ compiled_only = pytest.mark.skipif(c_termination() is None,
 
 
 class Recorder(asyncio.Protocol):
-    """The client protocol under the layer: records what it hears and echoes data back;
-    with `pause` it stops reading after each read and resumes on the next loop turn."""
+    """The client protocol on a C TLS connection: records what it hears and echoes data
+    back (answers "bye" with "bye!" and closes, "flood" with PAYLOAD); with `pause` it
+    stops reading after each read and resumes on the next loop turn."""
 
     def __init__(self, pause: bool = False) -> None:
         self.events: list[str] = []
@@ -140,6 +166,8 @@ class Recorder(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport              # type: ignore[assignment]
         self.events.append("made")
+        self.addresses = (transport.get_extra_info("peername"),
+                          transport.get_extra_info("sockname"))
 
     def data_received(self, data: bytes) -> None:
         self.read_while_paused |= self.paused
@@ -147,6 +175,9 @@ class Recorder(asyncio.Protocol):
         if data == b"bye":
             self.transport.writelines([b"by", b"e!"])
             self.transport.close()
+            return
+        if data == b"flood":
+            self.transport.write(PAYLOAD)
             return
         self.transport.write(data)
         if self.pause:
@@ -161,6 +192,12 @@ class Recorder(asyncio.Protocol):
 
     def eof_received(self) -> None:
         self.events.append("eof")
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.events.append("lost")
@@ -222,6 +259,25 @@ def test_megabytes_both_ways_while_the_protocol_pauses_reading(ca):
             (app,) = server.apps
             assert app.received == len(PAYLOAD) and not app.read_while_paused
             assert app.events == ["made"]
+
+
+@compiled_only
+def test_writes_past_the_buffer_limit_pause_the_protocol_until_the_client_reads(ca):
+    with LayerServer(server_context(ca)) as server:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)   # no autotuning
+        raw.connect(("127.0.0.1", server.port))
+        with client_context(ca).wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"flood")
+            wait_for(lambda: server.apps and "pause" in server.apps[0].events)
+            app = server.apps[0]
+            assert app.events == ["made", "pause"]
+            assert app.addresses == (sock.getsockname(), sock.getpeername())
+            received = bytearray()
+            while len(received) < len(PAYLOAD):
+                received += sock.recv(65536)
+            assert received == PAYLOAD
+            wait_for(lambda: app.events == ["made", "pause", "resume"])
 
 
 @compiled_only
