@@ -218,8 +218,8 @@ class LayerServer(LoopThread):
             self.apps.append(Recorder(self.pause))
             return self.apps[-1]
 
-        listener = Listener(bind_socket(Address("127.0.0.1", 0)), accept, self.context,
-                            self.timeout)
+        self.listener = listener = Listener(bind_socket(Address("127.0.0.1", 0)), accept,
+                                            self.context, self.timeout)
         await listener.start()
         assert listener.tls_server is not None
         self.port = listener.address[1]
@@ -227,6 +227,10 @@ class LayerServer(LoopThread):
         async def close() -> None:
             listener.close()
         return close
+
+    def close_bind(self) -> None:
+        """Close the listener (as a reload that drops the bind, or a stop, does)."""
+        self._loop.call_soon_threadsafe(self.listener.close)
 
 
 def exchange(sock: ssl.SSLSocket, payload: bytes, timeout: float = 10.0) -> bytes:
@@ -315,3 +319,20 @@ def test_garbage_and_stalled_handshakes_are_dropped_unheard(ca):
             with pytest.raises(ssl.SSLError):                      # the alert, then the end
                 sock.recv(10)
         wait_for(lambda: server.apps[3].events == ["made", "lost"])
+
+
+@compiled_only
+def test_closing_the_bind_drops_handshakes_under_way_not_connections(ca):
+    with LayerServer(server_context(ca)) as server:
+        with tls_connect(server.port, ca) as served, connect(server.port) as pending:
+            served.sendall(b"hi")
+            assert served.recv(10) == b"hi"
+            wait_for(lambda: len(server.apps) == 2)
+            server.close_bind()
+            assert Reader(pending).closed()
+            served.sendall(b"still here")
+            assert served.recv(20) == b"still here"
+        with pytest.raises(ConnectionRefusedError):
+            connect(server.port)
+        wait_for(lambda: server.apps[0].events[-1:] == ["lost"])
+        assert server.apps[1].events == []
