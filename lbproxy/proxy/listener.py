@@ -76,11 +76,15 @@ class Listener:
         dup = self.sock.dup()
         try:
             self.server = await loop.create_server(
-                self.factory, sock=dup, backlog=BACKLOG, ssl=self.ssl_context,
+                self._protocol, sock=dup, backlog=BACKLOG, ssl=self.ssl_context,
                 ssl_handshake_timeout=self.handshake_timeout if self.ssl_context else None)
         except BaseException:
             dup.close()
             raise
+
+    def _protocol(self) -> asyncio.Protocol:
+        # Looked up per connection, so a reload can hand the socket to a new frontend.
+        return self.factory()
 
     def _c_tls(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the C TLS server serves this bind (made on first use): TLS in C where

@@ -125,6 +125,21 @@ def test_dst_port_is_the_port_of_the_bind_each_client_reached(backends, proxy):
         assert (headers["x-dst"], headers["x-reloaded"]) == (str(port), "1")
 
 
+def test_a_bind_moved_to_another_frontend_by_a_reload_serves_with_it(backends, proxy):
+    """The listener stays (its socket and backlog), its new connections go to the
+    frontend the bind now belongs to."""
+    (app,) = backends(1)
+    config = simple_config([app.port])
+    p = proxy(config)
+    assert "x-frontend" not in echo_headers(get(p.port, "/echo"))
+    site = config["frontends"].pop("web")
+    site["http_request"] = [{"set_header": {"name": "X-Frontend", "value": "site"}}]
+    config["frontends"]["site"] = site
+    p.rewrite(config)
+    assert asyncio.run_coroutine_threadsafe(p.engine.reload(), p.loop).result(5) == []
+    assert echo_headers(get(p.port, "/echo"))["x-frontend"] == "site"
+
+
 def test_set_path_and_replace_path(backends, proxy):
     (app,) = backends(1)
     p = proxy(simple_config([app.port], http_request=[
