@@ -248,7 +248,8 @@ def test_a_restart_under_steady_load_does_not_scale_on_startup_noise(
     try:
         wait_for(lambda: len(active(p)) == 2, timeout=15)
         with PacedLoad(p.port) as load:
-            load.rate = 40                           # 20 per server of 25: keep 2
+            # 15 per server of 25: keep 2, with room for the bursts of a busy machine
+            load.rate = 30
             first.kill()                             # its servers stay; the next adopts them
             second = Autoscaler(path, tmp_path)
             wait_for(lambda: len(second.decisions()) >= 20, timeout=30)
