@@ -248,8 +248,8 @@ def test_a_restart_under_steady_load_does_not_scale_on_startup_noise(
     try:
         wait_for(lambda: len(active(p)) == 2, timeout=15)
         with PacedLoad(p.port) as load:
-            # 15 per server of 25: keep 2, with room for the bursts of a busy machine
-            load.rate = 30
+            load.rate = 30                           # 15 per server of 25: keep 2
+            wait_for(lambda: load.ok >= 60, timeout=10)   # steady before the restart
             first.kill()                             # its servers stay; the next adopts them
             second = Autoscaler(path, tmp_path)
             wait_for(lambda: len(second.decisions()) >= 20, timeout=30)
@@ -262,7 +262,8 @@ def test_a_restart_under_steady_load_does_not_scale_on_startup_noise(
         for pid in demo_pids(low):
             os.killpg(pid, signal.SIGKILL)
     decisions = second.decisions()
-    assert [d["desired"] for d in decisions] == [2] * len(decisions), decisions
+    assert [d["desired"] for d in decisions] == [2] * len(decisions), [
+        (i, d["desired"], d["inputs"]) for i, d in enumerate(decisions) if d["desired"] != 2]
     notes = [d["inputs"]["predictive"]["note"] for d in decisions]
     assert notes[0].startswith("forecast needs 50% of the 5s window")
     judged = [d["inputs"]["predictive"] for d in decisions
