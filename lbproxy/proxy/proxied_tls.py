@@ -21,7 +21,6 @@ from lbproxy.proxy.listener import Listener
 from lbproxy.proxy.proxy_protocol import (V2_FIXED_LENGTH, V2_MAX_LENGTH, ProxyProtocolError,
                                           parse_proxy_header)
 from lbproxy.proxy.state import OUT_OF_FDS
-from lbproxy.proxy.tls import c_termination
 
 if TYPE_CHECKING:
     from lbproxy.proxy.client import ClientProtocol
@@ -40,9 +39,7 @@ class ProxiedTLSListener(Listener):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        server_class = c_termination()
-        if self.tls_server is None and server_class is not None:
-            self.tls_server = server_class(loop, self)      # adopts sockets, accepts none
+        self._c_tls(loop)        # its C TLS server adopts the sockets; this class accepts them
         self.accepting_now = True
         loop.add_reader(self.sock.fileno(), self._accept)
 
