@@ -213,10 +213,6 @@ cdef class TLSServer:
     def accepting(self):
         return self.accepting_now
 
-    @property
-    def open_connections(self):
-        return len(self.connections)
-
     def start_accepting(self):
         if self.accepting_now or self.listen_fd < 0:
             return
@@ -387,7 +383,7 @@ cdef class TLSServer:
         if self.poll_fd < 0:
             self.poll_fd = epoll_create1(EPOLL_CLOEXEC)
             if self.poll_fd < 0:
-                raise OSError(errno, os.strerror(errno))
+                raise _os_error(errno)
             self.loop.add_reader(self.poll_fd, self._poll)
 
     cdef _unwatch_if_idle(self):
@@ -442,7 +438,7 @@ cdef class TLSConnection:
         cdef ssize_t got = recv(self.fd, receive_buffer, CHUNK, 0)
         if got < 0:
             if errno != EAGAIN and errno != EINTR:
-                self._finish(OSError(errno, os.strerror(errno)))
+                self._finish(_os_error(errno))
             return 0
         if got == 0:                            # the client's FIN ends the connection
             if self.handshaken and not self.closing:
@@ -477,7 +473,7 @@ cdef class TLSConnection:
             sent = send(self.fd, data, length, MSG_NOSIGNAL)
             if sent < 0:
                 if errno != EAGAIN and errno != EINTR:
-                    self._finish(OSError(errno, os.strerror(errno)))
+                    self._finish(_os_error(errno))
                     return 0
                 sent = 0
             if sent < length:
@@ -753,7 +749,12 @@ cdef object _socket_error(int fd):
     cdef int error = 0
     cdef socklen_t length = sizeof(error)
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-    return OSError(error, os.strerror(error)) if error else None
+    return _os_error(error) if error else None
+
+
+cdef object _os_error(int code):
+    """The OSError for an errno, of the subclass Python gives it (ConnectionResetError...)."""
+    return OSError(code, os.strerror(code))
 
 
 cdef bint _bio_write_all(BIO *bio, const char *data, Py_ssize_t length):
